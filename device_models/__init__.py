@@ -1,0 +1,8 @@
+"""device_models: the physics of one memory cell, vectorised over arrays (numpy only; never imports aimc/torch).
+
+Two faces: inference statistics (programming noise, drift, read noise, faults) and pulse response
+(state-dependent steps for on-chip training). Published devices are TOML cards: ``load(name)``, ``available()``.
+"""
+from .cards import FAMILIES, available, from_params, load, read_card, register
+
+__all__ = ["FAMILIES", "available", "from_params", "load", "read_card", "register"]
