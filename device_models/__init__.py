@@ -4,5 +4,6 @@ Two faces: inference statistics (programming noise, drift, read noise, faults) a
 (state-dependent steps for on-chip training). Published devices are TOML cards: ``load(name)``, ``available()``.
 """
 from .cards import FAMILIES, available, from_params, load, read_card, register
+from . import inference  # noqa: F401  (registers families)
 
 __all__ = ["FAMILIES", "available", "from_params", "load", "read_card", "register"]
