@@ -238,7 +238,8 @@ class InferenceModel:
         """
         _check_rng(rng)
         a, dt = _as_g(g_target, "g_target")
-        g_t = self._quantize(self._check_target(a))
+        shape = a.shape
+        g_t = self._quantize(self._check_target(a)).reshape(-1)     # 1-D inside: 0-d draws are scalars
         g_prog, z = self._program_verified(g_t, rng)
         nu, z = self._draw_state(g_t, z, rng)
         stuck = np.zeros(g_t.shape, dtype=bool)
@@ -254,11 +255,11 @@ class InferenceModel:
             g_prog[rnd] = self.g_min + (self.g_max - self.g_min) * rng.random(int(rnd.sum()))
             nu[stuck] = 0.0
         return ProgrammedCells(
-            g_target=g_t.astype(dt),
-            g_prog=g_prog.astype(dt),
-            nu=nu.astype(dt),
-            stuck=stuck,
-            z=None if z is None else z.astype(dt),
+            g_target=g_t.astype(dt).reshape(shape),
+            g_prog=g_prog.astype(dt).reshape(shape),
+            nu=nu.astype(dt).reshape(shape),
+            stuck=stuck.reshape(shape),
+            z=None if z is None else z.astype(dt).reshape(shape),
         )
 
     def drift_mean(self, cells: ProgrammedCells, t):
@@ -316,9 +317,7 @@ class InferenceModel:
         g = g_t + self.prog_noise_scale * self._prog_sigma(g_t) * z
         return self._clip_prog(g), z
 
-    def _program_verified(self, g_t, rng):
-        shape = g_t.shape
-        gt = g_t.reshape(-1)
+    def _program_verified(self, gt, rng):
         g, z = self._program_once(gt, rng)
         if self.verify_tol > 0:
             for _ in range(self.verify_max_iter):
@@ -330,7 +329,7 @@ class InferenceModel:
                 idx = bad[better]
                 g[idx] = g_new[better]
                 z[idx] = z_new[better]
-        return g.reshape(shape), z.reshape(shape)
+        return g, z
 
     # -- family hooks (defaults: no drift, no read noise) ---------------------------------------------------
     def _prog_sigma(self, g):

@@ -441,6 +441,9 @@ def test_seeds_dtypes_and_shapes():
     assert isinstance(cells, ProgrammedCells) and cells.shape == (20, 30)
     assert all(x.dtype == np.float32 for x in (cells.g_target, cells.g_prog, cells.nu))
     assert m.drift_mean(cells, 10.0).dtype == np.float32 and m.read(cells, 10.0, rng(1)).dtype == np.float32
+    for g0 in (12.5, np.float32(12.5), np.zeros(0), np.zeros((0, 4))):    # scalars and empty arrays
+        m2 = dataclasses.replace(m, stuck_random_prob=0.5)
+        assert np.shape(m2.sample(g0, 60.0, seed=1)) == np.shape(g0)
     mu, sd = m.drift_exponent_stats(np.float32(5.0) * np.ones(3, np.float32))
     assert mu.dtype == np.float32 and m.programming_noise_std(np.ones(2, np.float32)).dtype == np.float32
 
