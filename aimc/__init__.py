@@ -1,0 +1,15 @@
+"""aimc: analog in-memory computing emulation.
+
+Core (numpy + numba + h5py, no torch): ``Tile``, ``TileArray``, ``TileConfig`` and its presets.
+Torch adapters live in ``aimc.nn`` (install ``aimc[torch]``).
+"""
+from . import config as presets
+from .config import (BoundManagement, ConfigError, IOConfig, MappingConfig, MappingKind, NoiseManagement,
+                     TileConfig, WeightNoiseType)
+from .rng import Stream
+from .tile import Tile, TileArray
+
+__version__ = "0.1.0"
+
+__all__ = ["BoundManagement", "ConfigError", "IOConfig", "MappingConfig", "MappingKind", "NoiseManagement",
+           "Stream", "Tile", "TileArray", "TileConfig", "WeightNoiseType", "presets", "__version__"]

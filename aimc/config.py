@@ -1,0 +1,350 @@
+"""The config tree: nested dataclasses + enums, validated at construction, round-tripping through JSON.
+
+Every field names its physical meaning; errors name the field and the allowed range. ``TileConfig`` is
+the root; ``IOConfig`` describes one direction of the periphery (forward, backward); ``MappingConfig``
+how weights become conductances and how matrices are split into tiles. Extensions (device statistics,
+pulsed updates) add their own sub-configs here, so there is one tree and one JSON format.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class NoiseManagement(str, enum.Enum):
+    """Input scaling alpha before the DAC (y = alpha * F(x / alpha)); physics.md §1.3."""
+
+    NONE = "none"          # alpha = 1
+    ABS_MAX = "abs_max"    # alpha = max_j |x_j| (capped at nm_thres if > 0)
+    MAX = "max"            # alpha = max_j x_j (signed), capped likewise
+    CONSTANT = "constant"  # alpha = nm_thres if > 0 else 1
+
+
+class BoundManagement(str, enum.Enum):
+    """Re-reads with halved inputs when the ADC clips; physics.md §1.7."""
+
+    NONE = "none"
+    ITERATIVE = "iterative"  # f = 1, 2, 4, ... until no output clips or the stop rule fires
+
+
+class WeightNoiseType(str, enum.Enum):
+    """Output-referred short-term weight noise; physics.md §1.5."""
+
+    NONE = "none"
+    ADDITIVE_CONSTANT = "additive_constant"  # y_i += w_noise * ||v||_2 * xi_i  (== iid N(0, w_noise^2) per weight)
+    PCM_READ = "pcm_read"                    # y_i += w_noise * sqrt(sum_j |w_ij| v_j^2) * xi_i
+
+
+class MappingKind(str, enum.Enum):
+    """How a weight becomes conductances; physics.md §2.2-2.5."""
+
+    DIFFERENTIAL = "differential"    # G+ / G- pair, g_max scaling
+    N_PAIRS = "n_pairs"              # several pairs with significance factors
+    SINGLE_OFFSET = "single_offset"  # one device per weight plus an offset (reference) read digitally
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and the allowed values."""
+
+
+def _num(owner, name, v, lo=-math.inf, hi=math.inf, *, lo_open=False, integer=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{owner}.{name} must be {kind}, got {v!r}")
+    if math.isnan(v) or (lo_open and v <= lo) or v < lo or v > hi:
+        lb = "(" if lo_open else "["
+        raise ConfigError(f"{owner}.{name} = {v!r} is out of range {lb}{lo}, {hi}]")
+
+
+def _enum(owner, obj, name, cls):
+    v = getattr(obj, name)
+    if isinstance(v, cls):
+        return
+    try:
+        object.__setattr__(obj, name, cls(v))
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise ConfigError(f"{owner}.{name} = {v!r} is not one of {allowed}") from None
+
+
+class _Node:
+    """Shared behaviour of config nodes: JSON round trip, non-default diff, replace."""
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, _Node):
+                v = v.to_dict()
+            elif isinstance(v, enum.Enum):
+                v = v.value
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, _path: str | None = None):
+        path = _path or cls.__name__
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path} must be a JSON object, got {type(d).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"{path}: unknown field(s) {unknown}; allowed: {sorted(known)}")
+        kw = {}
+        for name, v in d.items():
+            sub = _SUBNODES.get((cls, name))
+            if sub is not None and v is not None:
+                v = sub.from_dict(v, f"{path}.{name}")
+            elif isinstance(v, list):
+                v = tuple(v)
+            kw[name] = v
+        return cls(**kw)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{cls.__name__}: not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    def diff(self, other=None) -> dict:
+        """The fields that differ from ``other`` (default: a default-constructed node), nested."""
+        other = other if other is not None else type(self)()
+        out = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, _Node) and isinstance(b, _Node):
+                d = a.diff(b)
+                if d:
+                    out[f.name] = d
+            elif a != b:
+                out[f.name] = a.value if isinstance(a, enum.Enum) else a
+        return out
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def __str__(self):
+        return f"{type(self).__name__}({json.dumps(self.diff())})"
+
+
+@dataclass(frozen=True)
+class IOConfig(_Node):
+    """Periphery of one direction of an analog MVM (physics.md §1; order of stages in §1.2).
+
+    Quantisers: ``bits`` b gives 2^b - 1 levels on [-bound, bound], step 2*bound/(2^b - 2)
+    (b = 7: step 2/126, as aihwkit's inp_res = 1/126); quantise (round half to even, or stochastic), then
+    clip. ``0`` bits = no quantisation. ``out_bound`` 0 = no ADC clipping.
+    """
+
+    is_perfect: bool = False          # y = out_scale * W x exactly; every stage below is skipped
+    inp_bits: int = 7                 # DAC resolution (0 = none); Rasch et al. 2023 HWA preset: 8
+    inp_bound: float = 1.0            # DAC range +-inp_bound (must be 1 with noise management)
+    inp_sto_round: bool = False       # stochastic rounding in the DAC
+    inp_noise: float = 0.0            # Gaussian sigma added after DAC and clip
+    out_bits: int = 9                 # ADC resolution (0 = none)
+    out_bound: float = 12.0           # ADC range +-out_bound (0 = infinite)
+    out_sto_round: bool = False       # stochastic rounding in the ADC
+    out_noise: float = 0.06           # additive Gaussian sigma per output (aihwkit default 0.06)
+    w_noise: float = 0.0              # output-referred weight noise sigma (see w_noise_type)
+    w_noise_type: WeightNoiseType = WeightNoiseType.NONE
+    ir_drop: float = 0.0              # scale of the simple IR-drop model (physics.md §1.5); 0 = off
+    ir_drop_g_ratio: float = 1 / 0.35 / 5e-6  # wire conductance (0.35 Ohm segment) over g_max (5 uS)
+    out_nonlinearity: float = 0.0     # y <- y / (1 + |n y|), n = out_nonlinearity / out_bound (§1.6)
+    noise_management: NoiseManagement = NoiseManagement.ABS_MAX
+    nm_thres: float = 0.0             # CONSTANT value, else an upper cap on alpha (0 = none)
+    bound_management: BoundManagement = BoundManagement.ITERATIVE
+    max_bm_factor: int = 1000         # iterative BM stops once f > max_bm_factor
+    max_bm_res: float = 0.25          # ... or once f > max_bm_res / DAC step (f = 16 at 7 bits)
+    bm_test_negative_bound: bool = True  # clipping at -out_bound also triggers BM
+    out_scale: float = 1.0            # extra digital output factor
+
+    def __post_init__(self):
+        o = "IOConfig"
+        for name in ("is_perfect", "inp_sto_round", "out_sto_round", "bm_test_negative_bound"):
+            if not isinstance(getattr(self, name), (bool,)):
+                raise ConfigError(f"{o}.{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("inp_bits", "out_bits"):
+            v = getattr(self, name)
+            _num(o, name, v, 0, 24, integer=True)
+            if v == 1:
+                raise ConfigError(f"{o}.{name} = 1 is out of range: use 0 (no quantisation) or 2..24")
+        _num(o, "inp_bound", self.inp_bound, 0, 1e6, lo_open=True)
+        _num(o, "out_bound", self.out_bound, 0, 1e9)
+        for name in ("inp_noise", "out_noise", "w_noise", "ir_drop", "out_nonlinearity", "nm_thres"):
+            _num(o, name, getattr(self, name), 0, 1e6)
+        _num(o, "ir_drop_g_ratio", self.ir_drop_g_ratio, 0, 1e12, lo_open=True)
+        _num(o, "max_bm_factor", self.max_bm_factor, 1, 2**30, integer=True)
+        _num(o, "max_bm_res", self.max_bm_res, 0, 1e6, lo_open=True)
+        _num(o, "out_scale", self.out_scale, 0, 1e12, lo_open=True)
+        _enum(o, self, "w_noise_type", WeightNoiseType)
+        _enum(o, self, "noise_management", NoiseManagement)
+        _enum(o, self, "bound_management", BoundManagement)
+        if self.noise_management != NoiseManagement.NONE and self.inp_bound != 1.0 and not self.is_perfect:
+            raise ConfigError(f"{o}.inp_bound must be 1.0 when noise_management is {self.noise_management.value!r} "
+                              f"(got {self.inp_bound})")
+        if self.w_noise > 0 and self.w_noise_type == WeightNoiseType.NONE:
+            raise ConfigError(f"{o}.w_noise = {self.w_noise} needs w_noise_type "
+                              f"'additive_constant' or 'pcm_read' (got 'none')")
+
+    @property
+    def inp_step(self) -> float:
+        """DAC step 2*inp_bound/(2^inp_bits - 2); 0 = no quantisation."""
+        return 0.0 if self.inp_bits == 0 else 2.0 * self.inp_bound / (2**self.inp_bits - 2)
+
+    @property
+    def out_step(self) -> float:
+        """ADC step 2*out_bound/(2^out_bits - 2); 0 = no quantisation (or infinite bound)."""
+        return 0.0 if self.out_bits == 0 or self.out_bound == 0 else 2.0 * self.out_bound / (2**self.out_bits - 2)
+
+
+@dataclass(frozen=True)
+class MappingConfig(_Node):
+    """Weights -> conductances -> tiles (physics.md §2).
+
+    The tile stores normalised weights w/c with a digital per-output scale c (``weight_scaling_omega`` > 0:
+    c = max|w| / omega per column if ``columnwise`` else per tile), then maps them to conductances in uS.
+    """
+
+    kind: MappingKind = MappingKind.DIFFERENTIAL
+    g_max: float = 25.0               # uS; PCM reference of Nandakumar et al. 2019
+    g_min: float = 0.0                # uS
+    significance: tuple = (1.0,)      # n_pairs: factors f_1..f_N from lowest to highest significance
+    weight_scaling_omega: float = 0.0  # 0 = off; else max|w| maps to omega (digital scale compensates)
+    weight_scaling_columnwise: bool = True
+    max_in: int = 512                 # tile rows (inputs) at most; 0 = no split
+    max_out: int = 512                # tile columns (outputs) at most; 0 = no split
+
+    def __post_init__(self):
+        o = "MappingConfig"
+        _enum(o, self, "kind", MappingKind)
+        _num(o, "g_max", self.g_max, 0, 1e6, lo_open=True)
+        _num(o, "g_min", self.g_min, 0, 1e6)
+        if self.g_min >= self.g_max:
+            raise ConfigError(f"{o}.g_min = {self.g_min} must be below g_max = {self.g_max}")
+        sig = tuple(self.significance)
+        object.__setattr__(self, "significance", sig)
+        if not sig:
+            raise ConfigError(f"{o}.significance must list at least one factor")
+        for i, f in enumerate(sig):
+            _num(o, f"significance[{i}]", f, 0, 1e6, lo_open=True)
+        if self.kind != MappingKind.N_PAIRS and len(sig) != 1:
+            raise ConfigError(f"{o}.significance has {len(sig)} factors but kind is {self.kind.value!r} "
+                              f"(use kind='n_pairs')")
+        _num(o, "weight_scaling_omega", self.weight_scaling_omega, 0, 1e6)
+        if not isinstance(self.weight_scaling_columnwise, bool):
+            raise ConfigError(f"{o}.weight_scaling_columnwise must be true or false")
+        _num(o, "max_in", self.max_in, 0, 2**31, integer=True)
+        _num(o, "max_out", self.max_out, 0, 2**31, integer=True)
+
+
+@dataclass(frozen=True)
+class TileConfig(_Node):
+    """The root of the config tree for one layer's tiles.
+
+    ``forward``/``backward``: periphery of y = W x and of the transposed read x' = W^T d
+    (backward defaults to no bound management, as in aihwkit). ``mapping``: conductances and splitting.
+    ``backward_ideal``: torch adapters use the exact transposed product for gradients (straight-through).
+    """
+
+    forward: IOConfig = field(default_factory=IOConfig)
+    backward: IOConfig = field(default_factory=lambda: IOConfig(bound_management=BoundManagement.NONE))
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    backward_ideal: bool = True
+
+    def __post_init__(self):
+        for name, cls in (("forward", IOConfig), ("backward", IOConfig), ("mapping", MappingConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"TileConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        if not isinstance(self.backward_ideal, bool):
+            raise ConfigError("TileConfig.backward_ideal must be true or false")
+
+    def save(self, path) -> None:
+        """Write the config as JSON (atomic)."""
+        from ._io import atomic_write_text
+        atomic_write_text(path, self.to_json(indent=2))
+
+    @classmethod
+    def load(cls, path) -> "TileConfig":
+        from pathlib import Path
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        return cls.from_json(p.read_text())
+
+
+_SUBNODES: dict[tuple[type, str], type] = {
+    (TileConfig, "forward"): IOConfig,
+    (TileConfig, "backward"): IOConfig,
+    (TileConfig, "mapping"): MappingConfig,
+}
+
+
+def register_subnode(parent: type, name: str, cls: type) -> None:
+    """Let an extension's config node (a field of ``parent``) round-trip through JSON."""
+    _SUBNODES[(parent, name)] = cls
+
+
+# ----------------------------------------------------------------------------------------------- presets
+
+def ideal() -> TileConfig:
+    """Floating point: perfect forward/backward, no weight scaling, no split limits on accuracy."""
+    return TileConfig(forward=IOConfig(is_perfect=True), backward=IOConfig(is_perfect=True))
+
+
+def default() -> TileConfig:
+    """aihwkit library defaults: 7-bit DAC, 9-bit ADC (bound 12), out_noise 0.06, abs-max NM, iterative BM."""
+    return TileConfig()
+
+
+def standard_hwa() -> TileConfig:
+    """Standard HWA training preset (Rasch et al., Nat. Commun. 14, 5282, 2023; aihwkit StandardHWATrainingPreset).
+
+    8-bit DAC and ADC, inp_bound 1, NM constant 1 (a learned input range does the scaling), no BM,
+    out_bound 10, out_noise 0.04, PCM_READ w_noise 0.0175, ir_drop 1.0; columnwise weight scaling to 1.0,
+    tiles of at most 512 inputs and no output split.
+    """
+    io = IOConfig(inp_bits=8, out_bits=8, inp_bound=1.0, out_bound=10.0, out_noise=0.04,
+                  w_noise=0.0175, w_noise_type=WeightNoiseType.PCM_READ, ir_drop=1.0,
+                  noise_management=NoiseManagement.CONSTANT, nm_thres=1.0,
+                  bound_management=BoundManagement.NONE)
+    return TileConfig(forward=io, backward=IOConfig(is_perfect=True),
+                      mapping=MappingConfig(weight_scaling_omega=1.0, weight_scaling_columnwise=True,
+                                            max_in=512, max_out=0))
+
+
+PRESETS = {"ideal": ideal, "default": default, "standard-hwa": standard_hwa}
+
+
+def preset(name: str) -> TileConfig:
+    """A named preset: 'ideal', 'default' (7/9-bit), 'standard-hwa' (Rasch et al. 2023)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; available: {sorted(PRESETS)}") from None
+
+
+def as_config(cfg: Any) -> TileConfig:
+    """Accept a TileConfig, a preset name, a dict, or a JSON file path."""
+    if cfg is None:
+        return default()
+    if isinstance(cfg, TileConfig):
+        return cfg
+    if isinstance(cfg, dict):
+        return TileConfig.from_dict(cfg)
+    if isinstance(cfg, str) and cfg in PRESETS:
+        return preset(cfg)
+    if isinstance(cfg, str) or hasattr(cfg, "__fspath__"):
+        return TileConfig.load(cfg)
+    raise ConfigError(f"cannot make a TileConfig from {type(cfg).__name__}: pass a TileConfig, a preset name "
+                      f"({sorted(PRESETS)}), a dict or a JSON file path")

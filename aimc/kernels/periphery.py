@@ -1,0 +1,156 @@
+"""Fused element-wise passes of the analog MVM (physics.md §1.2): the matrix product itself goes to BLAS.
+
+``input_stage``: x / (alpha f) -> DAC quantise -> clip -> + input noise, and sum v^2 per row, in one sweep.
+``output_stage``: IR drop -> nonlinearity -> + output/weight noise -> ADC quantise -> clip, and a clip flag
+per row, in one sweep. Randomness is keyed by the *original* batch row, so bound-management re-reads of a
+subset of rows and any thread count give the same numbers.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .rng import normals_row, uniforms_row
+
+NM_NONE, NM_ABS_MAX, NM_MAX, NM_CONSTANT = 0, 1, 2, 3
+
+
+@njit(parallel=True, cache=True)
+def nm_alpha(x, kind, thres, out):
+    """Noise-management scale per row (physics.md §1.3); ``thres`` > 0 caps ABS_MAX/MAX."""
+    for b in prange(x.shape[0]):
+        if kind == NM_NONE:
+            a = np.float32(1.0)
+        elif kind == NM_CONSTANT:
+            a = np.float32(thres) if thres > 0 else np.float32(1.0)
+        else:
+            a = np.float32(-np.inf) if kind == NM_MAX else np.float32(0.0)
+            for j in range(x.shape[1]):
+                v = x[b, j] if kind == NM_MAX else abs(x[b, j])
+                if v > a:
+                    a = v
+            if thres > 0 and a > thres:
+                a = np.float32(thres)
+        out[b] = a
+
+
+@njit(inline="always", cache=True)
+def _quantise(v, step, inv_step, u, sto):
+    """rint(v/step)*step (half to even), or stochastic rint(v/step + u - 0.5)*step; step 0 = identity."""
+    if step == 0:
+        return v
+    if sto:
+        return np.float32(np.rint(v * inv_step + u - np.float32(0.5))) * step
+    return np.float32(np.rint(v * inv_step)) * step
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n, v, v2, aux, sq_at, abs_at):
+    """v[r] = clip(Q(x[rows[r]] / scale[r]), +-bound) + noise*xi and v2[r] = sum_j v[r, j]^2.
+
+    Also fills the right-hand sides of the extra products in one sweep: aux[sq_at + r] = v^2 (PCM read
+    noise) if sq_at >= 0, aux[abs_at + r] = |v| (IR drop) if abs_at >= 0.
+    """
+    n = x.shape[1]
+    step = np.float32(step)
+    inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
+    bound = np.float32(bound)
+    noise = np.float32(noise)
+    for r in prange(rows.shape[0]):
+        b = rows[r]
+        inv = np.float32(1.0) / scale[r]
+        row = v[r]
+        for j in range(n):
+            row[j] = x[b, j] * inv
+        if step > 0:
+            if sto:
+                u = np.empty(n, np.float32)
+                uniforms_row(u, k0, k1, call_u, b)
+                for j in range(n):
+                    row[j] = np.rint(row[j] * inv_step + u[j] - np.float32(0.5)) * step
+            else:
+                for j in range(n):
+                    row[j] = np.rint(row[j] * inv_step) * step
+        for j in range(n):
+            row[j] = min(max(row[j], -bound), bound)
+        if noise > 0:
+            z = np.empty(n, np.float32)
+            normals_row(z, k0, k1, call_n, b)
+            for j in range(n):
+                row[j] += noise * z[j]
+        acc = np.float32(0.0)
+        for j in range(n):
+            acc += row[j] * row[j]
+        v2[r] = acc
+        if sq_at >= 0:
+            for j in range(n):
+                aux[sq_at + r, j] = row[j] * row[j]
+        if abs_at >= 0:
+            for j in range(n):
+                aux[abs_at + r, j] = abs(row[j])
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl,
+                 step, bound, sto, test_neg, k0, k1, call_n, call_u, clipped, y):
+    """From the product yin (R x M) into y[rows[r]] (B x M), for each row r, stage by stage over the row
+    (each stage a simple loop over L1-resident data, so LLVM vectorises it):
+
+    yin[:, :M] is W v; with IR drop, yin[:, p_off:p_off + M] is (W * position) v.
+    IR drop (ir_drop > 0): a = ir_a_scale * a_mat; y -= ir_drop * a (0.5 - 0.2 a + 0.05 a^2) * (W*pos) v
+    nonlinearity (nl > 0): y <- y / (1 + |nl y|)
+    noise: sigma^2 = sig_row[r]^2 + w_noise2 * s_el[r, i] (s_el empty: sig_row alone)
+    ADC: quantise with ``step``, clip to +-bound (bound 0: no clip); clipped[r] = 1 if any output exceeded
+    +bound (or -bound, if test_neg).
+    """
+    m = y.shape[1]
+    step = np.float32(step)
+    inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
+    bound = np.float32(bound)
+    ir_drop = np.float32(ir_drop)
+    ir_a_scale = np.float32(ir_a_scale)
+    nl = np.float32(nl)
+    w_noise2 = np.float32(w_noise2)
+    per_el = s_el.shape[0] > 0
+    for r in prange(y.shape[0]):
+        b = rows[r]
+        row = y[b]
+        for i in range(m):
+            row[i] = yin[r, i]
+        if ir_drop > 0:
+            for i in range(m):
+                a = ir_a_scale * a_mat[r, i]
+                row[i] -= ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a) * yin[r, p_off + i]
+        if nl > 0:
+            for i in range(m):
+                row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
+        z = np.empty(m, np.float32)
+        normals_row(z, k0, k1, call_n, b)
+        s0 = sig_row[r] * sig_row[r]
+        if per_el:
+            for i in range(m):
+                row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
+        elif s0 > 0:
+            s = np.sqrt(s0)
+            for i in range(m):
+                row[i] += s * z[i]
+        if step > 0:
+            if sto:
+                u = np.empty(m, np.float32)
+                uniforms_row(u, k0, k1, call_u, b)
+                for i in range(m):
+                    row[i] = np.rint(row[i] * inv_step + u[i] - np.float32(0.5)) * step
+            else:
+                for i in range(m):
+                    row[i] = np.rint(row[i] * inv_step) * step
+        flag = 0
+        if bound > 0:
+            hi = np.float32(-np.inf)
+            lo = np.float32(np.inf)
+            for i in range(m):
+                v = row[i]
+                hi = max(hi, v)
+                lo = min(lo, v)
+                row[i] = min(max(v, -bound), bound)
+            flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+        clipped[r] = flag

@@ -1,0 +1,86 @@
+"""Weights <-> conductances, digital column scales and tile splitting (physics.md §2).
+
+All functions are vectorised over whole matrices; conductances are float32 arrays in uS with a leading
+device axis: (2, out, in) for a differential pair, (2 N, out, in) for N pairs [G+_1, G-_1, G+_2, ...],
+(1, out, in) for a single device with an offset.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import MappingConfig, MappingKind
+
+
+def split_sizes(n: int, max_size: int) -> list[int]:
+    """Near-equal split of ``n`` into ceil(n / max_size) parts, larger parts first (1100, 512 -> 367/367/366)."""
+    if max_size <= 0 or n <= max_size:
+        return [n]
+    k = -(-n // max_size)
+    base, extra = divmod(n, k)
+    return [base + 1] * extra + [base] * (k - extra)
+
+
+def column_scales(W: np.ndarray, cfg: MappingConfig) -> np.ndarray:
+    """Digital per-output scale c (out,) so that W / c has max |w| = omega per column (or per tile).
+
+    omega = 0 gives c = 1 (no scaling). All-zero columns keep c = 1.
+    """
+    m = W.shape[0]
+    if cfg.weight_scaling_omega <= 0:
+        return np.ones(m, np.float32)
+    amax = np.abs(W).max(axis=1) if cfg.weight_scaling_columnwise else np.full(m, np.abs(W).max(), np.float32)
+    c = amax / np.float32(cfg.weight_scaling_omega)
+    c[c <= 0] = 1.0
+    return c.astype(np.float32)
+
+
+def n_devices(cfg: MappingConfig) -> int:
+    """Devices per weight of the mapping."""
+    if cfg.kind == MappingKind.DIFFERENTIAL:
+        return 2
+    if cfg.kind == MappingKind.N_PAIRS:
+        return 2 * len(cfg.significance)
+    return 1
+
+
+def to_conductances(W: np.ndarray, cfg: MappingConfig) -> tuple[np.ndarray, dict]:
+    """Target conductances (devices, out, in) in uS and the parameters that map them back.
+
+    differential: s = (g_max - g_min) / max|W|; G+ = clip(s w, 0, g_max - g_min) + g_min, G- likewise for -w.
+    n_pairs: S = sum_k f_k (g_max - g_min); lower-significance pairs fill first (physics.md §2.3).
+    single_offset: g = g_min + (w - min W) (g_max - g_min) / (max W - min W); the offset is subtracted
+    digitally (physics.md §2.5).
+    """
+    W = np.asarray(W, np.float32)
+    gmin, gmax = np.float32(cfg.g_min), np.float32(cfg.g_max)
+    rng_g = gmax - gmin
+    if cfg.kind == MappingKind.SINGLE_OFFSET:
+        lo, hi = float(W.min()), float(W.max())
+        span = hi - lo if hi > lo else 1.0
+        s = np.float32(rng_g / span)
+        G = (gmin + (W - np.float32(lo)) * s)[None]
+        return G.astype(np.float32), {"scale": float(s), "w_min": lo}
+    amax = max(float(np.abs(W).max()) if W.size else 0.0, 1e-7)
+    f = np.asarray(cfg.significance, np.float32)
+    s = np.float32(float(f.sum()) * float(rng_g) / amax)
+    w_us = W * s
+    pos, neg = np.maximum(w_us, 0), np.maximum(-w_us, 0)
+    G = np.empty((2 * len(f), *W.shape), np.float32)
+    level = np.float32(0.0)
+    for k, fk in enumerate(f):
+        G[2 * k] = np.clip((pos - level) / fk + gmin, gmin, gmax)
+        G[2 * k + 1] = np.clip((neg - level) / fk + gmin, gmin, gmax)
+        level += fk * rng_g
+    return G, {"scale": float(s), "w_min": 0.0}
+
+
+def from_conductances(G: np.ndarray, params: dict, cfg: MappingConfig) -> np.ndarray:
+    """Weights (out, in) read back from conductances (the inverse of ``to_conductances``)."""
+    s = np.float32(params["scale"])
+    if cfg.kind == MappingKind.SINGLE_OFFSET:
+        return ((G[0] - np.float32(cfg.g_min)) / s + np.float32(params["w_min"])).astype(np.float32)
+    f = np.asarray(cfg.significance, np.float32)
+    W = np.zeros(G.shape[1:], np.float32)
+    for k, fk in enumerate(f):
+        W += fk * (G[2 * k] - G[2 * k + 1])
+    return W / s

@@ -1,0 +1,134 @@
+"""The analog MVM of one tile pass: y = alpha f * ADC(noise(W . DAC(x / (alpha f)))), physics.md §1.2.
+
+``WeightView`` holds a weight matrix (out x in) with the derived arrays some stages need (|W| for PCM read
+noise and IR drop, W*position for IR drop), computed once per weight version. ``mvm`` runs the pipeline:
+noise management -> [input stage -> BLAS product(s) -> output stage] repeated by iterative bound
+management on the rows that clipped -> rescale. Weight noise is drawn in output space with the exactly
+equal distribution (one normal per output), so the cost is a few BLAS products plus O(batch x out) work.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import BoundManagement, IOConfig, NoiseManagement, WeightNoiseType
+from .kernels import periphery as _k
+from .rng import Stream
+
+_NM_CODE = {NoiseManagement.NONE: _k.NM_NONE, NoiseManagement.ABS_MAX: _k.NM_ABS_MAX,
+            NoiseManagement.MAX: _k.NM_MAX, NoiseManagement.CONSTANT: _k.NM_CONSTANT}
+_EMPTY2 = np.zeros((0, 0), np.float32)
+
+
+class WeightView:
+    """A weight matrix W (out x in, float32) seen by one read direction, with cached derived arrays.
+
+    ``W`` may be a view (e.g. a transposed one for the backward read); nothing is copied until a stage
+    needs a derived array.
+    """
+
+    __slots__ = ("W", "_absW", "_Wpos")
+
+    def __init__(self, W: np.ndarray):
+        self.W = W
+        self._absW = None
+        self._Wpos = None
+
+    @property
+    def absW(self) -> np.ndarray:
+        if self._absW is None:
+            self._absW = np.abs(self.W)
+        return self._absW
+
+    @property
+    def Wpos(self) -> np.ndarray:
+        """[W; W * (1 - (1 - j/n)^2)] stacked (2*out x in): one BLAS call gives W.v and the IR-drop term."""
+        if self._Wpos is None:
+            n = self.W.shape[1]
+            j = np.arange(n, dtype=np.float32) / np.float32(n)
+            pos = np.float32(1.0) - (np.float32(1.0) - j) ** 2
+            self._Wpos = np.concatenate([self.W, self.W * pos[None, :]], axis=0)
+        return self._Wpos
+
+
+def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.ndarray:
+    """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out."""
+    W = view.W
+    if io.is_perfect:
+        y = np.dot(x, W.T)
+        if io.out_scale != 1.0:
+            y *= np.float32(io.out_scale)
+        return y
+    B, n = x.shape
+    m = W.shape[0]
+    alpha = np.empty(B, np.float32)
+    _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
+    zero_rows = None
+    if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
+        zero = alpha <= 0
+        if zero.any():
+            zero_rows = zero
+            alpha[zero] = 1.0
+    f = np.ones(B, np.float32)
+    y = np.empty((B, m), np.float32)
+    rows = np.arange(B, dtype=np.int64)
+    iterative = io.bound_management == BoundManagement.ITERATIVE
+    inp_step = io.inp_step
+    max_f = io.max_bm_factor
+    if inp_step > 0:
+        max_f = min(max_f, io.max_bm_res / inp_step)
+    while True:
+        clipped = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y)
+        if not iterative:
+            break
+        # stop rule (physics.md §1.7): after a pass with factor f, stop if f > max_bm_factor or
+        # f > max_bm_res / DAC step (the last pass at 7 bits uses f = 16)
+        redo = (clipped != 0) & (f[rows] <= max_f)
+        if not redo.any():
+            break
+        rows = rows[redo]
+        f[rows] *= 2.0
+    y *= (alpha * f * np.float32(io.out_scale))[:, None]
+    if zero_rows is not None:
+        y[zero_rows] = 0.0
+    return y
+
+
+def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y) -> np.ndarray:
+    """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
+
+    Returns the per-row clip flags.
+    """
+    R, n = rows.shape[0], x.shape[1]
+    W = view.W
+    m = W.shape[0]
+    k0, k1, cu = stream.next_call()
+    _, _, cn = stream.next_call()
+    pcm = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ
+    ir = io.ir_drop > 0
+    v = np.empty((R, n), np.float32)
+    v2 = np.empty(R, np.float32)
+    aux = np.empty(((pcm + ir) * R, n), np.float32)
+    _k.input_stage(x, rows, scale, io.inp_step, io.inp_bound, io.inp_sto_round, io.inp_noise,
+                   k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1)
+    if ir:
+        yin = np.dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
+    else:
+        yin = np.dot(v, W.T)
+    if pcm or ir:
+        prod = np.dot(aux, view.absW.T)       # |W| v^2 (read-noise variance), |W| |v| (IR-drop load)
+        s_el = prod[:R] if pcm else _EMPTY2
+        a_mat = prod[R * pcm:] if ir else _EMPTY2
+    else:
+        s_el = a_mat = _EMPTY2
+    sig2 = np.full(R, np.float32(io.out_noise) ** 2, np.float32)
+    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+        sig2 += np.float32(io.w_noise) ** 2 * v2  # iid weight noise == one normal per output, sigma ||v||
+    nl = io.out_nonlinearity / (io.out_bound if io.out_bound > 0 else 1.0)
+    _, _, cn2 = stream.next_call()
+    _, _, cu2 = stream.next_call()
+    clipped = np.empty(R, np.int8)
+    _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
+                    np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
+                    io.out_step, io.out_bound, io.out_sto_round, io.bm_test_negative_bound,
+                    k0, k1, cn2, cu2, clipped, y)
+    return clipped
