@@ -1,0 +1,41 @@
+"""The ``aimc`` command: one sub-command per user verb, each defined next to the code it drives.
+
+Each entry of ``COMMANDS`` names a module with ``add_arguments(parser)`` and ``run(args) -> int``;
+modules are imported only when their command runs (torch is not imported for ``aimc bench forward``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("aimc.bench", "time aimc against a plain torch baseline (and aihwkit when installed)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aimc", description="Analog in-memory computing emulation.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
+        print(f"aimc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""``AnalogModule``: what every analog layer shares — a TileArray per weight matrix, the training/deployment
+states, and the one place where a layer's 2-D matrix product meets the tiles.
+
+A layer subclass only reshapes its input to (rows, in) and calls ``self.analog_matmul(x2d)``; it gets
+hardware-aware-training hooks, programming and drift for free. Hooks are small objects kept in
+``self.hooks`` (see ``analog_matmul``), so features such as weight modifiers, learned input ranges and
+output scales are added in one place and reach every layer type.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TileConfig, as_config
+from ..tile import TileArray
+from ._function import AnalogMatmul
+
+
+class AnalogModule(nn.Module):
+    """Base of analog layers. Subclasses set ``self.weight`` ((out, in) view-able parameter) and call
+    ``self._init_tiles(out, in, config, seed, name)``.
+
+    States: training/mirroring (tiles hold ``analog_weight()`` exactly, refreshed when it changes) and
+    programmed (after ``program()``: tiles hold physically written conductances).
+    """
+
+    def _init_tiles(self, out_size: int, in_size: int, config, seed: int, name: str) -> None:
+        self.config: TileConfig = as_config(config)
+        self.tiles = TileArray(out_size, in_size, self.config, seed, name)
+        self.programmed = False
+        self._synced_version = None
+
+    # -- the matrix the tiles hold ------------------------------------------------------------------
+    def analog_weight(self) -> torch.Tensor:
+        """The (out, in) matrix mapped onto the tiles (a view of ``self.weight`` by default)."""
+        return self.weight.reshape(self.tiles.out_size, -1)
+
+    def _sync(self) -> None:
+        w = self.analog_weight()
+        version = (self.weight._version, self.weight.data_ptr())
+        if version != self._synced_version:
+            self.tiles.set_weights(w.detach().cpu().numpy())
+            self._synced_version = version
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def program(self) -> None:
+        """Physically write the weights onto the tiles; later forwards read the programmed state."""
+        self.tiles.program(self.analog_weight().detach().cpu().numpy())
+        self.programmed = True
+
+    def unprogram(self) -> None:
+        """Return to mirroring the floating-point weights (e.g. to train further)."""
+        self.programmed = False
+        self._synced_version = None
+
+    # -- the product ----------------------------------------------------------------------------------
+    def analog_matmul(self, x2d: torch.Tensor) -> torch.Tensor:
+        """(rows, in) -> (rows, out) through the tiles, with autograd (see ``AnalogMatmul``)."""
+        if not self.programmed:
+            self._sync()
+        return AnalogMatmul.apply(x2d, self.analog_weight(), self.tiles, self.config.backward_ideal)
