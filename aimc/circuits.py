@@ -228,7 +228,10 @@ class ResistiveNetwork:
     def _linearised(self):
         """Conductance of every element used for the initial linear solve (diodes: off-state slope)."""
         g = self._conductances()
-        gd = np.where(self._dt == nodal.DIODE_PWL, self._dp[0], self._dp[0] + self._dp[1] / self._dp[2])
+        p0, p1, p2 = self._dp
+        gd = p0.copy()
+        m = self._dt == nodal.DIODE_EXP
+        gd[m] += p1[m] / p2[m]
         return np.concatenate([g, gd])
 
     def _topology(self, clamped: np.ndarray) -> _Topology:
@@ -310,9 +313,9 @@ class ResistiveNetwork:
             B = max(vc.shape[0], inj.shape[0])
             if vc.shape[0] not in (1, B) or inj.shape[0] not in (1, B):
                 raise ValueError(f"batch sizes differ: v_clamped {vc.shape[0]}, currents {inj.shape[0]}")
-            vc = np.broadcast_to(vc, (B, vc.shape[1]))
-            inj = np.ascontiguousarray(np.broadcast_to(inj, (B, self.n_nodes)))
-        return clamped, np.ascontiguousarray(vc), inj, single
+            vc = np.array(np.broadcast_to(vc, (B, vc.shape[1])))  # writable copies: one kernel signature
+            inj = np.array(np.broadcast_to(inj, (B, self.n_nodes)))
+        return clamped, np.array(vc, order="C"), inj, single
 
     def _linear_solve(self, topo, gl, vc, inj, dense_limit):
         ea = np.concatenate([self._ra, self._da])
@@ -384,7 +387,8 @@ class ResistiveNetwork:
             clamped nodes are ignored (the sources absorb them).
         v0: optional initial guess (batch, n_nodes) for the Newton iteration of diode networks (a warm start,
             e.g. the free-phase solution before a nudged phase).
-        rtol: Newton stops when every free node's |KCL residual| <= rtol * (sum of |currents| at the node).
+        rtol: Newton stops when every free node's |KCL residual| <= rtol * (sum of |currents| at the node)
+            or is below the rounding floor of its voltages, 64 eps sum_e k_e (|V_a| + |V_b|).
         dense_limit: linear solves use a dense Cholesky up to this many free nodes, sparse LU above.
 
         Returns V with shape (n_nodes,) or (batch, n_nodes) (and a :class:`SolveInfo` if ``return_info``).
@@ -419,7 +423,7 @@ class ResistiveNetwork:
                 gl = self._linearised()
                 raise ValueError(self._floating_message(topo, gl) if np.any(gl == 0) else
                                  "network is singular: the linearised conductance matrix is not positive definite")
-            bad = ~(rr <= max(1e-6, rtol))
+            bad = (st != nodal.CONVERGED) & ~(rr <= max(1e-6, rtol))
             if np.any(bad):
                 raise RuntimeError(f"Newton solve failed for {int(bad.sum())} of {B} samples "
                                    f"(status: {_STATUS[int(st[bad][0])]}, relative KCL residual "
@@ -435,13 +439,13 @@ class ResistiveNetwork:
         V = np.asarray(V, dtype=np.float64)
         if V.shape[-1] != self.n_nodes or V.ndim not in (1, 2):
             raise ValueError(f"V: expected shape ({self.n_nodes},) or (batch, {self.n_nodes}), got {V.shape}")
-        return np.ascontiguousarray(np.atleast_2d(V)), V.ndim == 1
+        return np.array(np.atleast_2d(V), order="C"), V.ndim == 1
 
     def _inj2(self, currents, B):
         if currents is None:
             return np.zeros((0, 0))
         inj = np.atleast_2d(np.asarray(currents, dtype=np.float64))
-        return np.ascontiguousarray(np.broadcast_to(inj, (B, self.n_nodes)))
+        return np.array(np.broadcast_to(inj, (B, self.n_nodes)))
 
     def branch_voltages(self, V) -> np.ndarray:
         """Voltage across every resistor, ``V[a] - V[b]``: shape (n_resistors,) or (batch, n_resistors)."""

@@ -26,7 +26,9 @@ Conventions (all float64: KCL residuals at the 1e-12 level need it).
   conductances k_e = di/du.
 
 * Newton with an exact line search on the convex 1-D restriction phi(t) = E(V + t dV): phi'(t) is monotone, so
-  the step is the root of phi' on (0, 1] found by safeguarded regula falsi (Illinois); phi' needs only branch
+  the step is (nearly) the root of phi', bracketed in (0, 1] or, when the full step is still steeply downhill
+  (exponential diodes far in forward bias, where plain Newton crawls by n V_T per step), by doubling t, and
+  found by safeguarded regula falsi (Illinois); phi' needs only branch
   currents, never energy differences, so it is free of cancellation near the optimum. For the piecewise-linear
   diode this is a damped semismooth Newton / active-set iteration: once the on/off pattern is right the next
   step is exact.
@@ -208,6 +210,44 @@ def _dphi(t_step, u, du, etype, p0, p1, p2, injdv):
 
 
 @njit(cache=True)
+def _bracket(ta, fa, tb, fb, d0, u, du, etype, p0, p1, p2, injdv):
+    """Step t in (ta, tb) with phi'(t) in [d0/4, 0], given phi'(ta) = fa <= 0 < phi'(tb) = fb (fb may be
+    inf/nan: overflow). Illinois regula falsi on the monotone phi', bisection when fb is not finite."""
+    if not math.isfinite(fb):
+        fb = np.inf
+    side = 0
+    for _ in range(60):
+        if math.isfinite(fb):
+            tc = (ta * fb - tb * fa) / (fb - fa)
+            if not (ta < tc < tb):
+                tc = 0.5 * (ta + tb)
+        else:
+            tc = 0.5 * (ta + tb)
+        fc, _s = _dphi(tc, u, du, etype, p0, p1, p2, injdv)
+        if not math.isfinite(fc):
+            tb = tc
+            fb = np.inf
+            continue
+        if fc <= 0.0:
+            ta = tc
+            fa = fc
+            if side == -1 and math.isfinite(fb):
+                fb *= 0.5
+            side = -1
+            if fc >= 0.25 * d0:
+                break
+        else:
+            tb = tc
+            fb = fc
+            if side == 1:
+                fa *= 0.5
+            side = 1
+    if ta == 0.0:
+        return tb * 1e-3
+    return ta
+
+
+@njit(cache=True)
 def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, pos, nD, nR,
                 d_ptr, d_edge, d_other, rtol, max_iter):
     """Solve one sample in place (V holds the initial guess). Returns (iterations, status, max rel. residual)."""
@@ -221,6 +261,7 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
     du = np.empty(E)
     r = np.empty(n)
     scl = np.empty(n)
+    flo = np.empty(n)
     dV = np.zeros(n)
     dg = np.empty(nD)
     S = np.empty((nR, nR))
@@ -234,6 +275,7 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
         for j in range(n):
             r[j] = inj[j] if has_inj else 0.0
             scl[j] = abs(r[j])
+            flo[j] = 0.0
         for e in range(E):
             a = ea[e]
             b = eb[e]
@@ -241,24 +283,33 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
             u[e] = ue
             i = _current(etype[e], p0[e], p1[e], p2[e], ue)
             cur[e] = i
-            k[e] = _conductance(etype[e], p0[e], p1[e], p2[e], ue)
+            ke = _conductance(etype[e], p0[e], p1[e], p2[e], ue)
+            k[e] = ke
             r[a] -= i
             r[b] += i
             ai = abs(i)
             scl[a] += ai
             scl[b] += ai
+            fe = ke * (abs(V[a]) + abs(V[b]))
+            flo[a] += fe
+            flo[b] += fe
+        # converged when every free node's residual is below rtol x its current scale, or below the
+        # rounding floor of its voltages (k |V| eps: tiny reverse-bias currents cannot be resolved further)
         relres = 0.0
-        finite = True
+        ok = True
         for j in range(n):
             if role[j] != 0:
-                if not math.isfinite(r[j]):
-                    finite = False
-                q = abs(r[j]) / (scl[j] + 1e-300)
+                aj = abs(r[j])
+                if not math.isfinite(aj):
+                    ok = False
+                    relres = np.inf
+                    continue
+                q = aj / (scl[j] + 1e-300)
                 if q > relres:
                     relres = q
-        if not finite:
-            relres = np.inf
-        if relres <= rtol:
+                if aj > rtol * scl[j] and aj > 64.0 * 2.220446049250313e-16 * flo[j]:
+                    ok = False
+        if ok:
             status = CONVERGED
             break
         if stalled:
@@ -381,41 +432,23 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
         if d0 < 0.0:
             d1, s1 = _dphi(1.0, u, du, etype, p0, p1, p2, injdv)
             if not (d1 <= 1e-9 * s1):
-                # root of the monotone phi' on (0, 1): Illinois regula falsi, stop at |phi'| <= |phi'(0)|/4
-                ta = 0.0
-                fa = d0
-                tb = 1.0
-                fb = d1 if math.isfinite(d1) else np.inf
-                side = 0
+                t = _bracket(0.0, d0, 1.0, d1, d0, u, du, etype, p0, p1, p2, injdv)
+            elif d1 < 0.25 * d0:
+                # still steep at the Newton point (e.g. an exponential diode far in forward bias): expand
+                ta = 1.0
+                fa = d1
+                t = 1.0
                 for _ in range(60):
-                    if math.isfinite(fb):
-                        tc = (ta * fb - tb * fa) / (fb - fa)
-                        if not (ta < tc < tb):
-                            tc = 0.5 * (ta + tb)
-                    else:
-                        tc = 0.5 * (ta + tb)
-                    fc, _s = _dphi(tc, u, du, etype, p0, p1, p2, injdv)
-                    if not math.isfinite(fc):
-                        tb = tc
-                        fb = np.inf
-                        continue
-                    if fc <= 0.0:
-                        ta = tc
-                        fa = fc
-                        if side == -1 and math.isfinite(fb):
-                            fb *= 0.5
-                        side = -1
-                        if fc >= 0.25 * d0:
-                            break
-                    else:
-                        tb = tc
-                        fb = fc
-                        if side == 1:
-                            fa *= 0.5
-                        side = 1
-                t = ta
-                if t == 0.0:
-                    t = tb * 1e-3
+                    tt = 2.0 * ta
+                    ft, _s = _dphi(tt, u, du, etype, p0, p1, p2, injdv)
+                    if not (ft <= 0.0):
+                        t = _bracket(ta, fa, tt, ft, d0, u, du, etype, p0, p1, p2, injdv)
+                        break
+                    ta = tt
+                    fa = ft
+                    t = tt
+                    if ft >= 0.25 * d0:
+                        break
         for j in range(n):
             V[j] += t * dV[j]
         if t * dvmax <= 1e-15 * (1.0 + vmax):
