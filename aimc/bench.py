@@ -17,6 +17,7 @@ import time
 BENCHES: dict[str, str] = {
     "forward": "aimc.bench:bench_forward",
     "forward-hwa": "aimc.bench:bench_forward_hwa",
+    "rng": "aimc.bench:bench_rng",
 }
 
 
@@ -132,6 +133,21 @@ def bench_forward_hwa(args) -> dict:
     cfg = standard_hwa()
     cfg = cfg.replace(mapping=cfg.mapping.replace(max_in=0))  # one 512x512 tile, as the baseline
     return _forward_bench("forward-hwa", cfg, args, hwa=True)
+
+
+def bench_rng(args) -> dict:
+    """batch x size standard normals: aimc's counter-based generator against torch.randn."""
+    import torch
+
+    from .rng import Stream
+    s = Stream(0, "bench")
+    shape = (args.batch, args.size)
+    t = timeit({"aimc": lambda: s.normal(shape), "baseline": lambda: torch.randn(*shape)}, args.repeats)
+    n = args.batch * args.size
+    return {"name": "rng", "shape": list(shape), "threads": args.threads,
+            "aimc_ms": round(t["aimc"], 3), "baseline_ms": round(t["baseline"], 3),
+            "ratio": round(t["aimc"] / t["baseline"], 3), "baseline": "torch.randn",
+            "aimc_normals_per_s": round(n / t["aimc"] * 1e3), "baseline_normals_per_s": round(n / t["baseline"] * 1e3)}
 
 
 def run(args) -> int:
