@@ -53,6 +53,14 @@ class AnalogModule(nn.Module):
         self.programmed = False
         self._synced_version = None
 
+    def drift(self, t: float) -> None:
+        """Move the programmed tiles to ``t`` seconds after programming (``TileArray.drift``); later
+        forwards read the drifted conductances (with fresh read noise and the config's drift compensation).
+        """
+        if not self.programmed:
+            raise RuntimeError(f"{type(self).__name__}: drift({t!r}) before program(); program the layer first")
+        self.tiles.drift(t)
+
     # -- the product ----------------------------------------------------------------------------------
     def analog_matmul(self, x2d: torch.Tensor) -> torch.Tensor:
         """(rows, in) -> (rows, out) through the tiles, with autograd (see ``AnalogMatmul``)."""

@@ -1,0 +1,262 @@
+"""Recurrent layers with every weight matrix on crossbar tiles: ``AnalogLSTM``, ``AnalogGRU``, ``AnalogRNN``.
+
+Each layer and direction has an input matrix ``weight_ih`` and a hidden matrix ``weight_hh`` (and, for an
+LSTM with ``proj_size``, the projection ``weight_hr``), each on its own ``TileArray`` (a
+:class:`~aimc.nn.conv.TileSlot` named ``ih_l0``, ``hh_l0``, ``hr_l0``, ``ih_l0_reverse`` ...). Parameters keep
+``torch.nn``'s names and shapes, so a ``torch.nn.LSTM`` state dict loads into an ``AnalogLSTM``.
+
+Reads: the input products of a whole sequence are one batched analog read (rows are independent reads,
+so this equals T separate reads); the hidden product is one analog read per time step. Biases and the
+gate non-linearities are digital. With the ideal preset the layers equal ``torch.nn.LSTM`` / ``GRU`` /
+``RNN`` within float32 rounding. ``PackedSequence`` inputs are not supported (pad instead).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import as_config
+from .conv import AnalogContainer, TileSlot
+
+
+def _copy_params(src: nn.Module, dst: nn.Module) -> None:
+    """Copy the directly owned parameters (torch.nn names) from ``src`` to ``dst``."""
+    sp = dict(src.named_parameters(recurse=False))
+    dp = dict(dst.named_parameters(recurse=False))
+    if set(sp) != set(dp):
+        raise ValueError(f"parameter names differ: {sorted(set(sp) ^ set(dp))}")
+    with torch.no_grad():
+        for k, p in dp.items():
+            p.copy_(sp[k])
+
+
+class _AnalogRNNBase(AnalogContainer):
+    _mode = "LSTM"
+    _gates = 4
+    _torch_cls = nn.LSTM
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, nonlinearity: str = "tanh", config=None, seed: int = 0, name: str = "rnn"):
+        super().__init__()
+        cls = type(self).__name__
+        for what, v, lo in (("input_size", input_size, 1), ("hidden_size", hidden_size, 1),
+                            ("num_layers", num_layers, 1), ("proj_size", proj_size, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{cls}: {what} must be an integer >= {lo}, got {v!r}")
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"{cls}: dropout must be in [0, 1], got {dropout!r}")
+        if proj_size and self._mode != "LSTM":
+            raise ValueError(f"{cls}: proj_size is only supported by LSTM")
+        if proj_size >= hidden_size and proj_size:
+            raise ValueError(f"{cls}: proj_size ({proj_size}) must be smaller than hidden_size ({hidden_size})")
+        if self._mode.startswith("RNN") and nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"{cls}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
+        self.bidirectional, self.proj_size, self.nonlinearity = bool(bidirectional), proj_size, nonlinearity
+        self.config = as_config(config)
+        ndir = 2 if bidirectional else 1
+        h_out = proj_size or hidden_size
+        gh = self._gates * hidden_size
+        slots = {}
+        for k in range(num_layers):
+            in_k = input_size if k == 0 else h_out * ndir
+            for d in range(ndir):
+                sfx = f"_l{k}" + ("_reverse" if d else "")
+                self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(gh, in_k)))
+                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(gh, h_out)))
+                if bias:
+                    self.register_parameter("bias_ih" + sfx, nn.Parameter(torch.empty(gh)))
+                    self.register_parameter("bias_hh" + sfx, nn.Parameter(torch.empty(gh)))
+                slots["ih" + sfx] = TileSlot(self, "weight_ih" + sfx, None, gh, in_k, self.config, seed,
+                                             f"{name}/ih{sfx}")
+                slots["hh" + sfx] = TileSlot(self, "weight_hh" + sfx, None, gh, h_out, self.config, seed,
+                                             f"{name}/hh{sfx}")
+                if proj_size:
+                    self.register_parameter("weight_hr" + sfx, nn.Parameter(torch.empty(proj_size, hidden_size)))
+                    slots["hr" + sfx] = TileSlot(self, "weight_hr" + sfx, None, proj_size, hidden_size,
+                                                 self.config, seed, f"{name}/hr{sfx}")
+        self.slots = nn.ModuleDict(slots)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch.nn's initialisation: every parameter uniform in +-1/sqrt(hidden_size)."""
+        std = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -std, std)
+
+    # -- conversion -----------------------------------------------------------------------------------
+    def _kwargs(self) -> dict:
+        kw = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                  dropout=self.dropout, bidirectional=self.bidirectional)
+        if self._mode == "LSTM":
+            kw["proj_size"] = self.proj_size
+        if self._mode.startswith("RNN"):
+            kw["nonlinearity"] = self.nonlinearity
+        return kw
+
+    @classmethod
+    def from_torch(cls, layer: nn.Module, config=None, seed: int = 0, name: str = "rnn"):
+        """The analog twin of a ``torch.nn.{LSTM,GRU,RNN}`` (all weights and biases copied)."""
+        if not isinstance(layer, cls._torch_cls):
+            raise TypeError(f"{cls.__name__}.from_torch needs a {cls._torch_cls.__name__}, got {type(layer).__name__}")
+        kw = dict(num_layers=layer.num_layers, bias=layer.bias, batch_first=layer.batch_first,
+                  dropout=layer.dropout, bidirectional=layer.bidirectional)
+        if cls._mode == "LSTM":
+            kw["proj_size"] = layer.proj_size
+        if cls._mode.startswith("RNN"):
+            kw["nonlinearity"] = layer.nonlinearity
+        new = cls(layer.input_size, layer.hidden_size, config=config, seed=seed, name=name, **kw)
+        _copy_params(layer, new)
+        return new
+
+    def to_torch(self) -> nn.Module:
+        """The digital twin with the floating-point weights."""
+        layer = self._torch_cls(self.input_size, self.hidden_size, **self._kwargs())
+        _copy_params(self, layer)
+        return layer
+
+    # -- forward ----------------------------------------------------------------------------------------
+    def _cell(self, xi_t, h, c, sfx):
+        raise NotImplementedError
+
+    def forward(self, input: torch.Tensor, hx=None):
+        cls = type(self).__name__
+        if isinstance(input, nn.utils.rnn.PackedSequence):
+            raise TypeError(f"{cls}: PackedSequence input is not supported; pass a padded tensor")
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{cls}: expected a 2-D (unbatched) or 3-D input, got shape {tuple(input.shape)}")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"{cls}: input has {input.shape[-1]} features, expected {self.input_size}")
+        unbatched = input.dim() == 2
+        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        T, B = x.shape[0], x.shape[1]
+        ndir = 2 if self.bidirectional else 1
+        h_out = self.proj_size or self.hidden_size
+        h0, c0 = self._initial_state(hx, unbatched, B, ndir, h_out, x)
+        layer_in = x
+        hn, cn = [], []
+        for k in range(self.num_layers):
+            outs = []
+            for d in range(ndir):
+                sfx = f"_l{k}" + ("_reverse" if d else "")
+                xi = self.slots["ih" + sfx].analog_matmul(layer_in.reshape(T * B, -1)).reshape(T, B, -1)
+                if self.bias:
+                    xi = xi + getattr(self, "bias_ih" + sfx)
+                idx = k * ndir + d
+                h = h0[idx]
+                c = c0[idx] if c0 is not None else None
+                seq = [None] * T
+                for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+                    h, c = self._cell(xi[t], h, c, sfx)
+                    seq[t] = h
+                outs.append(torch.stack(seq) if T else xi.new_zeros(0, B, h_out))
+                hn.append(h)
+                if c is not None:
+                    cn.append(c)
+            layer_in = outs[0] if ndir == 1 else torch.cat(outs, dim=2)
+            if self.dropout and self.training and k < self.num_layers - 1:
+                layer_in = F.dropout(layer_in, self.dropout, training=True)
+        out = layer_in
+        h_n = torch.stack(hn)
+        c_n = torch.stack(cn) if cn else None
+        if unbatched:
+            out, h_n = out.squeeze(1), h_n.squeeze(1)
+            c_n = c_n.squeeze(1) if c_n is not None else None
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return out, ((h_n, c_n) if self._mode == "LSTM" else h_n)
+
+    def _initial_state(self, hx, unbatched, B, ndir, h_out, x):
+        cls = type(self).__name__
+        n = self.num_layers * ndir
+        shape_h = (n, h_out) if unbatched else (n, B, h_out)
+        shape_c = (n, self.hidden_size) if unbatched else (n, B, self.hidden_size)
+        if hx is None:
+            h0 = x.new_zeros(n, B, h_out)
+            c0 = x.new_zeros(n, B, self.hidden_size) if self._mode == "LSTM" else None
+            return h0, c0
+        if self._mode == "LSTM":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise ValueError(f"{cls}: hx must be a tuple (h_0, c_0)")
+            h0, c0 = hx
+        else:
+            h0, c0 = hx, None
+        if tuple(h0.shape) != shape_h:
+            raise ValueError(f"{cls}: h_0 has shape {tuple(h0.shape)}, expected {shape_h}")
+        if c0 is not None and tuple(c0.shape) != shape_c:
+            raise ValueError(f"{cls}: c_0 has shape {tuple(c0.shape)}, expected {shape_c}")
+        if unbatched:
+            h0 = h0.unsqueeze(1)
+            c0 = c0.unsqueeze(1) if c0 is not None else None
+        return h0, c0
+
+    def _hh(self, h, sfx):
+        g = self.slots["hh" + sfx].analog_matmul(h)
+        return g + getattr(self, "bias_hh" + sfx) if self.bias else g
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        for k, v in self._kwargs().items():
+            s += f", {k}={v}"
+        return s + f", config={self.config}"
+
+
+class AnalogLSTM(_AnalogRNNBase):
+    """``torch.nn.LSTM`` (gates i, f, g, o; optional ``proj_size``) with all matrices on tiles."""
+
+    _mode, _gates, _torch_cls = "LSTM", 4, nn.LSTM
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, config=None, seed: int = 0, name: str = "lstm"):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, "tanh", config, seed, name)
+
+    def _cell(self, xi_t, h, c, sfx):
+        i, f, g, o = (xi_t + self._hh(h, sfx)).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        if self.proj_size:
+            h = self.slots["hr" + sfx].analog_matmul(h)
+        return h, c
+
+
+class AnalogGRU(_AnalogRNNBase):
+    """``torch.nn.GRU`` (gates r, z, n; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))) with matrices on tiles."""
+
+    _mode, _gates, _torch_cls = "GRU", 3, nn.GRU
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 config=None, seed: int = 0, name: str = "gru"):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         0, "tanh", config, seed, name)
+
+    def _cell(self, xi_t, h, c, sfx):
+        i_r, i_z, i_n = xi_t.chunk(3, dim=1)
+        h_r, h_z, h_n = self._hh(h, sfx).chunk(3, dim=1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return (1 - z) * n + z * h, None
+
+
+class AnalogRNN(_AnalogRNNBase):
+    """``torch.nn.RNN`` (Elman, tanh or relu) with matrices on tiles."""
+
+    _mode, _gates, _torch_cls = "RNN", 1, nn.RNN
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, config=None, seed: int = 0, name: str = "rnn"):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         0, nonlinearity, config, seed, name)
+
+    def _cell(self, xi_t, h, c, sfx):
+        a = xi_t + self._hh(h, sfx)
+        return (torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)), None
