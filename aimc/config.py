@@ -47,6 +47,15 @@ class MappingKind(str, enum.Enum):
     SINGLE_OFFSET = "single_offset"  # one device per weight plus an offset (reference) read digitally
 
 
+class DriftCompensation(str, enum.Enum):
+    """Digital drift compensation of a programmed tile; physics.md §4."""
+
+    NONE = "none"
+    GLOBAL = "global"              # alpha = ref / max(mean |Y|, 1e-4), Y the one-hot readout (aihwkit default)
+    PER_COLUMN = "per_column"      # the same per output column (a vector alpha)
+    GLOBAL_EXACT = "global_exact"  # global, with ref from the ideal (target) weights instead of a noisy read
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the allowed values."""
 
@@ -128,7 +137,7 @@ class _Node:
                 if d:
                     out[f.name] = d
             elif a != b:
-                out[f.name] = a.value if isinstance(a, enum.Enum) else a
+                out[f.name] = a.value if isinstance(a, enum.Enum) else a.to_dict() if isinstance(a, _Node) else a
         return out
 
     def replace(self, **changes):
@@ -249,6 +258,59 @@ class MappingConfig(_Node):
 
 
 @dataclass(frozen=True)
+class InferenceConfig(_Node):
+    """Device physics of programmed tiles and drift compensation (physics.md §3, §4; aimc/inference.py).
+
+    ``device``: an inference device card (``device_models.available('inference')``) or a path to a card
+    ``.toml``; ``"none"`` programs ideal conductances (no noise, no drift). ``device_params`` overrides card
+    parameters by name (e.g. ``{"prog_noise_scale": 0.5}``). ``verify_tol`` (uS, 0 = off) and
+    ``verify_max_iter``: program-and-verify, handed to the device model. ``compensation``: the digital
+    drift-compensation factor applied to the forward output after ``drift`` (see ``DriftCompensation``).
+    The mapping's [g_min, g_max] must lie inside the device's conductance range.
+    """
+
+    device: str = "pcm-joshi2020"
+    device_params: dict = field(default_factory=dict)
+    compensation: DriftCompensation = DriftCompensation.GLOBAL
+    verify_tol: float = 0.0
+    verify_max_iter: int = 10
+
+    def __post_init__(self):
+        o = "InferenceConfig"
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"{o}.device must be a device card name or 'none', got {self.device!r}")
+        if not isinstance(self.device_params, dict) or not all(isinstance(k, str) for k in self.device_params):
+            raise ConfigError(f"{o}.device_params must be a mapping of parameter names to values, "
+                              f"got {self.device_params!r}")
+        object.__setattr__(self, "device_params", dict(self.device_params))
+        _enum(o, self, "compensation", DriftCompensation)
+        _num(o, "verify_tol", self.verify_tol, 0, 1e6)
+        _num(o, "verify_max_iter", self.verify_max_iter, 0, 10000, integer=True)
+        if self.device == "none":
+            if self.device_params or self.verify_tol > 0:
+                raise ConfigError(f"{o}: device 'none' (ideal conductances) takes no device_params or verify_tol")
+            return
+        for name in ("verify_tol", "verify_max_iter"):
+            if name in self.device_params:
+                raise ConfigError(f"{o}.device_params must not set {name!r}: use InferenceConfig.{name}")
+        self.device_model()  # validates the card and the overrides
+
+    def device_model(self):
+        """The ``device_models`` inference model this config describes (None for device 'none')."""
+        if self.device == "none":
+            return None
+        import device_models
+        try:
+            card = device_models.read_card(self.device)
+            if card["kind"] != "inference":
+                raise ValueError(f"card {self.device!r} is a {card['kind']!r} card, not an inference card")
+            return device_models.load(self.device, **self.device_params, verify_tol=float(self.verify_tol),
+                                      verify_max_iter=int(self.verify_max_iter))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"InferenceConfig.device = {self.device!r}: {e}") from None
+
+
+@dataclass(frozen=True)
 class TileConfig(_Node):
     """The root of the config tree for one layer's tiles.
 
@@ -261,6 +323,7 @@ class TileConfig(_Node):
     backward: IOConfig = field(default_factory=lambda: IOConfig(bound_management=BoundManagement.NONE))
     mapping: MappingConfig = field(default_factory=MappingConfig)
     backward_ideal: bool = True
+    inference: InferenceConfig | None = None  # device physics for program/drift; None = ideal conductances
 
     def __post_init__(self):
         for name, cls in (("forward", IOConfig), ("backward", IOConfig), ("mapping", MappingConfig)):
@@ -268,6 +331,9 @@ class TileConfig(_Node):
                 raise ConfigError(f"TileConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.backward_ideal, bool):
             raise ConfigError("TileConfig.backward_ideal must be true or false")
+        if self.inference is not None and not isinstance(self.inference, InferenceConfig):
+            raise ConfigError(f"TileConfig.inference must be an InferenceConfig or None, "
+                              f"got {type(self.inference).__name__}")
 
     def save(self, path) -> None:
         """Write the config as JSON (atomic)."""
@@ -293,6 +359,9 @@ _SUBNODES: dict[tuple[type, str], type] = {
 def register_subnode(parent: type, name: str, cls: type) -> None:
     """Let an extension's config node (a field of ``parent``) round-trip through JSON."""
     _SUBNODES[(parent, name)] = cls
+
+
+register_subnode(TileConfig, "inference", InferenceConfig)
 
 
 # ----------------------------------------------------------------------------------------------- presets

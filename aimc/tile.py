@@ -3,15 +3,33 @@
 A tile holds its state as contiguous float32 arrays: the normalised weights the MVM reads (``_w``, out x in),
 the digital per-output scales (``_scale``), and after ``program`` the conductances (devices x out x in, uS)
 with the parameters that map them back. Verbs: ``set_weights`` (an exact write, as during training),
-``program`` (a physical write through the mapping), ``forward`` (y = W x through the forward periphery),
-``backward`` (x' = W^T d through the backward periphery), ``read_weights``.
+``program`` (a physical write through the mapping and the device model), ``drift`` (move the clock),
+``forward`` (y = W x through the forward periphery), ``backward`` (x' = W^T d through the backward
+periphery), ``read_weights``.
+
+Lifecycle of a programmed tile (``config.inference``; physics.md §3, §4; ``aimc.inference``):
+
+* ``program(W)``: column scales, weight -> conductance targets of every device slice (G+/G-, pairs or the
+  single device), programming noise / drift exponents / faults drawn ONCE by the device model
+  (``ProgrammedCells``, kept in ``tile.cells``); the clock is set to t = 0 and the array is read once at
+  t = 0 (read noise included, as ``drift(0)`` would); the compensation reference is read out.
+* ``drift(t)``: the array is read at t seconds after programming (drift mean + read noise, the read noise
+  redrawn on every ``drift`` call; it is NOT redrawn per forward: per-forward fluctuations are the forward
+  periphery's ``w_noise``); the MVM weights become ``mapping.from_conductances`` of that read; the
+  compensation factor alpha is re-measured. t may not decrease (re-``program`` to start again).
+* the compensation factor alpha multiplies the digital forward output while ``tile.compensate`` is true
+  (default). It is an evaluation-time correction (aihwkit applies it in eval mode only): the torch adapter
+  switches it off in training mode; ``backward`` never applies it; ``set_weights`` clears it.
+
+Without ``config.inference`` (None) ``program`` writes ideal conductances and ``drift`` only moves the clock.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import mapping as _map
-from .config import TileConfig, as_config
+from .config import DriftCompensation, TileConfig, as_config
+from .inference import DeviceArray, build_device_model, check_time, compensation_readout
 from .periphery import WeightView, mvm
 from .rng import Stream, check_seed
 
@@ -72,8 +90,17 @@ class Tile:
         self.tile_id = tile_id
         self.stream = Stream(self.seed, tile_id)
         self._scale = np.ones(self.out_size, np.float32)
-        self._G = None            # conductances after program(): (devices, out, in) uS
+        self._G = None            # conductances as last read (program/drift): (devices, out, in) uS
         self._map_params = None
+        self._device = None       # DeviceArray after program(): model + drawn-once cells
+        self._model = None        # device model, built from config.inference at the first program()
+        self._time = None         # seconds since programming; None before program()
+        self._comp_kind = DriftCompensation.NONE
+        self._comp_ref = None     # compensation reference (0-d or (out,)), set by program()
+        self._alpha = None        # current compensation factor (0-d or (out,))
+        self._compensate = True
+        self._fused = None        # device engine: None = fused kernels where supported, False = device_models
+        self._out = None          # digital output factor of the forward: scale (omega > 0) x alpha, or None
         self._set_normalised(np.zeros((self.out_size, self.in_size), np.float32))
 
     @property
@@ -85,24 +112,114 @@ class Tile:
         self._fwd = WeightView(w)
         self._bwd = WeightView(w.T)
 
+    def _refresh_out(self) -> None:
+        f = self._scale if self.config.mapping.weight_scaling_omega > 0 else None
+        if self._compensate and self._alpha is not None:
+            f = (self._alpha * f if f is not None else np.broadcast_to(self._alpha, (self.out_size,))).astype(np.float32)
+        self._out = f
+
     # ------------------------------------------------------------------ writes
     def set_weights(self, W) -> None:
         """Exact write of W (no device physics): the state during hardware-aware training."""
         W = check_matrix(W, self.shape)
         self._scale = _map.column_scales(W, self.config.mapping)
-        self._G = self._map_params = None
+        self._G = self._map_params = self._device = self._time = None
+        self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
         self._set_normalised(W / self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else W.copy())
+        self._refresh_out()
+
+    def device_model(self):
+        """The inference device model of ``config.inference`` (None = ideal conductances)."""
+        if self._model is None and self.config.inference is not None:
+            self._model = build_device_model(self.config.inference, self.config.mapping)
+        return self._model
 
     def program(self, W) -> None:
-        """Physical write of W: digital column scales, weight -> conductance mapping, read back."""
+        """Physical write of W at t = 0: column scales, mapping, device physics drawn once, read at t = 0.
+
+        With ``config.inference`` the device model draws programming noise (and program-and-verify, drift
+        exponents, faults) once for every device slice independently; the drift-compensation reference is
+        read out right after. Randomness: the tile's stream (same seed => same chip, any thread count).
+        """
         W = check_matrix(W, self.shape)
-        self._scale = _map.column_scales(W, self.config.mapping)
-        wn = W / self._scale[:, None]
-        self._G, self._map_params = _map.to_conductances(wn, self.config.mapping)
+        cfg = self.config
+        scale = _map.column_scales(W, cfg.mapping)
+        wn = W / scale[:, None]
+        g_target, params = _map.to_conductances(wn, cfg.mapping)
+        device = DeviceArray.program(self.device_model(), g_target, self.stream, fused=self._fused)
+        self._scale, self._map_params, self._device = scale, params, device
+        self._time = 0.0
+        self._comp_kind = cfg.inference.compensation if cfg.inference is not None else DriftCompensation.NONE
+        self._comp_ref = self._alpha = None
+        self._read_at(0.0)
+        if self._comp_kind != DriftCompensation.NONE:
+            cur = self._readout()
+            if self._comp_kind == DriftCompensation.GLOBAL_EXACT:
+                self._comp_ref = compensation_readout(wn.T, self._comp_kind)
+            else:
+                self._comp_ref = cur
+            self._alpha = (self._comp_ref / cur).astype(np.float32)
+        self._refresh_out()
+
+    def drift(self, t) -> None:
+        """Move to t seconds after programming: read the array (drift + fresh read noise), re-compensate.
+
+        ``t`` must be a finite number >= the tile's current time (``tile.time``); an error otherwise.
+        """
+        t = check_time(t)
+        if self._device is None:
+            raise RuntimeError("tile is not programmed: call program(W) before drift(t)")
+        if t < self._time:
+            raise ValueError(f"t = {t} s is earlier than the tile's clock ({self._time} s): drift only moves "
+                             f"forward in time; call program(W) again to restart at t = 0")
+        self._time = t
+        self._read_at(t)
+        if self._comp_kind != DriftCompensation.NONE:
+            self._alpha = (self._comp_ref / self._readout()).astype(np.float32)
+        self._refresh_out()
+
+    def _read_at(self, t: float) -> None:
+        self._G = self._device.read(t, self.stream)
         self._set_normalised(_map.from_conductances(self._G, self._map_params, self.config.mapping))
 
+    def _readout(self) -> np.ndarray:
+        """Compensation readout: one-hot inputs through the noisy forward (no digital scales)."""
+        eye = np.eye(self.in_size, dtype=np.float32)
+        return compensation_readout(mvm(self._fwd, eye, self.config.forward, self.stream), self._comp_kind)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def time(self) -> float | None:
+        """Seconds since programming (0 right after ``program``); None if the tile was never programmed."""
+        return self._time
+
+    @property
+    def programmed(self) -> bool:
+        return self._device is not None
+
+    @property
+    def cells(self):
+        """The drawn-once device state (``device_models.inference.ProgrammedCells``, arrays (devices, out,
+        in)); None before ``program``."""
+        return None if self._device is None else self._device.cells
+
+    @property
+    def compensate(self) -> bool:
+        """Whether the drift-compensation factor multiplies the forward output (eval mode); default True."""
+        return self._compensate
+
+    @compensate.setter
+    def compensate(self, on: bool) -> None:
+        self._compensate = bool(on)
+        self._refresh_out()
+
+    @property
+    def compensation_alpha(self):
+        """The current drift-compensation factor (0-d array, or (out,) per column); None if off."""
+        return self._alpha
+
     def conductances(self) -> np.ndarray:
-        """The programmed conductances (devices, out, in) in uS; an error before ``program``."""
+        """The conductances as last read (devices, out, in) in uS; an error before ``program``."""
         if self._G is None:
             raise RuntimeError("tile has no conductances: call program(W) first (set_weights is an exact, "
                                "non-physical write)")
@@ -123,8 +240,8 @@ class Tile:
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         y = mvm(self._fwd, x, self.config.forward, self.stream)
-        if self.config.mapping.weight_scaling_omega > 0:
-            y *= self._scale
+        if self._out is not None:
+            y *= self._out
         return y
 
     def _backward(self, d: np.ndarray) -> np.ndarray:
@@ -183,10 +300,42 @@ class TileArray:
             tile.set_weights(W[rs, cs])
 
     def program(self, W) -> None:
-        """Physical write of W into the tiles (see ``Tile.program``)."""
+        """Physical write of W into the tiles at t = 0 (see ``Tile.program``)."""
         W = check_matrix(W, self.shape)
         for rs, cs, tile in self._blocks():
-            tile.program(W[rs, cs])
+            tile.program(np.ascontiguousarray(W[rs, cs]))
+
+    def drift(self, t) -> None:
+        """Move every tile to t seconds after programming (see ``Tile.drift``); checked before any tile moves."""
+        t = check_time(t)
+        if not self.programmed:
+            raise RuntimeError(f"tile array {self.name!r} is not programmed: call program(W) before drift(t)")
+        now = self.time
+        if t < now:
+            raise ValueError(f"t = {t} s is earlier than the clock of tile array {self.name!r} ({now} s): drift "
+                             f"only moves forward in time; call program(W) again to restart at t = 0")
+        for tile in self.all_tiles():
+            tile.drift(t)
+
+    @property
+    def programmed(self) -> bool:
+        return all(t.programmed for t in self.all_tiles())
+
+    @property
+    def time(self) -> float | None:
+        """Seconds since programming (the latest tile clock); None if not programmed."""
+        times = [t.time for t in self.all_tiles()]
+        return None if any(v is None for v in times) else max(times)
+
+    @property
+    def compensate(self) -> bool:
+        """Whether drift compensation scales the forward output (eval mode); set on every tile."""
+        return all(t.compensate for t in self.all_tiles())
+
+    @compensate.setter
+    def compensate(self, on: bool) -> None:
+        for t in self.all_tiles():
+            t.compensate = on
 
     def read_weights(self) -> np.ndarray:
         W = np.empty(self.shape, np.float32)

@@ -1,0 +1,234 @@
+"""Programmed tiles over time: device physics, drift and drift compensation (physics.md §3, §4).
+
+``DeviceArray`` holds what programming drew once for one tile (``device_models.ProgrammedCells`` of every
+device slice, G+/G- or pairs or single, stacked as (devices, out, in)) and reads the array at a time t after
+programming. Two engines compute the same formulas:
+
+* power-law drift families (``pcm``, ``hermes``, ``state-independent``, ``lookup-table``): fused Numba
+  kernels (``aimc.kernels.drift``) with counter-based normals; the family's statistics (σ_prog, μ_ν, σ_ν,
+  Q_s) come from the model's public functions, so ``device_models`` stays the single source of the physics
+  and the oracle the kernels are tested against. Cards with stuck-at faults are programmed by the model.
+* every other family (ReRAM): ``model.program`` / ``model.read`` with ``stream.numpy_generator()``.
+
+Both are pure functions of (seed, tile id, stream call), so results do not depend on the thread count.
+
+Drift compensation (``compensation``; aihwkit ``inference/compensation``): right after programming the tile
+is read with one-hot inputs (the identity batch, in_size rows) through its noisy forward periphery, Y (in,
+out); ``global``: ref = max(mean |Y|, 1e-4); ``per_column``: ref_i = max(mean_j |Y_ji|, 1e-4);
+``global_exact``: ref = max(mean |W_target|, 1e-4) from the ideal (normalised) weights. After every
+``drift(t)`` the same readout gives ``current`` and α = ref / current multiplies the digital forward output.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import DriftCompensation, InferenceConfig, MappingConfig
+from .rng import Stream
+
+__all__ = ["DeviceArray", "DriftCompensation", "InferenceConfig", "build_device_model", "check_time",
+           "compensation_readout", "bench_drift"]
+
+
+def check_time(t, what: str = "t") -> float:
+    """A time in seconds after programming as a float, or a clear error (type, NaN/inf, negative)."""
+    if isinstance(t, (bool, np.bool_)) or (hasattr(t, "ndim") and np.ndim(t) != 0):
+        raise TypeError(f"{what} must be a scalar time in seconds, got {t!r}")
+    try:
+        tv = float(t)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a scalar time in seconds, got {t!r}") from None
+    if math.isnan(tv):
+        raise ValueError(f"{what} is NaN: pass a time in seconds >= 0")
+    if math.isinf(tv) or tv < 0:
+        raise ValueError(f"{what} = {tv} s must be a finite time >= 0 s after programming")
+    return tv
+
+
+def build_device_model(cfg: InferenceConfig | None, mapping: MappingConfig):
+    """The device model for a tile (None = ideal conductances); the mapping's range must fit the device's."""
+    if cfg is None:
+        return None
+    model = cfg.device_model()
+    if model is None:
+        return None
+    tol = 1e-6 * model.g_max
+    if mapping.g_min < model.g_min - tol or mapping.g_max > model.g_max + tol:
+        raise ValueError(
+            f"MappingConfig conductance range [{mapping.g_min}, {mapping.g_max}] uS lies outside the range "
+            f"[{model.g_min}, {model.g_max}] uS of device {cfg.device!r}: set mapping.g_min/g_max inside it "
+            f"(e.g. g_min={model.g_min}, g_max={model.g_max})")
+    return model
+
+
+def _is_powerlaw(model) -> bool:
+    from device_models.inference import _PowerLawDrift
+    return isinstance(model, _PowerLawDrift)
+
+
+def _2d(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(1, -1)
+
+
+class DeviceArray:
+    """The programmed devices of one tile: model + drawn-once ``ProgrammedCells`` (devices, out, in).
+
+    ``fused`` selects the Numba engine (default: whenever the family supports it); ``read(t, stream)`` gives
+    the conductances (float32, uS) at t seconds after programming, read noise redrawn on every call.
+    """
+
+    def __init__(self, model, cells, fused: bool | None = None):
+        self.model = model
+        self.cells = cells
+        self.fused = (model is not None and _is_powerlaw(model)) if fused is None else bool(fused)
+        if self.fused and (model is None or not _is_powerlaw(model)):
+            raise ValueError(f"the fused engine supports power-law drift families only, not {type(model).__name__}")
+        self._rel = None
+
+    # ---------------------------------------------------------------------------------------- programming
+    @classmethod
+    def program(cls, model, g_target: np.ndarray, stream: Stream, fused: bool | None = None) -> "DeviceArray":
+        """Draw programming noise, drift exponents and faults once for target conductances (float32, uS)."""
+        from device_models.inference import ProgrammedCells
+        g_target = np.ascontiguousarray(g_target, np.float32)
+        if model is None:
+            cells = ProgrammedCells(g_target=g_target, g_prog=g_target.copy(), nu=np.zeros_like(g_target),
+                                    stuck=np.zeros(g_target.shape, bool))
+            return cls(None, cells, fused=False)
+        fused = _is_powerlaw(model) if fused is None else fused
+        faults = model.stuck_on_prob + model.stuck_off_prob + model.stuck_random_prob > 0
+        if fused and not faults:
+            from .kernels import drift as _kd
+            g_t = np.ascontiguousarray(model.quantize(g_target), np.float32)
+            sig = np.ascontiguousarray(model.programming_noise_std(g_t), np.float32)
+            mu, sd = (np.ascontiguousarray(a, np.float32) for a in model.drift_exponent_stats(g_t))
+            g_prog = np.empty_like(g_t)
+            nu = np.empty_like(g_t)
+            k0, k1, c = stream.next_call()
+            stream.call += 1 + int(model.verify_max_iter)   # calls c+1 (nu) and c+2+k (verify retries)
+            _kd.powerlaw_program(_2d(g_t), _2d(sig), _2d(mu), _2d(sd), np.float32(model.verify_tol),
+                                 int(model.verify_max_iter), k0, k1, c, _2d(g_prog), _2d(nu))
+            cells = ProgrammedCells(g_target=g_t, g_prog=g_prog, nu=nu, stuck=np.zeros(g_t.shape, bool))
+        else:
+            cells = model.program(g_target, stream.numpy_generator())
+        return cls(model, cells, fused=fused)
+
+    # ---------------------------------------------------------------------------------------- reading
+    def _rel_read(self) -> np.ndarray:
+        """read_noise_scale * Q_s(|g_prog|) per device (0 where stuck): a pure function of the cells."""
+        if self._rel is None:
+            m, c = self.model, self.cells
+            rel = np.float32(m.read_noise_scale) * np.asarray(m.read_noise_relative(c.g_prog), np.float32)
+            rel[c.stuck] = 0.0
+            self._rel = np.ascontiguousarray(rel, np.float32)
+        return self._rel
+
+    def read(self, t: float, stream: Stream) -> np.ndarray:
+        """Conductances (float32, uS, same shape as the cells) read at t s after programming."""
+        t = check_time(t)
+        c = self.cells
+        if self.model is None:
+            return c.g_prog.copy()
+        if not self.fused:
+            return np.ascontiguousarray(self.model.read(c, t, stream.numpy_generator()), np.float32)
+        from .kernels import drift as _kd
+        m = self.model
+        log_ratio = math.log((t + m.t0) / m.t0) if t > 0 else 0.0
+        out = np.empty(c.g_prog.shape, np.float32)
+        k0, k1, call = stream.next_call()
+        _kd.powerlaw_read(_2d(c.g_prog), _2d(c.nu), _2d(self._rel_read()), log_ratio,
+                          m.read_noise_factor(t), k0, k1, call, _2d(out))
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The drawn-once state as plain arrays (for chip images)."""
+        c = self.cells
+        out = {"g_target": c.g_target, "g_prog": c.g_prog, "nu": c.nu, "stuck": c.stuck}
+        if c.z is not None:
+            out["z"] = c.z
+        return out
+
+    @classmethod
+    def from_arrays(cls, model, arrays: dict, fused: bool | None = None) -> "DeviceArray":
+        from device_models.inference import ProgrammedCells
+        cells = ProgrammedCells(g_target=arrays["g_target"], g_prog=arrays["g_prog"], nu=arrays["nu"],
+                                stuck=np.asarray(arrays["stuck"], bool), z=arrays.get("z"))
+        return cls(model, cells, fused=fused)
+
+
+# -------------------------------------------------------------------------------------------- compensation
+
+def compensation_readout(Y: np.ndarray, kind: DriftCompensation) -> np.ndarray:
+    """The drift-compensation readout of a one-hot read Y (in, out): a scalar (0-d) or per-column (out,)."""
+    a = np.abs(Y)
+    if kind == DriftCompensation.PER_COLUMN:
+        return np.maximum(a.mean(axis=0, dtype=np.float64), 1e-4).astype(np.float32)
+    return np.asarray(max(float(a.mean(dtype=np.float64)), 1e-4), np.float32)
+
+
+# -------------------------------------------------------------------------------------------- benchmark
+
+def bench_drift(args) -> dict:
+    """Program + drift(1 h) of 10^7 PCM devices (a differential 2236 x 2236 tile) vs plain numpy.
+
+    aimc: ``Tile.program(W)`` then ``Tile.drift(3600)`` (mapping, fused device kernels, weights read back;
+    compensation off so the one-hot readout's matmul is not timed). Baseline: the same formulas written as
+    plain vectorised numpy (float32, ``numpy.random.default_rng`` normals) in the same run. Also reported:
+    the ``device_models`` numpy engine (the oracle) through the same tile.
+    """
+    from .bench import timeit
+    from .config import IOConfig, MappingConfig, TileConfig
+    from .tile import Tile
+
+    n = 2236
+    devices = 2 * n * n
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((n, n)) * 0.05).astype(np.float32)
+    inf = InferenceConfig(device="pcm-joshi2020", compensation="none")
+    cfg = TileConfig(forward=IOConfig(is_perfect=True), backward=IOConfig(is_perfect=True),
+                     mapping=MappingConfig(max_in=0, max_out=0), inference=inf)
+    tile = Tile(n, n, cfg, seed=0)
+    oracle = Tile(n, n, cfg, seed=0)
+    oracle._fused = False
+    model = inf.device_model()
+    t_inf = 3600.0
+
+    def aimc_run():
+        tile.program(W)
+        tile.drift(t_inf)
+
+    def oracle_run():
+        oracle.program(W)
+        oracle.drift(t_inf)
+
+    def numpy_run():
+        f32 = np.float32
+        g = np.random.default_rng(1)
+        gmax = f32(model.g_max)
+        s = gmax / f32(np.abs(W).max())
+        G = np.stack([np.clip(s * W, 0, gmax), np.clip(-s * W, 0, gmax)])
+        gh = G / gmax
+        c0, c1, c2 = (f32(c) for c in model.prog_coeff)
+        sig = (c0 + c1 * gh + c2 * gh * gh) * f32(model.g_max / model.prog_coeff_g_max_reference)
+        gp = np.maximum(G + sig * g.standard_normal(G.shape, np.float32), 0)
+        lg = np.log(np.maximum(gh, f32(1e-7)))
+        mu = np.clip(f32(-0.0155) * lg + f32(0.0244), f32(0.049), f32(0.1))
+        sd = np.clip(f32(-0.0125) * lg - f32(0.0059), f32(0.008), f32(0.045))
+        nu = np.abs(mu + sd * g.standard_normal(G.shape, np.float32))
+        qs = np.minimum(f32(0.0088) / np.maximum((gp / gmax) ** f32(0.65), f32(1e-3)), f32(0.2))
+        gd = gp * np.exp(-nu * f32(math.log((t_inf + model.t0) / model.t0)))
+        fac = f32(model.read_noise_factor(t_inf))
+        gr = np.maximum(gd + np.abs(gd) * qs * fac * g.standard_normal(G.shape, np.float32), 0)
+        return (gr[0] - gr[1]) / s
+
+    repeats = max(1, int(getattr(args, "repeats", 5)))
+    t = timeit({"aimc": aimc_run, "baseline": numpy_run}, repeats, warmup=1)
+    t_or = timeit({"oracle": oracle_run}, max(1, min(repeats, 3)), warmup=0)
+    return {"name": "drift", "devices": devices, "threads": getattr(args, "threads", None),
+            "aimc_ms": round(t["aimc"], 2), "baseline_ms": round(t["baseline"], 2),
+            "ratio": round(t["aimc"] / t["baseline"], 3),
+            "devices_per_s": round(devices / (t["aimc"] / 1e3)),
+            "baseline_devices_per_s": round(devices / (t["baseline"] / 1e3)),
+            "device_models_ms": round(t_or["oracle"], 2),
+            "baseline": "plain numpy: mapping, PCM programming noise, nu draw, drift + read noise, weights"}
