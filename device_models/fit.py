@@ -7,13 +7,16 @@ k + 1 pulses from a start w0 that is fitted (or taken from the smoothed trace).
 
 Three fits, all by functions here (``python -m device_models.fit [file.csv] [--card]`` prints them):
 
-* :func:`fit_lookup_table` -> a ``pulsed-lookup-table`` device. Each trace is smoothed by isotonic regression
-  (pool-adjacent-violators; up increasing, down decreasing) and the pulse index p(w) at which the smoothed trace
-  passes w is interpolated through the block centres. The mean step at node w_k is the window width over the
-  pulses spent in it, step(w_k) = h/|p(w_k + h/2) − p(w_k − h/2)| (h = node spacing; windows clipped to the
-  range the trace covers; nodes outside it take the nearest measured value). dw_min is the step at the
-  symmetry point (up step = down step, the crossing nearest the middle of the range); the tables hold
-  step/dw_min. Bounds: the lowest/highest level the smoothed traces reach.
+* :func:`fit_lookup_table` -> a ``pulsed-lookup-table`` device on n equally spaced nodes between the lowest
+  and highest level the smoothed traces reach (smooth = 51-read centred moving average, then isotonic
+  regression by pool-adjacent-violators, up increasing, down decreasing, linear between block centres).
+  Start: the mean step at node w_k is the window width over the pulses the smooth spends in it,
+  h/|p(w_k + h/2) − p(w_k − h/2)| (nodes the trace never visits take the nearest measured value). Then each
+  table is refined by penalised least squares of its deterministic trace against the raw reads, over
+  (log step per node, w0), penalty ``penalty``·(second difference of log step) — linear interpolation of
+  steps does not preserve pulse counts where steps change fast, and the single trace's random-walk jumps
+  should not become device physics. dw_min = the step at the symmetry point (the stable crossing of the up
+  and down tables nearest the middle of the range); the tables hold step/dw_min.
 * :func:`noise_moments`: the residuals around a quartic trend in p are split into a random walk (accumulating
   c2c step noise, σ_step per pulse) and white noise (σ_white per read) by the variogram
   γ(k) = var(r_{t+k} − r_t) ≈ 2σ_white² + k·σ_step², fitted over lags 5..60 (short lags are excluded: the
@@ -24,17 +27,28 @@ Three fits, all by functions here (``python -m device_models.fit [file.csv] [--c
 * :func:`fit_soft_bounds`, :func:`fit_exp_step`: least squares (scipy ``least_squares``) of the
   deterministic model traces against the raw data, both traces at once, with the starts w0 free.
 
-Measured on shared/data/gong2018_reram_pulse_response.csv (``python -m device_models.fit``; rms is over the
-2000 reads; "smooth" is against the isotonic curve, i.e. without the measurement noise; data range 2.42):
+Measured on shared/data/gong2018_reram_pulse_response.csv with ``python -m device_models.fit`` (rms over the
+2000 reads of the deterministic nominal model, starts fitted; "smooth" = against the moving-average +
+isotonic curve, i.e. without most of the measurement noise, whose own rms is 0.153; data range 2.77):
 
-======================  ============================================================================
-lookup (16 nodes)       rms 0.141 raw / 0.033 smooth; dw_min 0.00213 at w* = 0.00; c2c σ_step 0.0224
-                        (dw_min_std 10.5, additive); σ_white 0.116 (write_noise_std 54.5)
-soft-bounds             rms 0.170 raw / 0.105 smooth; dw_min 0.00277, up_down 0.126, w_max 1.44, w_min −1.44
-exp-step (a = b = −0.5) rms 0.150 raw / 0.069 smooth; see ``python -m device_models.fit`` for the numbers
-======================  ============================================================================
+=========================  ===============  ===================================================================
+model                      rms raw / smooth fitted parameters
+=========================  ===============  ===================================================================
+pulsed-lookup-table (16)   0.168 / 0.048    dw_min 1.547e-3 at w* = −0.450, bounds [−1.141, 1.044]; noise:
+                                            data σ_step 0.0224/pulse, σ_white 0.116/read (diff std 0.166,
+                                            lag-1 corr −0.435) -> model dw_min_std 16.9 (additive, σ_step
+                                            0.0262 after simulated moments), write_noise_std 74.9
+soft-bounds                0.175 / 0.066    dw_min 2.469e-3, up_down −0.183, w_max 38.5 (the up trace is
+                                            almost linear), w_min −1.106
+exp-step (a = b = −0.5)    0.173 / 0.059    dw_min 1.304e-3, up_down 0.592, A_up 0.364, A_down −0.489,
+                                            γ_up 6.20, γ_down 4.17, w_max 1.068, w_min −1.211
+reram-es card (aihwkit)    0.194 / 0.107    for comparison: no fitting, starts = first smoothed reads
+reram-sb card (aihwkit)    0.303 / 0.256    for comparison
+=========================  ===============  ===================================================================
 
-(The numbers above are regenerated and checked by tests/test_device_pulsed.py when the file exists.)
+The ``reram-gong2018-measured`` card holds the lookup-table numbers (``python -m device_models.fit --card``).
+The exp-step least squares has several local minima (a, b fixed, start as written in :func:`fit_exp_step`).
+(tests/test_device_pulsed.py re-fits from the file when it exists and checks the card and error bounds.)
 """
 from __future__ import annotations
 
