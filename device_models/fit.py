@@ -216,12 +216,12 @@ def noise_moments(*traces, deg: int = 4, lags=(5, 60)) -> dict:
 def _interp_rows(w, nodes, table):
     """np.interp(w[b], nodes, table[b]) for every row b (clamped at the ends), vectorised over rows."""
     n = len(nodes)
-    h = nodes[1] - nodes[0]
-    t = np.clip((w - nodes[0]) / h, 0.0, n - 1.0)
+    t = np.minimum(np.maximum((w - nodes[0]) * ((n - 1) / (nodes[-1] - nodes[0])), 0.0), n - 1.0)
     i = np.minimum(t.astype(np.int64), n - 2)
     q = t - i
-    rows = np.arange(table.shape[0])
-    return (1.0 - q) * table[rows, i] + q * table[rows, i + 1]
+    flat = table.ravel()
+    base = np.arange(table.shape[0]) * n + i
+    return flat[base] + q * (flat[base + 1] - flat[base])
 
 
 def _lut_trace(log_steps, w0, nodes, w_min, w_max, n: int, direction: int) -> np.ndarray:
@@ -230,7 +230,7 @@ def _lut_trace(log_steps, w0, nodes, w_min, w_max, n: int, direction: int) -> np
     w = np.clip(np.asarray(w0, dtype=np.float64), w_min, w_max)
     out = np.empty((len(w), n))
     for k in range(n):
-        w = np.clip(w + direction * _interp_rows(w, nodes, steps), w_min, w_max)
+        w = np.minimum(np.maximum(w + direction * _interp_rows(w, nodes, steps), w_min), w_max)
         out[:, k] = w
     return out
 
@@ -255,7 +255,7 @@ def _refine_table(trace, sm: Smoothed, nodes, w_min, w_max, step0, direction, pe
         r = residuals(xs)
         return ((r[1:] - r[0]) / h).T
 
-    res = least_squares(lambda x: residuals(x)[0], x0, jac=jac, method="trf", max_nfev=max_nfev)
+    res = least_squares(lambda x: residuals(x)[0], x0, jac=jac, method="lm", max_nfev=max_nfev)
     return np.exp(res.x[:n]), float(res.x[n])
 
 

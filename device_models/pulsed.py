@@ -39,26 +39,25 @@ to keep the old visible value elsewhere). ``reference_ij`` is 0 except for ``sof
 
 Families (f^d(w) before the max(·, 0); all bounds are the per-device ones unless stated):
 
-=================  ============================================================================================
-constant-step      f = 1                                                   (Gokmen & Vlasov 2016)
-linear-step        f^d = 1 + slope^d·w,  slope^+ = −|γ_up + γ_up_dtod·ξ|/B^+, slope^- = −|γ_down + ...|/B^-,
-                   B = the mean bounds (mean_bound_reference) or the device's; no abs() if allow_increasing
-soft-bounds        f^+ = 1 − w/w_max_ij,  f^- = 1 − w/w_min_ij              (linear-step with γ = 1)
-soft-bounds-pmax   soft-bounds with (dw_min, up_down, w_max, w_min) mapped from (p_max, alpha, range)
-exp-step           f^d = 1 − A^d·exp(d·γ^d·z),  z = 2a·w/(w_max_ij − w_min_ij) + b
-pow-step           ω = clip((w_max_ij − w)/(w_max_ij − w_min_ij), 0, 1); f^+ = ω^γ+_ij, f^- = (1 − ω)^γ-_ij
-piecewise          f^d = linear interpolation of the node multipliers v^d at equally spaced nodes on
-                   [w_min_ij, w_max_ij]
-pulsed-lookup-table f^d = np.interp(w, w_nodes, v^d) (absolute node positions, clamped at the ends);
-                   builds itself from a CSV of an up-then-down pulse experiment (``csv = "file.csv"``)
-=================  ============================================================================================
+===================  ==========================================================================================
+constant-step        f = 1                                                   (Gokmen & Vlasov 2016)
+linear-step          f^d = 1 + slope^d·w,  slope^+ = −|γ_up + γ_up_dtod·ξ|/B^+, slope^- = −|γ_down + ...|/B^-,
+                     B = the mean bounds (mean_bound_reference) or the device's; no abs() if allow_increasing
+soft-bounds          f^+ = 1 − w/w_max_ij,  f^- = 1 − w/w_min_ij              (linear-step with γ = 1)
+soft-bounds-pmax     soft-bounds with (dw_min, up_down, w_max, w_min) mapped from (p_max, alpha, range)
+exp-step             f^d = 1 − A^d·exp(d·γ^d·z),  z = 2a·w/(w_max_ij − w_min_ij) + b
+pow-step             ω = clip((w_max_ij − w)/(w_max_ij − w_min_ij), 0, 1); f^+ = ω^γ+_ij, f^- = (1 − ω)^γ-_ij
+piecewise            f^d = linear interpolation of the node multipliers v^d at equally spaced nodes on
+                     [w_min_ij, w_max_ij]
+pulsed-lookup-table  f^d = np.interp(w, w_nodes, v^d) (absolute node positions, clamped at the ends);
+                     builds itself from a CSV of an up-then-down pulse experiment (``csv = "file.csv"``)
+===================  ==========================================================================================
 
 (The name ``lookup-table`` is taken by the inference family of the same idea; the pulsed one is
 ``pulsed-lookup-table``.)
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import types
 from dataclasses import dataclass, field
@@ -81,6 +80,7 @@ __all__ = [
     "PiecewiseStep",
     "PulsedLookupTable",
     "as_generator",
+    "stack_devices",
 ]
 
 F32 = np.float32
@@ -114,7 +114,7 @@ def _ro(a: np.ndarray) -> np.ndarray:
 # the per-device parameter arrays
 # ----------------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DeviceArray:
     """Per-device pulse parameters, drawn once (d2d) by :meth:`PulsedDevice.sample_devices`.
 
@@ -146,6 +146,11 @@ class DeviceArray:
         object.__setattr__(self, "arrays", types.MappingProxyType(arrays))
         object.__setattr__(self, "tables", types.MappingProxyType(
             {k: _ro(np.array(v, dtype=F32, copy=True)) for k, v in self.tables.items()}))
+        reserved = {"family", "shape", "arrays", "tables", "keys", "with_arrays"}
+        for k, v in (*self.arrays.items(), *self.tables.items()):  # plain attributes: fast lookup in hot loops
+            if k in reserved:
+                raise ValueError(f"DeviceArray: array name {k!r} is reserved")
+            object.__setattr__(self, k, v)
 
     def __getattr__(self, name):
         if name.startswith("__") or name in ("arrays", "tables", "family", "shape"):
@@ -164,6 +169,9 @@ class DeviceArray:
 
     def __getitem__(self, name):
         return getattr(self, name)
+
+    def __reduce__(self):  # MappingProxyType does not pickle; rebuild from plain dicts
+        return (DeviceArray, (self.family, self.shape, dict(self.arrays), dict(self.tables)))
 
     def keys(self):
         return list(self.arrays) + list(self.tables)

@@ -384,6 +384,14 @@ def test_same_seed_same_result():
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(runs[0][0], runs[2][0]) and not np.array_equal(runs[0][1], runs[2][1])
     np.testing.assert_array_equal(dev.response_curve(30, 30, rng=9), dev.response_curve(30, 30, rng=9))
+    import pickle
+
+    devs = dev.sample_devices((4, 3), 1)
+    back = pickle.loads(pickle.dumps(devs))
+    assert back.family == devs.family and back.shape == devs.shape
+    for k in devs.keys():
+        np.testing.assert_array_equal(back[k], devs[k])
+    assert pickle.loads(pickle.dumps(dev)) == dev
 
 
 @pytest.mark.parametrize("cls, kw, field", [
@@ -549,7 +557,7 @@ def test_soft_bounds_and_exp_step_fits(gong):
     up, down, p = gong
     lut_rms = fit.evaluate(fit.lookup_device(p), up, down, p["info"]["w0_up"], p["info"]["w0_down"])["rms"]
     for fitter in (fit.fit_soft_bounds, fit.fit_exp_step):
-        r = fitter(up, down, max_nfev=40)
+        r = fitter(up, down, max_nfev=12)  # converged to within 1 % of the 60-evaluation rms
         assert r.rms_smooth < 0.05 * r.data_range, r.family
         assert r.rms < 1.1 * lut_rms, r.family
         dev = r.device
