@@ -158,7 +158,6 @@ class _AnalogConvNd(AnalogModule):
             # the layer keeps its config (and programmed flag) for repr/convert; the tiles are per group
             from ..config import as_config
             self.config = as_config(config)
-            self.programmed = False
             self.group_tiles = nn.ModuleList(
                 TileSlot(self, "weight", (g * og, (g + 1) * og), og, k_in, self.config, seed, f"{name}/g{g}")
                 for g in range(groups))
@@ -199,6 +198,16 @@ class _AnalogConvNd(AnalogModule):
 
     # -- lifecycle for grouped layers (groups == 1 uses AnalogModule's) -------------------------------
     @property
+    def programmed(self) -> bool:
+        if getattr(self, "group_tiles", None) is not None:
+            return all(s.programmed for s in self.group_tiles)
+        return self.__dict__.get("_programmed", False)
+
+    @programmed.setter
+    def programmed(self, value: bool) -> None:
+        self.__dict__["_programmed"] = bool(value)
+
+    @property
     def _slots(self):
         return list(self.group_tiles) if self.group_tiles is not None else []
 
@@ -207,14 +216,12 @@ class _AnalogConvNd(AnalogModule):
             return super().program()
         for s in self._slots:
             s.program()
-        self.programmed = True
 
     def unprogram(self) -> None:
         if self.group_tiles is None:
             return super().unprogram()
         for s in self._slots:
             s.unprogram()
-        self.programmed = False
 
     def drift(self, t: float) -> None:
         if self.group_tiles is None:

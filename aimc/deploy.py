@@ -1,0 +1,451 @@
+"""Deployment over time: ``aimc deploy`` and :func:`evaluate_over_time` (training.md §1.8, physics.md §3, §4).
+
+The protocol: a trained (digital) model -> ``convert_to_analog`` -> ``program`` (programming noise, drift
+exponents and faults drawn once per chip) -> ``drift`` to t_1 < t_2 < ... (a fresh read-noise draw at every
+time) -> drift compensation (``config.inference.compensation``, applied in eval mode) -> test accuracy;
+repeated over N chip instances (seeds ``seed, seed+1, ...``), reported as mean and sample std (ddof = 1;
+0 for one chip).
+
+``aimc deploy`` with no arguments loads the shipped default MLP (``aimc.zoo.load_default``) and the mnist5k
+test split, uses the PCM card ``pcm-joshi2020`` with :func:`deploy_config` and global compensation, drifts
+to 1 s, 1 h, 1 d, 1 y, 10 y over 5 chips, prints the table and writes into a **fresh run folder**
+``<out>/run-001``, ``run-002``, ... (``--out``, default ``aimc-results``; the next free number is taken with
+an exclusive ``mkdir``, so no earlier result is ever overwritten, also by two runs at once):
+
+* ``results.json``: times, per-chip accuracies, mean, std, digital accuracy, the config, seeds, versions;
+* ``accuracy.png``: accuracy mean +- std against time (log axis), the digital accuracy dashed;
+* ``chip.h5``: the chip image (``aimc.chip.save_chip``) of the last chip instance at the last time.
+
+Times are seconds or strings with a unit: ``s``, ``min``, ``h``, ``d``, ``w``, ``y`` (Julian year,
+365.25 d), e.g. ``1s,1h,1d,1y,10y``; they must increase (a chip only drifts forward).
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+import sys
+import time as _time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["DEFAULT_TIMES", "DeployResults", "deploy_config", "evaluate_over_time", "format_time",
+           "parse_time", "parse_times", "add_arguments", "run"]
+
+DEFAULT_TIMES = ("1s", "1h", "1d", "1y", "10y")
+
+_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0,
+          "y": 365.25 * 86400.0}
+_TIME_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_time(t) -> float:
+    """Seconds from a number or a string with a unit (``"1h"``, ``"10y"``, ``"30min"``, ``"2.5d"``, ``"60"``).
+
+    Raises ValueError naming the bad value (unknown unit, negative, not a number).
+    """
+    if isinstance(t, bool):
+        raise ValueError(f"bad time {t!r}: expected seconds or a number with a unit ({', '.join(_UNITS)})")
+    if isinstance(t, (int, float)):
+        v = float(t)
+    elif isinstance(t, str):
+        m = _TIME_RE.match(t)
+        if not m:
+            raise ValueError(f"bad time {t!r}: expected a number with an optional unit, e.g. 1s, 1h, 1d, 1y, 10y")
+        unit = m.group(2).lower() or "s"
+        if unit not in _UNITS:
+            raise ValueError(f"bad time {t!r}: unknown unit {m.group(2)!r}; use one of {', '.join(_UNITS)}")
+        v = float(m.group(1)) * _UNITS[unit]
+    else:
+        raise ValueError(f"bad time {t!r}: expected seconds or a string such as '1h'")
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"bad time {t!r}: must be a finite time >= 0 s after programming")
+    return v
+
+
+def parse_times(spec) -> tuple[list[float], list[str]]:
+    """``"1s,1h,1d"`` (or a sequence) -> (seconds, labels); strictly increasing, at least one."""
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    if not items or any(isinstance(s, str) and not s for s in items):
+        raise ValueError(f"bad --times {spec!r}: give a comma-separated list such as 1s,1h,1d,1y,10y")
+    secs = [parse_time(s) for s in items]
+    for a, b, la, lb in zip(secs, secs[1:], items, items[1:]):
+        if b <= a:
+            raise ValueError(f"bad times {spec!r}: {lb} is not later than {la}; times must increase "
+                             f"(a chip only drifts forward)")
+    labels = [s if isinstance(s, str) else format_time(s) for s in items]
+    return secs, labels
+
+
+def format_time(seconds: float) -> str:
+    """A short label: 1s, 1h, 1d, 1y, 10y, 2.5d, 90s ..."""
+    for unit in ("y", "d", "h", "min", "s"):
+        v = seconds / _UNITS[unit]
+        if v >= 1 and abs(v - round(v, 2)) < 1e-9 * max(1, v):
+            return f"{round(v, 2):g}{unit}"
+    return f"{seconds:g}s"
+
+
+def deploy_config(device: str = "pcm-joshi2020", compensation: str = "global", base=None):
+    """The inference config ``aimc deploy`` uses (a ``TileConfig``).
+
+    IO: the library defaults (``aimc.presets.default()``: 7-bit DAC, 9-bit ADC with bound 12, out_noise
+    0.06, abs-max noise management, iterative bound management), no per-forward weight noise (the device's
+    read noise is drawn at every ``drift``). Mapping: columnwise weight scaling to omega = 1 (each column's
+    largest weight maps to the full conductance range, the scale is applied digitally), tiles of at most
+    512 x 512, conductance range of the device card ([g_min, g_max]); a differential pair per weight, or a
+    single device plus a digital offset for devices with g_min > 0 (ReRAM CMO). ``base`` (a TileConfig)
+    replaces the IO and mapping; its ``inference`` section is replaced by ``device``/``compensation``.
+    """
+    import device_models
+
+    from .config import InferenceConfig, MappingKind, default
+    cfg = base if base is not None else default()
+    model = InferenceConfig(device=device, compensation=compensation).device_model()
+    if base is None:
+        kind = MappingKind.SINGLE_OFFSET if model is not None and model.g_min > 0 else MappingKind.DIFFERENTIAL
+        mapping = cfg.mapping.replace(kind=kind, weight_scaling_omega=1.0, weight_scaling_columnwise=True,
+                                      max_in=512, max_out=512)
+        if model is not None:
+            mapping = mapping.replace(g_min=float(model.g_min), g_max=float(model.g_max))
+        cfg = cfg.replace(mapping=mapping)
+    del device_models
+    return cfg.replace(inference=InferenceConfig(device=device, compensation=compensation))
+
+
+def check_device(card: str) -> str:
+    """``card`` if it names an inference card (or a .toml file), else a ValueError listing the cards."""
+    import device_models
+    if card == "none" or card.endswith(".toml") and Path(card).is_file():
+        return card
+    cards = device_models.available("inference")
+    if card not in cards:
+        all_cards = device_models.available()
+        if card in all_cards:
+            raise ValueError(f"device card {card!r} is a pulsed (training) card, not an inference card; "
+                             f"inference cards: {', '.join(cards)}")
+        raise ValueError(f"unknown device card {card!r}; inference cards: {', '.join(cards)} "
+                         f"(see `aimc devices`)")
+    return card
+
+
+# ------------------------------------------------------------------------------------------------------
+# results
+
+@dataclass
+class DeployResults:
+    """Accuracy over time of N chip instances. ``accuracy[i][r]``: time ``i``, chip ``r``."""
+
+    times: list[float]
+    time_labels: list[str]
+    accuracy: list[list[float]]
+    digital_accuracy: float
+    seeds: list[int]
+    config: dict
+    n_test: int
+    meta: dict = field(default_factory=dict)
+    last_model: Any = field(default=None, repr=False, compare=False)  # the last chip at the last time
+
+    @property
+    def mean(self) -> list[float]:
+        return [sum(a) / len(a) for a in self.accuracy]
+
+    @property
+    def std(self) -> list[float]:
+        out = []
+        for a in self.accuracy:
+            if len(a) < 2:
+                out.append(0.0)
+                continue
+            m = sum(a) / len(a)
+            out.append(math.sqrt(sum((v - m) ** 2 for v in a) / (len(a) - 1)))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"format": "aimc-deploy-results", "version": 1, "times_s": self.times,
+                "time_labels": self.time_labels, "accuracy": self.accuracy, "mean": self.mean, "std": self.std,
+                "digital_accuracy": self.digital_accuracy, "seeds": self.seeds, "repeats": len(self.seeds),
+                "n_test": self.n_test, "config": self.config, "meta": self.meta}
+
+    def table(self) -> str:
+        """A markdown table: time | accuracy mean +- std (%)."""
+        rows = ["| time | accuracy (%) |", "|---|---|",
+                f"| digital | {100 * self.digital_accuracy:.2f} |"]
+        for lab, m, s in zip(self.time_labels, self.mean, self.std):
+            rows.append(f"| {lab} | {100 * m:.2f} ± {100 * s:.2f} |")
+        return "\n".join(rows)
+
+
+class _Progress:
+    """tqdm on stderr when installed, else a one-line stderr counter; nothing when disabled."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.total, self.n, self.desc, self.enabled, self.bar = total, 0, desc, enabled, None
+        self.t0 = _time.perf_counter()
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, leave=False)
+        except ImportError:
+            self._line()
+
+    def _line(self):
+        el = _time.perf_counter() - self.t0
+        sys.stderr.write(f"\r{self.desc}: {self.n}/{self.total} ({el:.0f} s)")
+        sys.stderr.flush()
+
+    def update(self, n: int = 1):
+        self.n += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.enabled:
+            self._line()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _xy(data):
+    """(x_test, y_test) from a Dataset, an (x, y) pair, or a dict with x/y."""
+    if hasattr(data, "x_test") and hasattr(data, "y_test"):
+        return data.x_test, data.y_test
+    if isinstance(data, dict) and "x" in data and "y" in data:
+        return data["x"], data["y"]
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data
+    raise TypeError("data must be an aimc.datasets.Dataset (its test split is used) or an (x, y) pair")
+
+
+def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES, repeats: int = 5, *,
+                       seed: int = 0, batch_size: int = 1000, progress: bool = False,
+                       convert_kwargs: dict | None = None, keep_last: bool = False) -> DeployResults:
+    """Accuracy of ``model`` on ``data`` after programming, at each of ``times``, over ``repeats`` chips.
+
+    Args:
+        model: a trained digital ``torch.nn.Module`` (flat or shaped inputs, as ``data`` gives them).
+        data: an ``aimc.datasets.Dataset`` (its test split) or an ``(x, y)`` pair.
+        config: a ``TileConfig`` with an ``inference`` section (None: :func:`deploy_config` with the PCM card
+            and global compensation); a preset name, dict or JSON path also works.
+        times: increasing times after programming, seconds or strings ("1h", "10y").
+        repeats: chip instances; chip ``r`` is converted with seed ``seed + r``.
+        batch_size: evaluation batch size.
+        progress: show a progress bar on stderr.
+        convert_kwargs: extra arguments of ``convert_to_analog`` (``layers``, ``exclude``, ``per_layer``).
+        keep_last: keep the last chip instance (at the last time) in ``results.last_model``.
+    Returns:
+        :class:`DeployResults`.
+    """
+    import torch
+
+    from . import __version__
+    from .config import as_config
+    from .convert import convert_to_analog, drift, program
+    from .zoo import evaluate
+
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    secs, labels = parse_times(times)
+    cfg = deploy_config() if config is None else as_config(config)
+    if cfg.inference is None:
+        raise ValueError("config has no inference section (device physics): set TileConfig.inference, e.g. "
+                         "aimc.deploy.deploy_config('pcm-joshi2020')")
+    x, y = _xy(data)
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.as_tensor(y, dtype=torch.int64)
+    _check_fits(model, x)
+    digital = evaluate(model, x, y, batch_size)
+    acc = [[0.0] * repeats for _ in secs]
+    bar = _Progress(repeats * (len(secs) + 1), "deploy", progress)
+    t0 = _time.perf_counter()
+    last = None
+    try:
+        for r in range(repeats):
+            chip = convert_to_analog(model, cfg, seed=seed + r, **(convert_kwargs or {}))
+            chip.eval()
+            program(chip)
+            bar.update()
+            for i, t in enumerate(secs):
+                drift(chip, t)
+                acc[i][r] = evaluate(chip, x, y, batch_size)
+                bar.update()
+            last = chip
+    finally:
+        bar.close()
+    meta = {"aimc": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
+            "wall_s": round(_time.perf_counter() - t0, 3)}
+    return DeployResults(times=secs, time_labels=labels, accuracy=acc, digital_accuracy=digital,
+                         seeds=[seed + r for r in range(repeats)], config=cfg.to_dict(), n_test=int(len(y)),
+                         meta=meta, last_model=last if keep_last else None)
+
+
+def _check_fits(model, x) -> None:
+    import torch
+    try:
+        with torch.no_grad():
+            was = model.training
+            model.eval()
+            model(x[:1])
+            model.train(was)
+    except (RuntimeError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"the model does not accept the data: inputs of shape {tuple(x.shape[1:])} "
+                         f"({first}); pass a --model trained on this --data") from None
+
+
+# ------------------------------------------------------------------------------------------------------
+# files
+
+def fresh_run_dir(out) -> Path:
+    """``out/run-NNN`` with the next free number, created exclusively (never an existing folder)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    nums = [int(p.name[4:]) for p in out.glob("run-*") if p.name[4:].isdigit()]
+    n = max(nums, default=0) + 1
+    while True:
+        d = out / f"run-{n:03d}"
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            n += 1
+
+
+def plot_results(res: DeployResults, path, title: str = "") -> Path:
+    """Accuracy mean +- std against time (log axis; symlog when t = 0 is included), written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ._io import atomic_write
+    fig, ax = plt.subplots(figsize=(6, 4))
+    m = [100 * v for v in res.mean]
+    s = [100 * v for v in res.std]
+    ax.errorbar(res.times, m, yerr=s, marker="o", capsize=4, label=f"analog ({len(res.seeds)} chips, mean ± std)")
+    ax.axhline(100 * res.digital_accuracy, ls="--", color="gray", label="digital")
+    if min(res.times) > 0:
+        ax.set_xscale("log")
+    else:
+        ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xticks(res.times)
+    ax.set_xticklabels(res.time_labels)
+    ax.set_xlabel("time after programming")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120), overwrite=False)
+    finally:
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the command
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", help="an aimc checkpoint (aimc.zoo.save_checkpoint); default: the shipped "
+                                   "mnist5k MLP")
+    p.add_argument("--data", default="mnist5k",
+                   help="mnist5k, digits, or a folder of MNIST IDX files (default: mnist5k; its test split)")
+    p.add_argument("--device", default=None,
+                   help="inference device card (default: pcm-joshi2020, or the --config's); see `aimc devices`")
+    p.add_argument("--times", default=",".join(DEFAULT_TIMES),
+                   help="comma list of times after programming with units s/min/h/d/w/y (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="chip instances (seeds) (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first chip (default: %(default)s)")
+    p.add_argument("--compensation", default=None, choices=["none", "global", "per_column", "global_exact"],
+                   help="drift compensation (default: global, or the --config's)")
+    p.add_argument("--config", help="a TileConfig JSON file (IO, mapping, inference); --device and "
+                                    "--compensation override its inference section")
+    p.add_argument("--out", default="aimc-results",
+                   help="folder for results; each run writes a fresh run-NNN subfolder (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    p.add_argument("--no-files", action="store_true", help="write nothing (no JSON/PNG/chip files)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=2, help="threads for numba, BLAS and torch (default: 2)")
+
+
+def _load_data(spec: str):
+    from . import datasets
+    p = Path(spec)
+    if spec in ("mnist5k", "digits"):
+        return datasets.load(spec)
+    if p.is_dir():
+        return datasets.load("mnist-idx", path=p)
+    raise ValueError(f"bad --data {spec!r}: use mnist5k, digits, or a folder holding MNIST IDX files")
+
+
+def _resolve_config(args):
+    from .config import InferenceConfig, TileConfig
+    if args.config:
+        base = TileConfig.load(args.config)
+        inf = base.inference or InferenceConfig()
+        device = check_device(args.device) if args.device else inf.device
+        comp = args.compensation or inf.compensation.value
+        return base.replace(inference=inf.replace(device=device, compensation=comp))
+    return deploy_config(check_device(args.device or "pcm-joshi2020"), args.compensation or "global")
+
+
+def run(args) -> int:
+    from .bench import set_threads
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    secs, labels = parse_times(args.times)
+    cfg = _resolve_config(args)
+    data = _load_data(args.data)
+    set_threads(args.threads)
+    from . import zoo
+    if args.model:
+        model, meta = zoo.load_checkpoint(args.model)
+        model_name = str(args.model)
+    else:
+        model, meta = zoo.load_default()
+        model_name = f"default ({zoo.DEFAULT_CHECKPOINT.name})"
+    run_dir = None if args.no_files else fresh_run_dir(args.out)
+    try:
+        res = evaluate_over_time(model, data, cfg, labels, args.repeats,
+                                 seed=args.seed, progress=not args.no_progress and not args.json,
+                                 keep_last=run_dir is not None)
+    except BaseException:
+        if run_dir is not None and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+    res.meta.update({"model": model_name, "data": args.data, "command": "aimc deploy " + " ".join(sys.argv[2:])})
+    files = {}
+    if run_dir is not None:
+        from ._io import atomic_write_text
+        files["results"] = str(atomic_write_text(run_dir / "results.json",
+                                                 json.dumps(res.to_dict(), indent=2), overwrite=False))
+        title = f"{cfg.inference.device}, {cfg.inference.compensation.value} compensation"
+        files["plot"] = str(plot_results(res, run_dir / "accuracy.png", title))
+        files["chip"] = str(_save_chip(res.last_model, run_dir / "chip.h5"))
+    if args.json:
+        d = res.to_dict()
+        d["files"] = files
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"aimc deploy: model {model_name}, data {args.data} ({res.n_test} test samples), device "
+          f"{cfg.inference.device}, compensation {cfg.inference.compensation.value}, {len(res.seeds)} chips "
+          f"({res.meta['wall_s']:.1f} s)")
+    print(res.table())
+    if files:
+        print(f"results: {run_dir}/ ({', '.join(Path(f).name for f in files.values())})")
+    return 0
+
+
+def _save_chip(model, path: Path) -> Path:
+    from .chip import save_chip
+    save_chip(model, path)
+    return path
