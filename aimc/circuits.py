@@ -123,6 +123,7 @@ class ResistiveNetwork:
         self._ra = np.zeros(0, np.int64)
         self._rb = np.zeros(0, np.int64)
         self.g = np.zeros(0)
+        self._active = np.zeros(0, bool)
         self._da = np.zeros(0, np.int64)
         self._db = np.zeros(0, np.int64)
         self._dt = np.zeros(0, np.int64)
@@ -161,15 +162,20 @@ class ResistiveNetwork:
             raise ValueError(f"{what}: an element cannot join a node to itself (node {a[a == b][0]})")
         return a, b
 
-    def add_resistors(self, a, b, g) -> np.ndarray:
+    def add_resistors(self, a, b, g, *, allow_negative: bool = False) -> np.ndarray:
         """Add resistors between nodes ``a[k]`` and ``b[k]`` with conductances ``g`` (>= 0; scalar or per
-        resistor). Returns their indices into :attr:`g`."""
+        resistor). Returns their indices into :attr:`g`.
+
+        ``allow_negative=True`` marks them as active elements (e.g. a negative-impedance converter) whose
+        conductance may be set below 0; the solve then fails with a clear error if the network stops being
+        positive definite (the co-content stops being convex)."""
         a, b = self._check_pair(a, b, "add_resistors")
-        g = _as_param(g, a.size, "add_resistors g", nonneg=True)
+        g = _as_param(g, a.size, "add_resistors g", nonneg=not allow_negative)
         start = self._ra.size
         self._ra = np.concatenate([self._ra, a])
         self._rb = np.concatenate([self._rb, b])
         self.g = np.concatenate([np.asarray(self.g, np.float64), g])
+        self._active = np.concatenate([self._active, np.full(a.size, bool(allow_negative))])
         self._topo_cache.clear()
         return np.arange(start, start + a.size)
 
@@ -210,8 +216,10 @@ class ResistiveNetwork:
         g = np.asarray(self.g, dtype=np.float64)
         if g.shape != (self.n_resistors,):
             raise ValueError(f"g: expected shape ({self.n_resistors},), got {g.shape}")
-        if not np.all(np.isfinite(g)) or np.any(g < 0):
-            raise ValueError("g: conductances must be finite and >= 0")
+        if not np.all(np.isfinite(g)):
+            raise ValueError("g: conductances must be finite")
+        if np.any((g < 0) & ~self._active):
+            raise ValueError("g: conductances must be >= 0 (except resistors added with allow_negative=True)")
         return g
 
     def _elements(self):
@@ -371,6 +379,9 @@ class ResistiveNetwork:
         _, lab = scipy.sparse.csgraph.connected_components(adj, directed=False)
         anchored = np.unique(lab[topo.clamped])
         floating = topo.free[~np.isin(lab[topo.free], anchored)]
+        if floating.size == 0:
+            return ("network is singular: the (linearised) conductance matrix is not positive definite"
+                    + (" (negative conductances make the co-content non-convex)" if np.any(gl < 0) else ""))
         return ("network is singular: free node(s) "
                 f"{floating[:10].tolist()}{'...' if floating.size > 10 else ''} have no conductive path "
                 "(g > 0) to a clamped node")
@@ -420,9 +431,7 @@ class ResistiveNetwork:
             info = SolveInfo(it, st, rr)
             self.n_newton_iterations += int(it.sum())
             if np.any(st == nodal.NOT_PD):
-                gl = self._linearised()
-                raise ValueError(self._floating_message(topo, gl) if np.any(gl == 0) else
-                                 "network is singular: the linearised conductance matrix is not positive definite")
+                raise ValueError(self._floating_message(topo, self._linearised()))
             bad = (st != nodal.CONVERGED) & ~(rr <= max(1e-6, rtol))
             if np.any(bad):
                 raise RuntimeError(f"Newton solve failed for {int(bad.sum())} of {B} samples "

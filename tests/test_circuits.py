@@ -227,8 +227,20 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="distinct"):
         net.solve([0, 0], [1.0, 1.0])
     net.g[0] = -1.0
-    with pytest.raises(ValueError, match="g: conductances"):
+    with pytest.raises(ValueError, match="g: conductances must be >= 0"):
         net.solve([0], [1.0])
+
+
+def test_negative_conductance_only_where_allowed():
+    net = ResistiveNetwork(3)
+    net.add_resistors([0, 1], [1, 2], [1.0, 1.0])
+    k = net.add_resistors([1], [2], [0.0], allow_negative=True)
+    net.g[k] = -0.5  # active element: total 0.5 between 1 and 2, still positive definite
+    V = net.solve([0, 2], [1.0, 0.0])
+    assert V[1] == pytest.approx(1.0 / 1.5)
+    net.g[k] = -3.0
+    with pytest.raises(ValueError, match="not positive definite"):
+        net.solve([0, 2], [1.0, 0.0])
 
 
 def test_kernel_status_codes_are_distinct():
