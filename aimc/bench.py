@@ -17,6 +17,7 @@ import time
 BENCHES: dict[str, str] = {
     "forward": "aimc.bench:bench_forward",
     "forward-hwa": "aimc.bench:bench_forward_hwa",
+    "hwa-step": "aimc.train.hwa:bench_hwa_step",
     "rng": "aimc.bench:bench_rng",
 }
 

@@ -11,6 +11,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("aimc.bench", "time aimc against a plain torch baseline (and aihwkit when installed)"),
+    "train": ("aimc.train.cli", "train a model for analog hardware (--method hwa, ...) on built-in data"),
 }
 
 

@@ -62,8 +62,25 @@ class AnalogModule(nn.Module):
         self.tiles.drift(t)
 
     # -- the product ----------------------------------------------------------------------------------
+    @torch.compiler.disable(recursive=True)
     def analog_matmul(self, x2d: torch.Tensor) -> torch.Tensor:
-        """(rows, in) -> (rows, out) through the tiles, with autograd (see ``AnalogMatmul``)."""
+        """(rows, in) -> (rows, out) through the tiles, with autograd (see ``AnalogMatmul``).
+
+        Hook: a layer prepared for hardware-aware training has an ``hwa`` submodule
+        (``aimc.train.hwa.HWALayer``: weight modifiers, learned input ranges, output scales) that runs the
+        product instead. Programmed tiles apply their drift compensation in eval mode only.
+
+        ``torch.compile``: the product runs in numpy/numba, which dynamo cannot trace; it is excluded from
+        compilation (``torch.compiler.disable``), so a compiled model runs its digital parts compiled and
+        breaks the graph around every analog product (which runs eagerly, gradients included).
+        """
+        if self.programmed:
+            comp = not self.training
+            if self.tiles.compensate != comp:
+                self.tiles.compensate = comp
+        hwa = self._modules.get("hwa")
+        if hwa is not None:
+            return hwa.matmul(self, x2d)
         if not self.programmed:
             self._sync()
         return AnalogMatmul.apply(x2d, self.analog_weight(), self.tiles, self.config.backward_ideal)
