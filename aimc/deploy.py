@@ -91,28 +91,29 @@ def format_time(seconds: float) -> str:
 def deploy_config(device: str = "pcm-joshi2020", compensation: str = "global", base=None):
     """The inference config ``aimc deploy`` uses (a ``TileConfig``).
 
-    IO: the library defaults (``aimc.presets.default()``: 7-bit DAC, 9-bit ADC with bound 12, out_noise
-    0.06, abs-max noise management, iterative bound management), no per-forward weight noise (the device's
-    read noise is drawn at every ``drift``). Mapping: columnwise weight scaling to omega = 1 (each column's
-    largest weight maps to the full conductance range, the scale is applied digitally), tiles of at most
-    512 x 512, conductance range of the device card ([g_min, g_max]); a differential pair per weight, or a
-    single device plus a digital offset for devices with g_min > 0 (ReRAM CMO). ``base`` (a TileConfig)
-    replaces the IO and mapping; its ``inference`` section is replaced by ``device``/``compensation``.
+    IO: the periphery of the standard HWA preset (Rasch et al., Nat. Commun. 14, 5282, 2023): 8-bit DAC
+    and ADC, ADC bound 10, out_noise 0.04, no bound management (a saturating ADC, as on inference chips),
+    but with abs-max noise management instead of a learned input range (a digitally trained model has
+    none), no per-forward weight noise (the device's read noise is drawn at every ``drift``) and no IR
+    drop. Mapping: columnwise weight scaling to omega = 1 (each column's largest weight maps to the full
+    conductance range, the scale is applied digitally), tiles of at most 512 x 512, the conductance range
+    of the device card; a differential pair per weight, or a single device plus a digital offset for
+    devices with g_min > 0 (ReRAM CMO). ``base`` (a TileConfig) replaces IO and mapping; its ``inference``
+    section is replaced by ``device``/``compensation``.
     """
-    import device_models
-
-    from .config import InferenceConfig, MappingKind, default
-    cfg = base if base is not None else default()
-    model = InferenceConfig(device=device, compensation=compensation).device_model()
+    from .config import BoundManagement, InferenceConfig, IOConfig, MappingKind, NoiseManagement, TileConfig
     if base is None:
+        model = InferenceConfig(device=device, compensation=compensation).device_model()
+        fwd = IOConfig(inp_bits=8, out_bits=8, out_bound=10.0, out_noise=0.04,
+                       noise_management=NoiseManagement.ABS_MAX, bound_management=BoundManagement.NONE)
+        cfg = TileConfig(forward=fwd)
         kind = MappingKind.SINGLE_OFFSET if model is not None and model.g_min > 0 else MappingKind.DIFFERENTIAL
         mapping = cfg.mapping.replace(kind=kind, weight_scaling_omega=1.0, weight_scaling_columnwise=True,
                                       max_in=512, max_out=512)
         if model is not None:
             mapping = mapping.replace(g_min=float(model.g_min), g_max=float(model.g_max))
-        cfg = cfg.replace(mapping=mapping)
-    del device_models
-    return cfg.replace(inference=InferenceConfig(device=device, compensation=compensation))
+        base = cfg.replace(mapping=mapping)
+    return base.replace(inference=InferenceConfig(device=device, compensation=compensation))
 
 
 def check_device(card: str) -> str:
@@ -431,6 +432,7 @@ def run(args) -> int:
         title = f"{cfg.inference.device}, {cfg.inference.compensation.value} compensation"
         files["plot"] = str(plot_results(res, run_dir / "accuracy.png", title))
         files["chip"] = str(_save_chip(res.last_model, run_dir / "chip.h5"))
+        _readable(files.values())
     if args.json:
         d = res.to_dict()
         d["files"] = files
@@ -443,6 +445,15 @@ def run(args) -> int:
     if files:
         print(f"results: {run_dir}/ ({', '.join(Path(f).name for f in files.values())})")
     return 0
+
+
+def _readable(paths) -> None:
+    """Temp-file writes are created 0600; give the results the usual permissions (0666 less the umask)."""
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in paths:
+        os.chmod(p, 0o666 & ~mask)
 
 
 def _save_chip(model, path: Path) -> Path:
