@@ -132,6 +132,8 @@ class ResistiveNetwork:
         self.n_solves = 0
         self.n_newton_iterations = 0
         self.last_info: SolveInfo | None = None
+        #: batches at least this large run the Newton kernel on all Numba threads (results are identical)
+        self.parallel_min_batch = 32
 
     # ------------------------------------------------------------------ building
     @property
@@ -425,9 +427,10 @@ class ResistiveNetwork:
             it = np.zeros(B, np.int64)
             st = np.zeros(B, np.int64)
             rr = np.zeros(B)
-            nodal.newton_batch(V, vc, inj if inj is not None else np.zeros((0, 0)), ea, eb, et, p0, p1, p2,
-                               topo.clamped, topo.role, topo.pos, topo.nD, topo.nR, topo.d_ptr, topo.d_edge,
-                               topo.d_other, float(rtol), int(max_iter), it, st, rr)
+            kernel = nodal.newton_batch if B >= self.parallel_min_batch else nodal.newton_serial
+            kernel(V, vc, inj if inj is not None else np.zeros((0, 0)), ea, eb, et, p0, p1, p2,
+                   np.flatnonzero(et != nodal.RESISTOR), topo.clamped, topo.role, topo.pos, topo.nD, topo.nR,
+                   topo.d_ptr, topo.d_edge, topo.d_other, float(rtol), int(max_iter), it, st, rr)
             info = SolveInfo(it, st, rr)
             self.n_newton_iterations += int(it.sum())
             if np.any(st == nodal.NOT_PD):

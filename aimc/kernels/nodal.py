@@ -197,20 +197,24 @@ def dissipated_power(V, ea, eb, etype, p0, p1, p2):
 
 
 @njit(cache=True)
-def _dphi(t_step, u, du, etype, p0, p1, p2, injdv):
-    """phi'(t) = sum_e i_e(u_e + t du_e) du_e - sum_n I_n dV_n, and its rounding scale."""
-    acc = 0.0
-    scale = abs(injdv)
-    for e in range(u.shape[0]):
+def _dphi(t_step, u, du, etype, p0, p1, p2, nl, c0, c1, sc):
+    """phi'(t) = sum_e i_e(u_e + t du_e) du_e - sum_n I_n dV_n, and its rounding scale.
+
+    The linear resistors' part is the straight line c0 + t c1 (precomputed); only the nonlinear elements
+    ``nl`` are evaluated, so a line-search probe costs O(#diodes), not O(#elements)."""
+    acc = c0 + t_step * c1
+    scale = sc * max(1.0, abs(t_step))
+    for m in range(nl.shape[0]):
+        e = nl[m]
         if du[e] != 0.0:
             c = _current(etype[e], p0[e], p1[e], p2[e], u[e] + t_step * du[e]) * du[e]
             acc += c
             scale += abs(c)
-    return acc - injdv, scale
+    return acc, scale
 
 
 @njit(cache=True)
-def _bracket(ta, fa, tb, fb, d0, u, du, etype, p0, p1, p2, injdv):
+def _bracket(ta, fa, tb, fb, d0, u, du, etype, p0, p1, p2, nl, c0, c1, sc):
     """Step t in (ta, tb) with phi'(t) in [d0/4, 0], given phi'(ta) = fa <= 0 < phi'(tb) = fb (fb may be
     inf/nan: overflow). Illinois regula falsi on the monotone phi', bisection when fb is not finite."""
     if not math.isfinite(fb):
@@ -223,7 +227,7 @@ def _bracket(ta, fa, tb, fb, d0, u, du, etype, p0, p1, p2, injdv):
                 tc = 0.5 * (ta + tb)
         else:
             tc = 0.5 * (ta + tb)
-        fc, _s = _dphi(tc, u, du, etype, p0, p1, p2, injdv)
+        fc, _s = _dphi(tc, u, du, etype, p0, p1, p2, nl, c0, c1, sc)
         if not math.isfinite(fc):
             tb = tc
             fb = np.inf
@@ -248,7 +252,7 @@ def _bracket(ta, fa, tb, fb, d0, u, du, etype, p0, p1, p2, injdv):
 
 
 @njit(cache=True)
-def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, pos, nD, nR,
+def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, nl, clamped, role, pos, nD, nR,
                 d_ptr, d_edge, d_other, rtol, max_iter):
     """Solve one sample in place (V holds the initial guess). Returns (iterations, status, max rel. residual)."""
     n = V.shape[0]
@@ -275,7 +279,6 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
         for j in range(n):
             r[j] = inj[j] if has_inj else 0.0
             scl[j] = abs(r[j])
-            flo[j] = 0.0
         for e in range(E):
             a = ea[e]
             b = eb[e]
@@ -290,9 +293,6 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
             ai = abs(i)
             scl[a] += ai
             scl[b] += ai
-            fe = ke * (abs(V[a]) + abs(V[b]))
-            flo[a] += fe
-            flo[b] += fe
         # converged when every free node's residual is below rtol x its current scale, or below the
         # rounding floor of its voltages (k |V| eps: tiny reverse-bias currents cannot be resolved further)
         relres = 0.0
@@ -307,8 +307,23 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
                 q = aj / (scl[j] + 1e-300)
                 if q > relres:
                     relres = q
-                if aj > rtol * scl[j] and aj > 64.0 * 2.220446049250313e-16 * flo[j]:
+                if aj > rtol * scl[j]:
                     ok = False
+        if not ok and math.isfinite(relres):
+            for j in range(n):
+                flo[j] = 0.0
+            for e in range(E):
+                a = ea[e]
+                b = eb[e]
+                fe = k[e] * (abs(V[a]) + abs(V[b]))
+                flo[a] += fe
+                flo[b] += fe
+            ok = True
+            for j in range(n):
+                if role[j] != 0:
+                    aj = abs(r[j])
+                    if aj > rtol * scl[j] and aj > 64.0 * 2.220446049250313e-16 * flo[j]:
+                        ok = False
         if ok:
             status = CONVERGED
             break
@@ -423,16 +438,26 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
                 dvmax = abs(dV[j])
             if abs(V[j]) > vmax:
                 vmax = abs(V[j])
+        c0 = -injdv
+        c1 = 0.0
+        sc = abs(injdv)
         for e in range(E):
-            du[e] = dV[ea[e]] - dV[eb[e]]
+            due = dV[ea[e]] - dV[eb[e]]
+            du[e] = due
+            if etype[e] == RESISTOR:
+                x0 = p0[e] * u[e] * due
+                x1 = p0[e] * due * due
+                c0 += x0
+                c1 += x1
+                sc += abs(x0) + abs(x1)
         d0 = 0.0
         for j in range(n):
             d0 -= r[j] * dV[j] if role[j] != 0 else 0.0
         t = 1.0
         if d0 < 0.0:
-            d1, s1 = _dphi(1.0, u, du, etype, p0, p1, p2, injdv)
+            d1, s1 = _dphi(1.0, u, du, etype, p0, p1, p2, nl, c0, c1, sc)
             if not (d1 <= 1e-9 * s1):
-                t = _bracket(0.0, d0, 1.0, d1, d0, u, du, etype, p0, p1, p2, injdv)
+                t = _bracket(0.0, d0, 1.0, d1, d0, u, du, etype, p0, p1, p2, nl, c0, c1, sc)
             elif d1 < 0.25 * d0:
                 # still steep at the Newton point (e.g. an exponential diode far in forward bias): expand
                 ta = 1.0
@@ -440,9 +465,9 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
                 t = 1.0
                 for _ in range(60):
                     tt = 2.0 * ta
-                    ft, _s = _dphi(tt, u, du, etype, p0, p1, p2, injdv)
+                    ft, _s = _dphi(tt, u, du, etype, p0, p1, p2, nl, c0, c1, sc)
                     if not (ft <= 0.0):
-                        t = _bracket(ta, fa, tt, ft, d0, u, du, etype, p0, p1, p2, injdv)
+                        t = _bracket(ta, fa, tt, ft, d0, u, du, etype, p0, p1, p2, nl, c0, c1, sc)
                         break
                     ta = tt
                     fa = ft
@@ -456,26 +481,41 @@ def _newton_one(V, vc, inj, has_inj, ea, eb, etype, p0, p1, p2, clamped, role, p
     return it, status, relres
 
 
-@njit(cache=True, parallel=True)
-def newton_batch(V, vc, inj, ea, eb, etype, p0, p1, p2, clamped, role, pos, nD, nR,
-                 d_ptr, d_edge, d_other, rtol, max_iter, iters, status, relres):
-    """Damped Newton steady state for every sample of a batch, in place in ``V`` (B, n_nodes).
+@njit(cache=True)
+def _newton_sample(s, V, vc, inj, ea, eb, etype, p0, p1, p2, nl, clamped, role, pos, nD, nR,
+                   d_ptr, d_edge, d_other, rtol, max_iter, iters, status, relres):
+    if inj.shape[0] > 0:
+        it, st, rr = _newton_one(V[s], vc[s], inj[s], True, ea, eb, etype, p0, p1, p2, nl, clamped, role,
+                                 pos, nD, nR, d_ptr, d_edge, d_other, rtol, max_iter)
+    else:
+        it, st, rr = _newton_one(V[s], vc[s], np.zeros(1), False, ea, eb, etype, p0, p1, p2, nl, clamped,
+                                 role, pos, nD, nR, d_ptr, d_edge, d_other, rtol, max_iter)
+    iters[s] = it
+    status[s] = st
+    relres[s] = rr
 
-    ``vc`` (B, n_clamped) are the source voltages at nodes ``clamped``; ``inj`` (B, n_nodes) or (0, 0).
-    ``role[n]``: 0 clamped, 1 in the independent set D, 2 in R; ``pos[n]`` the index inside its group.
-    ``d_ptr/d_edge/d_other``: for each D node, its elements to R nodes and the R index at their other end.
-    Outputs per sample: Newton iterations, status code (see module constants), max relative KCL residual.
+
+@njit(cache=True, parallel=True)
+def newton_batch(V, vc, inj, ea, eb, etype, p0, p1, p2, nl, clamped, role, pos, nD, nR,
+                 d_ptr, d_edge, d_other, rtol, max_iter, iters, status, relres):
+    """Damped Newton steady state for every sample of a batch, in place in ``V`` (B, n_nodes), samples in
+    parallel (``prange``; each sample is independent, so results do not depend on the thread count).
+
+    ``vc`` (B, n_clamped) are the source voltages at nodes ``clamped``; ``inj`` (B, n_nodes) or (0, 0);
+    ``nl`` the indices of the nonlinear elements. ``role[n]``: 0 clamped, 1 in the independent set D, 2 in R;
+    ``pos[n]`` the index inside its group. ``d_ptr/d_edge/d_other``: for each D node, its elements to R nodes
+    and the R index at their other end. Outputs per sample: Newton iterations, status code (module
+    constants), max relative KCL residual.
     """
-    B = V.shape[0]
-    has_inj = inj.shape[0] > 0
-    dummy = np.zeros(1)
-    for s in prange(B):
-        if has_inj:
-            it, st, rr = _newton_one(V[s], vc[s], inj[s], True, ea, eb, etype, p0, p1, p2, clamped, role, pos,
-                                     nD, nR, d_ptr, d_edge, d_other, rtol, max_iter)
-        else:
-            it, st, rr = _newton_one(V[s], vc[s], dummy, False, ea, eb, etype, p0, p1, p2, clamped, role, pos,
-                                     nD, nR, d_ptr, d_edge, d_other, rtol, max_iter)
-        iters[s] = it
-        status[s] = st
-        relres[s] = rr
+    for s in prange(V.shape[0]):
+        _newton_sample(s, V, vc, inj, ea, eb, etype, p0, p1, p2, nl, clamped, role, pos, nD, nR,
+                       d_ptr, d_edge, d_other, rtol, max_iter, iters, status, relres)
+
+
+@njit(cache=True)
+def newton_serial(V, vc, inj, ea, eb, etype, p0, p1, p2, nl, clamped, role, pos, nD, nR,
+                  d_ptr, d_edge, d_other, rtol, max_iter, iters, status, relres):
+    """:func:`newton_batch` on one thread, for small batches (thread sync costs more than it saves)."""
+    for s in range(V.shape[0]):
+        _newton_sample(s, V, vc, inj, ea, eb, etype, p0, p1, p2, nl, clamped, role, pos, nD, nR,
+                       d_ptr, d_edge, d_other, rtol, max_iter, iters, status, relres)
