@@ -11,6 +11,9 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("aimc.bench", "time aimc against a plain torch baseline (and aihwkit when installed)"),
+    "deploy": ("aimc.deploy", "accuracy of a trained model on simulated analog chips over time (drift)"),
+    "devices": ("aimc.devices_cli", "list the device cards (inference statistics and pulse responses)"),
+    "device": ("aimc.device_cli", "show one device card (`aimc device show CARD [--plot FILE]`)"),
     "train": ("aimc.train.cli", "train a model for analog hardware (--method hwa, ...) on built-in data"),
 }
 
