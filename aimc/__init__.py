@@ -4,12 +4,14 @@ Core (numpy + numba + h5py, no torch): ``Tile``, ``TileArray``, ``TileConfig`` a
 Torch adapters live in ``aimc.nn`` (install ``aimc[torch]``).
 """
 from . import config as presets
-from .config import (BoundManagement, ConfigError, IOConfig, MappingConfig, MappingKind, NoiseManagement,
-                     TileConfig, WeightNoiseType)
+from .config import (BoundManagement, ConfigError, DriftCompensation, InferenceConfig, IOConfig, MappingConfig,
+                     MappingKind, NoiseManagement, TileConfig, WeightNoiseType)
+from .chip import ChipImageError, load_chip, save_chip
 from .rng import Stream
 from .tile import Tile, TileArray
 
 __version__ = "0.1.0"
 
-__all__ = ["BoundManagement", "ConfigError", "IOConfig", "MappingConfig", "MappingKind", "NoiseManagement",
-           "Stream", "Tile", "TileArray", "TileConfig", "WeightNoiseType", "presets", "__version__"]
+__all__ = ["BoundManagement", "ChipImageError", "ConfigError", "DriftCompensation", "InferenceConfig", "IOConfig",
+           "MappingConfig", "MappingKind", "NoiseManagement", "Stream", "Tile", "TileArray", "TileConfig",
+           "WeightNoiseType", "load_chip", "presets", "save_chip", "__version__"]

@@ -15,6 +15,7 @@ import statistics
 import time
 
 BENCHES: dict[str, str] = {
+    "drift": "aimc.inference:bench_drift",
     "forward": "aimc.bench:bench_forward",
     "forward-hwa": "aimc.bench:bench_forward_hwa",
     "hwa-step": "aimc.train.hwa:bench_hwa_step",

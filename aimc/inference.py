@@ -67,6 +67,28 @@ def _is_powerlaw(model) -> bool:
     return isinstance(model, _PowerLawDrift)
 
 
+def inline_family(model) -> tuple[int, np.ndarray]:
+    """(family code, parameter vector) for families whose statistics the kernels evaluate inline
+    (``pcm``, ``state-independent``); (FAM_ARRAYS, empty) for the others."""
+    from device_models.inference import PCM, StateIndependent
+
+    from .kernels import drift as _kd
+    p = np.zeros(_kd.N_PARAMS, np.float64)
+    if type(model) is PCM:
+        fam, ref = _kd.FAM_PCM, model.g_max / model.prog_coeff_g_max_reference
+    elif type(model) is StateIndependent:
+        fam, ref = _kd.FAM_STATE_INDEPENDENT, 1.0
+        p[_kd.P_NU_MEAN], p[_kd.P_NU_STD] = model.nu_mean, model.nu_std
+    else:
+        return _kd.FAM_ARRAYS, p
+    p[_kd.P_GMAX] = model.g_max
+    p[_kd.P_C0], p[_kd.P_C1], p[_kd.P_C2] = (c * ref for c in model.prog_coeff)
+    p[_kd.P_PROG_SCALE] = model.prog_noise_scale
+    p[_kd.P_DRIFT_SCALE] = model.drift_scale
+    p[_kd.P_READ_SCALE] = model.read_noise_scale
+    return fam, p
+
+
 def _2d(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(1, -1)
 
@@ -100,29 +122,58 @@ class DeviceArray:
         faults = model.stuck_on_prob + model.stuck_off_prob + model.stuck_random_prob > 0
         if fused and not faults:
             from .kernels import drift as _kd
-            g_t = np.ascontiguousarray(model.quantize(g_target), np.float32)
-            sig = np.ascontiguousarray(model.programming_noise_std(g_t), np.float32)
-            mu, sd = (np.ascontiguousarray(a, np.float32) for a in model.drift_exponent_stats(g_t))
+            if model.levels > 0 or g_target.size and (g_target.min() < model.g_min or g_target.max() > model.g_max):
+                g_t = np.ascontiguousarray(model.quantize(g_target), np.float32)  # also checks the range
+            else:
+                g_t = g_target
             g_prog = np.empty_like(g_t)
             nu = np.empty_like(g_t)
             k0, k1, c = stream.next_call()
             stream.call += 1 + int(model.verify_max_iter)   # calls c+1 (nu) and c+2+k (verify retries)
-            _kd.powerlaw_program(_2d(g_t), _2d(sig), _2d(mu), _2d(sd), np.float32(model.verify_tol),
-                                 int(model.verify_max_iter), k0, k1, c, _2d(g_prog), _2d(nu))
+            fam, p = inline_family(model)
+            tol, n_iter = np.float32(model.verify_tol), int(model.verify_max_iter)
+            if fam == _kd.FAM_ARRAYS:
+                sig = np.ascontiguousarray(model.programming_noise_std(g_t), np.float32)
+                mu, sd = (np.ascontiguousarray(a, np.float32) for a in model.drift_exponent_stats(g_t))
+                _kd.powerlaw_program(_2d(g_t), _2d(sig), _2d(mu), _2d(sd), tol, n_iter, k0, k1, c,
+                                     _2d(g_prog), _2d(nu))
+                rel = None
+            else:
+                rel = np.empty_like(g_t)
+                scratch = np.empty_like(g_t) if tol > 0 else np.empty((0, 0), np.float32)
+                _kd.powerlaw_program_inline(_2d(g_t), fam, p, tol, n_iter, k0, k1, c, _2d(g_prog), _2d(nu),
+                                            _2d(rel), _2d(scratch) if tol > 0 else scratch)
             cells = ProgrammedCells(g_target=g_t, g_prog=g_prog, nu=nu, stuck=np.zeros(g_t.shape, bool))
-        else:
-            cells = model.program(g_target, stream.numpy_generator())
+            out = cls(model, cells, fused=True)
+            out._rel = rel
+            return out
+        cells = model.program(g_target, stream.numpy_generator())
         return cls(model, cells, fused=fused)
 
     # ---------------------------------------------------------------------------------------- reading
     def _rel_read(self) -> np.ndarray:
         """read_noise_scale * Q_s(|g_prog|) per device (0 where stuck): a pure function of the cells."""
         if self._rel is None:
+            from .kernels import drift as _kd
             m, c = self.model, self.cells
-            rel = np.float32(m.read_noise_scale) * np.asarray(m.read_noise_relative(c.g_prog), np.float32)
-            rel[c.stuck] = 0.0
+            fam, p = inline_family(m)
+            if fam == _kd.FAM_ARRAYS:
+                rel = np.float32(m.read_noise_scale) * np.asarray(m.read_noise_relative(c.g_prog), np.float32)
+                rel[c.stuck] = 0.0
+            else:
+                rel = np.empty(c.g_prog.shape, np.float32)
+                _kd.powerlaw_rel(_2d(np.ascontiguousarray(c.g_prog, np.float32)), _2d(np.ascontiguousarray(c.stuck)),
+                                 fam, p, _2d(rel))
             self._rel = np.ascontiguousarray(rel, np.float32)
         return self._rel
+
+    def check_time(self, t: float) -> None:
+        """Raise if the device model cannot be read at t (e.g. a time its tables do not cover)."""
+        if self.model is not None and not self.fused:
+            from device_models.inference import ProgrammedCells
+            e = np.zeros(0, np.float32)
+            self.model.drift_mean(ProgrammedCells(g_target=e, g_prog=e, nu=e, stuck=np.zeros(0, bool),
+                                                  z=None if self.cells.z is None else e), t)
 
     def read(self, t: float, stream: Stream) -> np.ndarray:
         """Conductances (float32, uS, same shape as the cells) read at t s after programming."""

@@ -172,6 +172,7 @@ class Tile:
         if t < self._time:
             raise ValueError(f"t = {t} s is earlier than the tile's clock ({self._time} s): drift only moves "
                              f"forward in time; call program(W) again to restart at t = 0")
+        self._device.check_time(t)
         self._time = t
         self._read_at(t)
         if self._comp_kind != DriftCompensation.NONE:
@@ -217,6 +218,54 @@ class Tile:
     def compensation_alpha(self):
         """The current drift-compensation factor (0-d array, or (out,) per column); None if off."""
         return self._alpha
+
+    # ------------------------------------------------------------------ chip images (aimc.chip)
+    def _get_state(self) -> tuple[dict, dict]:
+        """(meta, arrays): everything that makes this tile's chip state, as JSON-able meta + numpy arrays."""
+        meta = {"tile_id": self.tile_id, "shape": list(self.shape), "stream": self.stream.state(),
+                "time": self._time, "programmed": self.programmed, "map_params": self._map_params,
+                "compensation": self._comp_kind.value,
+                "engine": None if self._device is None else ("fused" if self._device.fused else "numpy")}
+        arrays = {"scale": self._scale}
+        if self._device is None:
+            arrays["w"] = self._w
+        else:
+            arrays.update(self._device.arrays())
+            arrays["G"] = self._G
+            if self._comp_ref is not None:
+                arrays["comp_ref"] = np.asarray(self._comp_ref, np.float32)
+                arrays["comp_alpha"] = np.asarray(self._alpha, np.float32)
+        return meta, arrays
+
+    def _set_state(self, meta: dict, arrays: dict) -> None:
+        """Restore a state from ``_get_state`` (shapes and config were checked by the caller)."""
+        from .rng import Stream
+        st = meta["stream"]
+        stream = Stream(st["seed"], st["stream_id"], st["call"])
+        scale = np.ascontiguousarray(arrays["scale"], np.float32)
+        if not meta["programmed"]:
+            w = np.ascontiguousarray(arrays["w"], np.float32)
+            self._G = self._map_params = self._device = self._time = None
+            self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
+            self._scale = scale
+            self._set_normalised(w)
+        else:
+            cells = {k: np.ascontiguousarray(arrays[k]) for k in ("g_target", "g_prog", "nu", "stuck", "z")
+                     if k in arrays}
+            device = DeviceArray.from_arrays(self.device_model(), cells, fused=meta["engine"] == "fused")
+            self._scale, self._map_params, self._device = scale, dict(meta["map_params"]), device
+            self._time = float(meta["time"])
+            self._G = np.ascontiguousarray(arrays["G"], np.float32)
+            self._set_normalised(_map.from_conductances(self._G, self._map_params, self.config.mapping))
+            self._comp_kind = DriftCompensation(meta["compensation"])
+            if "comp_ref" in arrays:
+                self._comp_ref = np.asarray(arrays["comp_ref"], np.float32)
+                self._alpha = np.asarray(arrays["comp_alpha"], np.float32)
+            else:
+                self._comp_ref = self._alpha = None
+        self.seed = stream.seed
+        self.stream = stream
+        self._refresh_out()
 
     def conductances(self) -> np.ndarray:
         """The conductances as last read (devices, out, in) in uS; an error before ``program``."""
@@ -314,6 +363,8 @@ class TileArray:
         if t < now:
             raise ValueError(f"t = {t} s is earlier than the clock of tile array {self.name!r} ({now} s): drift "
                              f"only moves forward in time; call program(W) again to restart at t = 0")
+        for tile in self.all_tiles():
+            tile._device.check_time(t)
         for tile in self.all_tiles():
             tile.drift(t)
 
