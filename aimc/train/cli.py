@@ -11,6 +11,15 @@ import importlib
 
 METHODS: dict[str, str] = {
     "hwa": "aimc.train.hwa:run_cli",
+    "twin": "aimc.pnn.cli:run_twin",
+    "pat": "aimc.pnn.cli:run_pat",
+    "fa": "aimc.pnn.cli:run_fa",
+    "dfa": "aimc.pnn.cli:run_dfa",
+    "ff": "aimc.pnn.cli:run_ff",
+    "spsa": "aimc.pnn.cli:run_spsa",
+    "wp": "aimc.pnn.cli:run_wp",
+    "np": "aimc.pnn.cli:run_np",
+    "ep": "aimc.pnn.cli:run_ep",
 }
 
 
