@@ -47,7 +47,8 @@ from . import costs as C
 from .physical import (DigitalTwin, PhysicalSystem, _resolve_config, act_derivative, as_mismatch,
                        evaluate)
 
-__all__ = ["DEFAULTS", "METHODS", "PNNResult", "load_data", "train"]
+__all__ = ["DEFAULTS", "METHODS", "FeedbackTiles", "PNNResult", "feedback_deltas", "ff_predict", "load_data",
+           "pat_forward", "train", "train_ep", "zo_gradient"]
 
 METHODS = ("twin", "pat", "insitu-bp", "fa", "dfa", "ff", "spsa", "wp", "np", "ep")
 
@@ -316,31 +317,52 @@ def _set_flat(twin, v):
         i += p.numel()
 
 
+def zo_gradient(loss_fn, theta: torch.Tensor, kind: str = "spsa", c: float = 1e-2, n_dirs: int = 1,
+                gen: torch.Generator | None = None):
+    """Zeroth-order gradient estimate of ``loss_fn`` (theta -> float) at ``theta`` (1-D), averaged over
+    ``n_dirs`` random directions; returns (estimate, loss at theta or the mean of the +-c losses, evaluations).
+
+    ``"spsa"`` (Spall 1992): Delta_i = +-1, g = [L(th + c D) - L(th - c D)] / (2c) * D  (2 evaluations per
+    direction; on a quadratic exactly D D^T grad, unbiased with Var g_i = sum_(j != i) grad_j^2).
+    ``"wp"`` (weight perturbation): xi ~ N(0, I), g = [L(th + c xi) - L(th)] / c * xi  (1 + n_dirs evaluations).
+    """
+    if kind not in ("spsa", "wp"):
+        raise ValueError(f"kind must be 'spsa' or 'wp', got {kind!r}")
+    if not c > 0 or int(n_dirs) < 1:
+        raise ValueError(f"need c > 0 and n_dirs >= 1, got c={c}, n_dirs={n_dirs}")
+    d = theta.numel()
+    g = torch.zeros(d, dtype=theta.dtype)
+    evals = 0
+    loss0 = None
+    if kind == "wp":
+        loss0 = float(loss_fn(theta))
+        evals += 1
+    for _ in range(int(n_dirs)):
+        if kind == "spsa":
+            D = (torch.randint(0, 2, (d,), generator=gen) * 2 - 1).to(theta.dtype)
+            lp, lm = float(loss_fn(theta + c * D)), float(loss_fn(theta - c * D))
+            evals += 2
+            g += (lp - lm) / (2 * c) * D
+            loss0 = 0.5 * (lp + lm) if loss0 is None else loss0
+        else:
+            xi = torch.randn(d, generator=gen, dtype=theta.dtype)
+            g += (float(loss_fn(theta + c * xi)) - loss0) / c * xi
+            evals += 1
+    return g / int(n_dirs), loss0, evals
+
+
 def _step_zo(run: _Run, xb, yb, kind="spsa", c=1e-2, n_dirs=1, gen=None, **_):
     twin, phys, d = run.twin, run.phys, run.n_params
     theta = _flat(twin)
-    g = torch.zeros(d)
-    loss0 = None
+
+    def loss_fn(th):  # program th onto the hardware (a rewrite, counted) and measure the batch loss
+        _set_flat(twin, th)
+        return phys.loss(xb, yb)
+
     with torch.no_grad():
-        if kind == "wp":
-            loss0 = float(phys.loss(xb, yb))
-        for _k in range(n_dirs):
-            if kind == "spsa":
-                D = torch.randint(0, 2, (d,), generator=gen).float() * 2 - 1
-                _set_flat(twin, theta + c * D)
-                lp = float(phys.loss(xb, yb))
-                _set_flat(twin, theta - c * D)
-                lm = float(phys.loss(xb, yb))
-                g += (lp - lm) / (2 * c) * D
-                loss0 = 0.5 * (lp + lm) if loss0 is None else loss0
-            else:
-                xi = torch.randn(d, generator=gen)
-                _set_flat(twin, theta + c * xi)
-                lp = float(phys.loss(xb, yb))
-                g += (lp - loss0) / c * xi
+        g, loss0, _ = zo_gradient(loss_fn, theta, kind, c, n_dirs, gen)
         _set_flat(twin, theta)
-    run.meter.flops((4 + 2) * d * n_dirs + d)
-    g /= n_dirs
+    run.meter.flops((4 + 2) * d * n_dirs + d)  # perturb, combine, average
     i = 0
     for p in twin.parameters():
         p.grad = g[i:i + p.numel()].view_as(p).clone()
