@@ -137,16 +137,12 @@ class DeviceArray:
                 mu, sd = (np.ascontiguousarray(a, np.float32) for a in model.drift_exponent_stats(g_t))
                 _kd.powerlaw_program(_2d(g_t), _2d(sig), _2d(mu), _2d(sd), tol, n_iter, k0, k1, c,
                                      _2d(g_prog), _2d(nu))
-                rel = None
             else:
-                rel = np.empty_like(g_t)
                 scratch = np.empty_like(g_t) if tol > 0 else np.empty((0, 0), np.float32)
                 _kd.powerlaw_program_inline(_2d(g_t), fam, p, tol, n_iter, k0, k1, c, _2d(g_prog), _2d(nu),
-                                            _2d(rel), _2d(scratch) if tol > 0 else scratch)
+                                            _2d(scratch) if tol > 0 else scratch)
             cells = ProgrammedCells(g_target=g_t, g_prog=g_prog, nu=nu, stuck=np.zeros(g_t.shape, bool))
-            out = cls(model, cells, fused=True)
-            out._rel = rel
-            return out
+            return cls(model, cells, fused=True)
         cells = model.program(g_target, stream.numpy_generator())
         return cls(model, cells, fused=fused)
 

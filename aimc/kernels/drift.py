@@ -93,9 +93,9 @@ def powerlaw_stats(g_t, fam, p, sig, mu, sd):
             sd[r, j] = c
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True)
 def powerlaw_rel(g_prog, stuck, fam, p, out):
-    """out = read_scale * Q_s(|g_prog|), 0 where stuck."""
+    """out = read_scale * Q_s(|g_prog|), 0 where stuck (a pure function of the cells: recomputed, not stored)."""
     rows, n = g_prog.shape
     for r in prange(rows):
         for j in range(n):
@@ -162,14 +162,13 @@ def powerlaw_program(g_t, sig, mu, sd, tol, max_iter, k0, k1, call, g_prog, nu):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def powerlaw_program_inline(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu, rel, sig):
-    """``powerlaw_program`` with the statistics of an inline family evaluated in the sweep; also fills
-    ``rel`` = read_scale * Q_s(g_prog) (no faults here: cards with stuck-at probabilities use the model).
-    ``sig`` is scratch (rows, n) used only with program-and-verify (may be (0, 0) otherwise)."""
+def powerlaw_program_inline(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu, sig):
+    """``powerlaw_program`` with the statistics of an inline family evaluated in the sweep (no faults here:
+    cards with stuck-at probabilities use the model). ``sig`` is scratch (rows, n) used only with
+    program-and-verify (may be (0, 0) otherwise)."""
     rows, n = g_t.shape
     tol = np.float32(tol)
     zero = np.float32(0.0)
-    rs = np.float32(p[P_READ_SCALE])
     for r in prange(rows):
         buf = np.empty(n, np.float32)
         buf2 = np.empty(n, np.float32)
@@ -184,8 +183,6 @@ def powerlaw_program_inline(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu
                 sig[r, j] = sg
         if tol > 0:
             _verify_row(g_t, sig, g_prog, r, tol, max_iter, k0, k1, call)
-        for j in range(n):
-            rel[r, j] = rs * _qs(fam, p, g_prog[r, j])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
