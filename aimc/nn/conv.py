@@ -1,4 +1,4 @@
-"""``AnalogConv1d`` / ``AnalogConv2d``: convolutions as im2col (``F.unfold``) + one analog matrix product.
+"""``AnalogConv1d`` / ``AnalogConv2d``: convolutions as im2col + one analog matrix product.
 
 The kernel of ``out_channels x (in_channels/groups) x k...`` becomes an ``out x (in/groups * prod(k))``
 crossbar matrix; every output position is one analog read of the unfolded input patch (rows of the
@@ -260,7 +260,7 @@ class _AnalogConvNd(AnalogModule):
         return x, unfold_pad
 
     def _forward_nd(self, x: torch.Tensor, unfold_pad: tuple[int, int]) -> torch.Tensor:
-        """x (N, C, H, W), already padded beyond ``unfold_pad`` -> (N, out, oh, ow) via 2-D unfold."""
+        """x (N, C, H, W), already padded beyond ``unfold_pad`` -> (N, out, oh, ow) via im2col + tiles."""
         n = x.shape[0]
         k, d, s = self._as2d(self.kernel_size, 1), self._as2d(self.dilation, 1), self._as2d(self.stride, 1)
         h, w = x.shape[-2] + 2 * unfold_pad[0], x.shape[-1] + 2 * unfold_pad[1]
@@ -269,15 +269,22 @@ class _AnalogConvNd(AnalogModule):
         if oh < 1 or ow < 1:
             raise ValueError(f"{type(self).__name__}: input of spatial size {tuple(x.shape[2:])} is smaller than "
                              f"the (dilated) kernel {self.kernel_size}")
-        cols = F.unfold(x, k, dilation=d, padding=unfold_pad, stride=s)  # (N, C*kh*kw, L)
-        x2d = cols.transpose(1, 2).reshape(n * oh * ow, cols.shape[1])
+        if unfold_pad[0] or unfold_pad[1]:
+            x = F.pad(x, (unfold_pad[1], unfold_pad[1], unfold_pad[0], unfold_pad[0]))
+        x = x.contiguous()
+        # im2col as a strided view (N, oh, ow, C, kh, kw) and one copy into the (N*oh*ow, C*kh*kw) patch
+        # matrix the tiles read (F.unfold plus a transpose is several times slower on CPU)
+        sn, sc, sh, sw = x.stride()
+        c = x.shape[1]
+        patches = x.as_strided((n, oh, ow, c, k[0], k[1]), (sn, sh * s[0], sw * s[1], sc, sh * d[0], sw * d[1]))
+        rows = n * oh * ow
         if self.group_tiles is None:
-            y = self.analog_matmul(x2d)
+            y = self.analog_matmul(patches.reshape(rows, -1))
         else:
-            kin = cols.shape[1] // self.groups
-            y = torch.cat([slot.analog_matmul(x2d[:, g * kin:(g + 1) * kin].contiguous())
+            cg = c // self.groups
+            y = torch.cat([slot.analog_matmul(patches[:, :, :, g * cg:(g + 1) * cg].reshape(rows, -1))
                            for g, slot in enumerate(self.group_tiles)], dim=1)
-        y = y.reshape(n, oh * ow, self.out_channels).transpose(1, 2).reshape(n, self.out_channels, oh, ow)
+        y = y.reshape(n, oh, ow, self.out_channels).permute(0, 3, 1, 2)
         if self.bias is not None:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y
