@@ -61,6 +61,60 @@ class AnalogModule(nn.Module):
             raise RuntimeError(f"{type(self).__name__}: drift({t!r}) before program(); program the layer first")
         self.tiles.drift(t)
 
+    # -- the analog state in state_dict ---------------------------------------------------------------
+    def get_extra_state(self) -> dict:
+        """The tiles' chip state for ``state_dict`` (key ``<module>._extra_state``).
+
+        Per tile: its meta (``Tile._get_state``: stream state, clock, mapping parameters, compensation) as
+        JSON, and its arrays (column scales; exact weights, or after ``program`` the drawn-once device state,
+        the conductances as last read and the compensation reference/factor) as tensors; plus the config
+        (JSON) and the ``programmed`` flag. Everything is a tensor, str, bool or list, so
+        ``torch.load(weights_only=True)`` reads it; a model that loads it computes the same as the saved one
+        (same conductances, same clock, same random streams).
+        """
+        import json
+
+        import numpy as np
+        tiles = getattr(self, "tiles", None)
+        if tiles is None:
+            return {}
+        out = []
+        for tile in tiles.all_tiles():
+            meta, arrays = tile._get_state()
+            out.append({"meta": json.dumps(meta, sort_keys=True),
+                        "arrays": {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()
+                                   if v is not None}})
+        return {"format": "aimc-analog-state", "version": 1, "config": self.config.to_json(),
+                "programmed": bool(self.programmed), "grid": list(tiles.grid), "tiles": out}
+
+    def set_extra_state(self, state) -> None:
+        """Restore ``get_extra_state``; the config and the tile grid must match (an error names the difference)."""
+        import json
+        if not state:
+            return
+        name = type(self).__name__
+        if not isinstance(state, dict) or state.get("format") != "aimc-analog-state":
+            raise ValueError(f"{name}: the state dict's _extra_state is not an aimc analog state")
+        if int(state.get("version", 0)) > 1:
+            raise ValueError(f"{name}: analog state version {state.get('version')} is newer than this aimc reads (1)")
+        saved_cfg = TileConfig.from_json(state["config"])
+        if saved_cfg != self.config:
+            raise ValueError(f"{name}: the state dict was saved with another TileConfig (saved values that differ: "
+                             f"{json.dumps(saved_cfg.diff(self.config))}); build the model with the same config")
+        tiles = list(self.tiles.all_tiles())
+        if list(state["grid"]) != list(self.tiles.grid) or len(state["tiles"]) != len(tiles):
+            raise ValueError(f"{name}: the state dict holds a tile grid {state['grid']}, this layer has "
+                             f"{list(self.tiles.grid)}")
+        metas = [json.loads(e["meta"]) for e in state["tiles"]]
+        for tile, meta in zip(tiles, metas):
+            if list(meta["shape"]) != list(tile.shape):
+                raise ValueError(f"{name}: saved tile {meta.get('tile_id')!r} has shape {meta['shape']}, "
+                                 f"this layer's has {list(tile.shape)}")
+        for tile, meta, e in zip(tiles, metas, state["tiles"]):
+            tile._set_state(meta, {k: v.numpy() for k, v in e["arrays"].items()})
+        self.programmed = bool(state["programmed"])
+        self._synced_version = None
+
     # -- the product ----------------------------------------------------------------------------------
     @torch.compiler.disable(recursive=True)
     def analog_matmul(self, x2d: torch.Tensor) -> torch.Tensor:
