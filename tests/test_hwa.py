@@ -484,3 +484,49 @@ def test_checkpoint_round_trip(tmp_path):
     x = torch.rand(10, 64)
     torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(twin.fc1.weight, hwa.effective_weight(model.fc1))
+
+
+def test_hwa_model_survives_chip_image_round_trip(tmp_path):
+    """Programmed + drifted HWA model: checkpoint (weights, input ranges, output scales) + chip image (tiles)
+    reload into a model that computes exactly what the original computes next."""
+    chip_mod = pytest.importorskip("aimc.chip")
+    from aimc import convert, zoo
+    torch.manual_seed(0)
+    model = hwa.prepare(zoo.mlp(64, (16,), 10), "standard-hwa")
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    hwa.hook_optimizer(opt, model)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.rand(16, 64)), torch.randint(0, 10, (16,))).backward()
+        opt.step()
+    chip = hwa.deploy_copy(model, seed=3)
+    chip.eval()
+    convert.program(chip)
+    convert.drift(chip, 86400.0)
+    ck = hwa.save_checkpoint(chip, tmp_path / "m.pt")
+    img = chip_mod.save_chip(chip, tmp_path / "chip.h5")
+    loaded, _ = hwa.load_checkpoint(ck)
+    loaded = hwa.deploy_copy(loaded, chip.fc1.config, seed=3)
+    chip_mod.load_chip(img, loaded)
+    loaded.eval()
+    assert loaded.fc1.programmed and loaded.fc1.tiles.time == 86400.0
+    x = torch.rand(20, 64)
+    torch.testing.assert_close(loaded(x), chip(x), rtol=1e-5, atol=1e-5)  # same conductances, same streams
+    for a, b in zip(hwa.analog_layers(loaded), hwa.analog_layers(chip)):
+        torch.testing.assert_close(a[1].hwa.input_range, b[1].hwa.input_range)
+
+
+def test_cli_train_hwa_on_digits(tmp_path, capsys):
+    from aimc.cli import main
+    out = tmp_path / "d.pt"
+    rc = main(["train", "--method", "hwa", "--data", "digits", "--epochs", "2", "--out", str(out), "--quiet",
+               "--json", "--opt", "hidden=24", "--opt", "batch_size=32"])
+    assert rc == 0
+    import json
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["test_accuracy"] > 0.5 and out.is_file()  # a smoke test: accuracy is tested above
+    model, meta = hwa.load_checkpoint(out)
+    assert meta["method"] == "hwa" and model.fc1.hwa.input_range is not None
+    assert main(["train", "--method", "nope"]) == 2
+    assert main(["train", "--data", "digits", "--opt", "colour=red"]) == 2
+    assert main(["train", "--data", "digits", "--out", str(out), "--epochs", "1"]) == 2  # exists, no --overwrite

@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--data", default="mnist5k", help="built-in data set: mnist5k (default) or digits")
     p.add_argument("--arch", default="mlp", choices=["mlp", "cnn"], help="aimc.zoo architecture (default mlp)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's; hwa 1e-2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model init, batch order and tiles")
     p.add_argument("--out", default=None, help="checkpoint path (default aimc-results/train-METHOD-DATA-ARCH.pt)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -65,7 +65,7 @@ def run(args) -> int:
         raise ValueError(f"unknown training method {args.method!r}; known: {', '.join(METHODS)}") from None
     if args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
-    if not args.lr > 0:
+    if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")

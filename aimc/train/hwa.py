@@ -60,7 +60,8 @@ from ..rng import Stream
 __all__ = [
     "ModifierType", "ClipType", "RemapType", "WeightModifier", "WeightClip", "WeightRemap", "InputRange",
     "HWAConfig", "HWALayer", "PRESETS", "preset", "prepare", "attach", "post_step", "hook_optimizer",
-    "analog_layers", "modify_weights", "effective_weight", "input_ranges", "train", "export_digital", "save_checkpoint", "load_checkpoint",
+    "analog_layers", "modify_weights", "effective_weight", "input_ranges", "deploy_config", "deploy_copy",
+    "evaluate_over_time", "train", "export_digital", "save_checkpoint", "load_checkpoint",
     "run_cli", "bench_hwa_step",
 ]
 
@@ -896,6 +897,83 @@ def load_checkpoint(path, *, analog: bool = True):
     return model, meta
 
 
+# ============================================================================================ deployment
+
+def deploy_config(model: nn.Module, device: str = "pcm-joshi2020", compensation: str = "global") -> TileConfig:
+    """The TileConfig to deploy an HWA-trained ``model`` on: its own (training) TileConfig with an inference
+    section (device card, drift compensation) added; the forward periphery stays what HWA trained with."""
+    from ..config import InferenceConfig
+    layers = analog_layers(model)
+    if not layers:
+        raise ValueError("deploy_config: the model has no analog layers")
+    return layers[0][1].config.replace(inference=InferenceConfig(device=device, compensation=compensation))
+
+
+def deploy_copy(model: nn.Module, config: TileConfig | str | None = None, seed: int = 0) -> nn.Module:
+    """A copy of an HWA-prepared ``model`` on fresh tiles (``config``, default ``deploy_config(model)``; seed
+    ``seed``; tile names kept), with the same weights, input ranges and output scales: one chip instance,
+    ready for ``aimc.convert.program`` / ``drift``."""
+    import copy
+    cfg = deploy_config(model) if config is None else as_config(config)
+    chip = copy.deepcopy(model)
+    for _, layer in analog_layers(chip):
+        t = layer.tiles
+        layer._init_tiles(t.out_size, t.in_size, cfg, seed, t.name)
+        old = getattr(layer, "hwa", None)
+        if old is not None:
+            state = HWALayer(layer, old.config)
+            state.load_state_dict(old.state_dict())
+            layer.hwa = state
+    return chip
+
+
+def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None = None, times=("1s", "1h", "1d", "1y"),
+                       repeats: int = 5, *, seed: int = 0, batch_size: int = 1000):
+    """``aimc.deploy.evaluate_over_time`` for an HWA-trained analog model (which keeps its learned input ranges
+    and output scales): for chip r = 0..repeats-1, ``deploy_copy(model, config, seed + r)``, program, drift
+    to each time (eval mode: drift compensation on), test accuracy. Returns ``aimc.deploy.DeployResults``
+    (``digital_accuracy``: the model's torch.nn twin, output scales folded in, no input clipping)."""
+    from .. import __version__, zoo
+    from ..convert import drift, program
+    from ..deploy import DeployResults, _xy, parse_times
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    secs, labels = parse_times(times)
+    cfg = deploy_config(model) if config is None else as_config(config)
+    if cfg.inference is None:
+        raise ValueError("config has no inference section (device physics): use hwa.deploy_config(model)")
+    x, y = _xy(data)
+    x = torch.as_tensor(np.asarray(x, np.float32))
+    y = torch.as_tensor(np.asarray(y, np.int64))
+    tag = getattr(model, "_aimc_arch", None)
+    digital = float("nan")
+    if tag is not None:
+        twin = zoo.build(tag["name"], **tag["kwargs"])
+        twin.load_state_dict(export_digital(model))
+        digital = zoo.evaluate(twin, x, y, batch_size)
+    acc = [[0.0] * repeats for _ in secs]
+    t0 = time.perf_counter()
+    for r in range(repeats):
+        chip = deploy_copy(model, cfg, seed + r)
+        chip.eval()
+        program(chip)
+        for i, t in enumerate(secs):
+            drift(chip, t)
+            acc[i][r] = zoo.evaluate(chip, x, y, batch_size)
+    meta = {"aimc": __version__, "torch": str(torch.__version__), "wall_s": round(time.perf_counter() - t0, 3),
+            "hwa_config": _first_hwa_config(model)}
+    return DeployResults(times=secs, time_labels=labels, accuracy=acc, digital_accuracy=digital,
+                         seeds=[seed + r for r in range(repeats)], config=cfg.to_dict(), n_test=int(len(y)),
+                         meta=meta)
+
+
+def _first_hwa_config(model) -> dict | None:
+    for _, layer in analog_layers(model):
+        if getattr(layer, "hwa", None) is not None:
+            return layer.hwa.config.to_dict()
+    return None
+
+
 # ============================================================================================ training loop
 
 def train(model: nn.Module, dataset, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
@@ -974,6 +1052,7 @@ def run_cli(args) -> int:
     opts = method_options(args, {"preset": "standard-hwa", "hidden": "256,128", "optimizer": "adam",
                                  "scheduler": "cosine", "batch_size": 64, "fp_epochs": 0})
     ds = datasets.load(args.data)
+    lr = 1e-2 if args.lr is None else args.lr  # weights are remapped to max 1: Adam steps are relative to 1
     torch.manual_seed(args.seed)
     if args.arch == "mlp":
         hidden = [int(h) for h in str(opts["hidden"]).split(",") if h]
@@ -982,16 +1061,16 @@ def run_cli(args) -> int:
         net = zoo.cnn(tuple(ds.shape), n_classes=ds.n_classes)
     log = (lambda m: print(m, flush=True)) if not args.quiet else None
     if int(opts["fp_epochs"]) > 0:
-        zoo.train_digital(net, ds, epochs=int(opts["fp_epochs"]), lr=args.lr, seed=args.seed)
+        zoo.train_digital(net, ds, epochs=int(opts["fp_epochs"]), lr=1e-3, seed=args.seed)
     model = prepare(net, str(opts["preset"]), seed=args.seed)
     t0 = time.perf_counter()
-    acc = train(model, ds, epochs=args.epochs, lr=args.lr, batch_size=int(opts["batch_size"]), seed=args.seed,
+    acc = train(model, ds, epochs=args.epochs, lr=lr, batch_size=int(opts["batch_size"]), seed=args.seed,
                 optimizer=str(opts["optimizer"]), scheduler=str(opts["scheduler"]), log=log)
     out = args.out or Path("aimc-results") / f"train-hwa-{args.data}-{args.arch}.pt"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"method": "hwa", "dataset": args.data, "accuracy": acc, "seed": args.seed, "epochs": args.epochs,
-            "lr": args.lr, "preset": str(opts["preset"]), "train_s": round(time.perf_counter() - t0, 1)}
+            "lr": lr, "preset": str(opts["preset"]), "train_s": round(time.perf_counter() - t0, 1)}
     save_checkpoint(model, out, meta, overwrite=args.overwrite or args.out is None)
     res = {"method": "hwa", "data": args.data, "arch": args.arch, "test_accuracy": acc, "checkpoint": str(out)}
     if args.json:

@@ -1,0 +1,157 @@
+"""HWA vs plain floating-point training, deployed on PCM chips over time (training.md §1.8, R11 proxy).
+
+MNIST-5k (the fixed 4000/1000 split of ``aimc.datasets``), the zoo MLP 784-256-128-10. Both models are
+deployed on the same analog hardware: the periphery of the standard HWA preset (Rasch et al. 2023: 8-bit
+DAC/ADC, ADC bound 10, out_noise 0.04, PCM_READ w_noise 0.0175, IR drop 1.0, no bound management,
+columnwise weight scaling, tiles of <= 512 inputs), PCM devices (card ``pcm-joshi2020``: programming noise,
+drift, 1/f read noise) and global drift compensation; N chip instances (seeds 0..N-1), accuracy after
+1 s, 1 d, 1 y, 10 y.
+
+* (a) FP: ``aimc.zoo.train_digital`` (Adam), then ``aimc.deploy.evaluate_over_time`` with dynamic
+  (abs-max) input scaling, since a digitally trained model has no learned input ranges.
+* (b) HWA: the FP model fine-tuned with ``aimc.train.hwa.prepare(model, "standard-hwa")`` (learned input
+  ranges, per-column output scales, clip/remap after every step), then ``hwa.evaluate_over_time`` on the
+  same hardware (constant NM, the learned ranges).
+* (c) HWA + PCM_NOISE: as (b) with the PCM_NOISE weight modifier (programming noise, drift variation at
+  1 d and read noise sampled in every training batch).
+
+Writes ``<out>/results.json``, ``<out>/table.md`` and ``<out>/accuracy.png``; prints the table.
+
+    python benchmarks/hwa_mnist.py                # full run (a few minutes on 2 cores)
+    python benchmarks/hwa_mnist.py --quick        # smoke run (1 epoch, 2 chips)
+"""
+from __future__ import annotations
+
+import os
+
+# Two OpenMP runtimes (torch's and numba's) spin-wait for each other on a 2-core machine; passive waiting
+# makes small training steps 5-20x faster here. Must be set before torch/numba load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from aimc import datasets, zoo  # noqa: E402
+from aimc.config import InferenceConfig, NoiseManagement  # noqa: E402
+from aimc.deploy import evaluate_over_time  # noqa: E402
+from aimc.train import hwa  # noqa: E402
+
+TIMES = ("1s", "1d", "1y", "10y")
+
+
+def hardware(nm_abs_max: bool):
+    """The deployment TileConfig shared by all variants (NM abs-max for the FP model)."""
+    tcfg, _ = hwa.standard_hwa()
+    fwd = tcfg.forward
+    if nm_abs_max:
+        fwd = fwd.replace(noise_management=NoiseManagement.ABS_MAX, nm_thres=0.0)
+    return tcfg.replace(forward=fwd, inference=InferenceConfig(device="pcm-joshi2020", compensation="global"))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--chips", type=int, default=5)
+    p.add_argument("--fp-epochs", type=int, default=15)
+    p.add_argument("--hwa-epochs", type=int, default=15)
+    p.add_argument("--fp-lr", type=float, default=1e-3)
+    p.add_argument("--hwa-lr", type=float, default=3e-3)
+    p.add_argument("--pcm-t", default="1d", help="pcm_t_inference of the PCM_NOISE modifier in (c)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-pcm-noise", action="store_true", help="skip variant (c)")
+    p.add_argument("--quick", action="store_true", help="1 epoch each, 2 chips (smoke test)")
+    p.add_argument("--out", default="aimc-results/hwa_mnist")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.fp_epochs = args.hwa_epochs = 1
+        args.chips = 2
+    torch.set_num_threads(2)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = datasets.load("mnist5k")
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    t_all = time.perf_counter()
+
+    torch.manual_seed(args.seed)
+    fp = zoo.mlp()
+    t0 = time.perf_counter()
+    fp_acc = zoo.train_digital(fp, ds, epochs=args.fp_epochs, lr=args.fp_lr, seed=args.seed)
+    log(f"FP training: test accuracy {fp_acc:.4f} ({time.perf_counter() - t0:.0f} s)")
+
+    results = {}
+    t0 = time.perf_counter()
+    res_a = evaluate_over_time(fp, ds, hardware(nm_abs_max=True), TIMES, args.chips, seed=args.seed)
+    results["a_fp"] = res_a
+    log(f"(a) FP deployed: {[round(100 * m, 2) for m in res_a.mean]} ({time.perf_counter() - t0:.0f} s)")
+
+    from aimc.deploy import parse_time
+    variants = [("b_hwa", "standard-hwa", None)]
+    if not args.no_pcm_noise:
+        mod = hwa.WeightModifier(hwa.ModifierType.PCM_NOISE, pcm_t_inference=parse_time(args.pcm_t))
+        variants.append(("c_hwa_pcm_noise", "standard-hwa", mod))
+    train_acc = {}
+    for key, preset, mod in variants:
+        tcfg, hcfg = hwa.preset(preset)
+        if mod is not None:
+            hcfg = hcfg.replace(modifier=mod)
+        model = hwa.prepare(copy.deepcopy(fp), (tcfg, hcfg), seed=args.seed)
+        t0 = time.perf_counter()
+        acc = hwa.train(model, ds, epochs=args.hwa_epochs, lr=args.hwa_lr, seed=args.seed, log=log)
+        train_acc[key] = acc
+        log(f"({key}) HWA training: noisy-forward test accuracy {acc:.4f} ({time.perf_counter() - t0:.0f} s)")
+        t0 = time.perf_counter()
+        res = hwa.evaluate_over_time(model, ds, hardware(nm_abs_max=False), TIMES, args.chips, seed=args.seed)
+        results[key] = res
+        log(f"({key}) deployed: {[round(100 * m, 2) for m in res.mean]} ({time.perf_counter() - t0:.0f} s)")
+
+    names = {"a_fp": "(a) FP training, then conversion", "b_hwa": "(b) HWA, standard preset",
+             "c_hwa_pcm_noise": f"(c) HWA, standard preset + PCM_NOISE modifier (t = {args.pcm_t})"}
+    rows = ["| model | digital | " + " | ".join(TIMES) + " |", "|---|---|" + "---|" * len(TIMES)]
+    for key, res in results.items():
+        cells = [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(res.mean, res.std)]
+        rows.append(f"| {names[key]} | {100 * res.digital_accuracy:.2f} | " + " | ".join(cells) + " |")
+    table = "\n".join(rows)
+    note = (f"\nMNIST-5k test split (1000 images), MLP 784-256-128-10, {args.chips} PCM chips (mean ± std, %), "
+            f"global drift compensation. FP: {args.fp_epochs} epochs Adam lr {args.fp_lr}; HWA: + {args.hwa_epochs} "
+            f"epochs Adam lr {args.hwa_lr} (cosine) from the FP model. 'digital': the torch.nn twin.\n")
+    print(table + note, flush=True)
+    (out / "table.md").write_text(table + "\n" + note)
+    payload = {"format": "aimc-hwa-mnist", "version": 1, "args": vars(args), "fp_train_accuracy": fp_acc,
+               "hwa_train_accuracy": train_acc, "wall_s": round(time.perf_counter() - t_all, 1),
+               "results": {k: {"name": names[k], **v.to_dict()} for k, v in results.items()}}
+    (out / "results.json").write_text(json.dumps(payload, indent=1))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for key, res in results.items():
+            ax.errorbar(res.times, [100 * m for m in res.mean], yerr=[100 * s for s in res.std], marker="o",
+                        capsize=4, label=names[key])
+        ax.axhline(100 * fp_acc, ls="--", color="gray", label="FP digital")
+        ax.set_xscale("log")
+        ax.set_xticks(res_a.times)
+        ax.set_xticklabels(res_a.time_labels)
+        ax.set_xlabel("time after programming")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"MNIST-5k MLP on PCM ({args.chips} chips, global drift compensation)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "accuracy.png", dpi=120)
+        plt.close(fig)
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+    print(f"wrote {out}/results.json, table.md, accuracy.png ({time.perf_counter() - t_all:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
