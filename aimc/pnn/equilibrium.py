@@ -124,7 +124,9 @@ class DeviceUpdate(ClippedUpdate):
     ``g_floor`` (a conductance cannot be negative).
 
     ``device``: a card name (``device_models.load(name)``) or a pulsed-device object with ``sample_devices``,
-    ``apply_pulses`` and ``clip`` (and ``dw_min``, ``w_min``, ``w_max``).
+    ``apply_pulses`` and ``clip`` (and ``dw_min``, ``w_min``, ``w_max``). If the device has ``visible``
+    (write noise: what the periphery reads differs from the persistent state), the network sees the visible
+    weight, re-drawn for the devices an update touched.
     """
 
     def __init__(self, device, g_min: float, g_max: float, *, stochastic: bool = True, max_pulses: int = 100,
@@ -143,6 +145,7 @@ class DeviceUpdate(ClippedUpdate):
         self.step = float(device.dw_min) * self.scale
         self.devs = None
         self.w = None
+        self.v = None
 
     def _to_g(self, w):
         return np.maximum(self.g_min + (w.astype(np.float64) - float(self.device.w_min)) * self.scale, self.g_floor)
@@ -151,7 +154,8 @@ class DeviceUpdate(ClippedUpdate):
         self.devs = self.device.sample_devices(np.shape(g), rng)
         w = (np.asarray(g, np.float64) - self.g_min) / self.scale + float(self.device.w_min)
         self.w = self.device.clip(w.astype(np.float32), self.devs)
-        return self._to_g(self.w)
+        self.v = self.device.visible(self.w, self.devs, rng) if hasattr(self.device, "visible") else self.w
+        return self._to_g(self.v)
 
     def __call__(self, g, dg, rng):
         if self.w is None or self.w.shape != np.shape(g):
@@ -162,7 +166,11 @@ class DeviceUpdate(ClippedUpdate):
         self.n_writes += int(np.count_nonzero(n))
         self.n_pulses += int(np.abs(n).sum())
         self.w = self.device.apply_pulses(self.w, n, self.devs, rng)
-        return self._to_g(self.w)
+        if hasattr(self.device, "visible"):
+            self.v = self.device.visible(self.w, self.devs, rng, previous=self.v, touched=n != 0)
+        else:
+            self.v = self.w
+        return self._to_g(self.v)
 
 
 class _FunctionUpdate(ClippedUpdate):
