@@ -20,7 +20,12 @@ def digits():
 @pytest.fixture(scope="module")
 def digits_ckpt(tmp_path_factory, digits):
     model = zoo.mlp(64, (32,), 10)
-    acc = zoo.train_digital(model, digits, epochs=15, lr=3e-3, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is fastest, and robust on a loaded machine
+    try:
+        acc = zoo.train_digital(model, digits, epochs=10, lr=3e-3, seed=0)
+    finally:
+        torch.set_num_threads(threads)
     assert acc > 0.85
     path = tmp_path_factory.mktemp("ckpt") / "digits_mlp.pt"
     zoo.save_checkpoint(model, path, {"dataset": "digits", "accuracy": acc})
@@ -69,7 +74,7 @@ def test_evaluate_over_time_api(digits_ckpt, digits):
 def test_cli_deploy_writes_files_and_never_overwrites(digits_ckpt, tmp_path, capsys):
     out = tmp_path / "res"
     argv = ["deploy", "--model", str(digits_ckpt), "--data", "digits", "--times", "1s,1d", "--repeats", "2",
-            "--out", str(out), "--no-progress"]
+            "--out", str(out), "--no-progress", "--threads", "1"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "| digital |" in text and "| 1d |" in text and "run-001" in text
@@ -105,7 +110,7 @@ def test_cli_deploy_writes_files_and_never_overwrites(digits_ckpt, tmp_path, cap
     (["--model", "/nonexistent/model.pt"], "no checkpoint file"),
 ])
 def test_cli_deploy_bad_input(args, msg, tmp_path, capsys):
-    assert main(["deploy", "--out", str(tmp_path / "o"), "--no-progress"] + args) == 2
+    assert main(["deploy", "--out", str(tmp_path / "o"), "--no-progress", "--threads", "1"] + args) == 2
     err = capsys.readouterr().err
     assert "aimc deploy: error:" in err and msg in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.json"))
@@ -125,3 +130,22 @@ def test_cli_devices(tmp_path, capsys):
     assert "unknown device card 'no-such-card'" in capsys.readouterr().err
     assert main(["device", "show", "reram-sb", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["kind"] == "pulsed"
+
+
+def test_cli_deploy_on_an_idx_folder(digits_ckpt, digits, tmp_path, capsys):
+    import numpy as np
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for split in ("train", "test"):
+        x, y = getattr(digits, f"x_{split}"), getattr(digits, f"y_{split}")
+        stem = "train" if split == "train" else "t10k"
+        datasets.write_idx(folder / f"{stem}-images-idx3-ubyte",
+                           np.rint(x.reshape(-1, 8, 8) * 255).astype(np.uint8))
+        datasets.write_idx(folder / f"{stem}-labels-idx1-ubyte", y.astype(np.uint8))
+    assert main(["deploy", "--model", str(digits_ckpt), "--data", str(folder), "--times", "1h", "--repeats", "1",
+                 "--no-files", "--json", "--threads", "1", "--device", "hermes-2dev", "--compensation", "per_column"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_test"] == len(digits.y_test) and res["files"] == {}
+    assert res["config"]["inference"] == {**res["config"]["inference"], "device": "hermes-2dev",
+                                          "compensation": "per_column"}
+    assert 0.5 < res["accuracy"][0][0] <= 1
