@@ -122,7 +122,7 @@ def assemble_reduced(ea, eb, g, fpos, cpos, n_free, n_clamp):
     return lff, lfc
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def node_currents(V, inj, ea, eb, etype, p0, p1, p2):
     """KCL residual for a batch: ``r[s, n] = inj[s, n] - (current leaving n through the elements)``.
 
@@ -132,7 +132,7 @@ def node_currents(V, inj, ea, eb, etype, p0, p1, p2):
     B, n = V.shape
     out = np.zeros((B, n))
     has_inj = inj.shape[0] > 0
-    for s in prange(B):
+    for s in range(B):
         if has_inj:
             for j in range(n):
                 out[s, j] = inj[s, j]
@@ -145,13 +145,13 @@ def node_currents(V, inj, ea, eb, etype, p0, p1, p2):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def node_current_scale(V, inj, ea, eb, etype, p0, p1, p2):
     """Per node, ``|inj| + sum |i_e|`` over incident elements: the scale for relative KCL residuals."""
     B, n = V.shape
     out = np.zeros((B, n))
     has_inj = inj.shape[0] > 0
-    for s in prange(B):
+    for s in range(B):
         if has_inj:
             for j in range(n):
                 out[s, j] = abs(inj[s, j])
@@ -164,14 +164,14 @@ def node_current_scale(V, inj, ea, eb, etype, p0, p1, p2):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def cocontent_batch(V, inj, ea, eb, etype, p0, p1, p2):
     """Total co-content ``E(V) = sum_e Phi_e(u_e) - sum_n I_n V_n`` per sample (the quantity the steady
     state minimises over free voltages)."""
     B, n = V.shape
     out = np.zeros(B)
     has_inj = inj.shape[0] > 0
-    for s in prange(B):
+    for s in range(B):
         acc = 0.0
         for e in range(ea.shape[0]):
             acc += _cocontent(etype[e], p0[e], p1[e], p2[e], V[s, ea[e]] - V[s, eb[e]])
@@ -182,12 +182,12 @@ def cocontent_batch(V, inj, ea, eb, etype, p0, p1, p2):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def dissipated_power(V, ea, eb, etype, p0, p1, p2):
     """Power dissipated in the elements, ``sum_e i_e(u_e) u_e``, per sample."""
     B = V.shape[0]
     out = np.zeros(B)
-    for s in prange(B):
+    for s in range(B):
         acc = 0.0
         for e in range(ea.shape[0]):
             u = V[s, ea[e]] - V[s, eb[e]]
