@@ -35,13 +35,20 @@ def nm_alpha(x, kind, thres, out):
 
 
 @njit(inline="always", cache=True)
-def _quantise(v, step, inv_step, u, sto):
-    """rint(v/step)*step (half to even), or stochastic rint(v/step + u - 0.5)*step; step 0 = identity."""
-    if step == 0:
-        return v
+def _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b):
+    """In place: rint(v/step)*step (half to even), or stochastic rint(v/step + U - 0.5)*step with U
+    keyed by (call_u, row b); step 0 = no quantisation (physics.md §1.4)."""
+    if step <= 0:
+        return
+    n = row.shape[0]
     if sto:
-        return np.float32(np.rint(v * inv_step + u - np.float32(0.5))) * step
-    return np.float32(np.rint(v * inv_step)) * step
+        u = np.empty(n, np.float32)
+        uniforms_row(u, k0, k1, call_u, b)
+        for j in range(n):
+            row[j] = np.rint(row[j] * inv_step + u[j] - np.float32(0.5)) * step
+    else:
+        for j in range(n):
+            row[j] = np.rint(row[j] * inv_step) * step
 
 
 @njit(parallel=True, fastmath=False, cache=True)
@@ -62,15 +69,7 @@ def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n,
         row = v[r]
         for j in range(n):
             row[j] = x[b, j] * inv
-        if step > 0:
-            if sto:
-                u = np.empty(n, np.float32)
-                uniforms_row(u, k0, k1, call_u, b)
-                for j in range(n):
-                    row[j] = np.rint(row[j] * inv_step + u[j] - np.float32(0.5)) * step
-            else:
-                for j in range(n):
-                    row[j] = np.rint(row[j] * inv_step) * step
+        _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b)
         for j in range(n):
             row[j] = min(max(row[j], -bound), bound)
         if noise > 0:
@@ -134,15 +133,7 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
             s = np.sqrt(s0)
             for i in range(m):
                 row[i] += s * z[i]
-        if step > 0:
-            if sto:
-                u = np.empty(m, np.float32)
-                uniforms_row(u, k0, k1, call_u, b)
-                for i in range(m):
-                    row[i] = np.rint(row[i] * inv_step + u[i] - np.float32(0.5)) * step
-            else:
-                for i in range(m):
-                    row[i] = np.rint(row[i] * inv_step) * step
+        _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b)
         flag = 0
         if bound > 0:
             hi = np.float32(-np.inf)
