@@ -140,6 +140,16 @@ def test_same_seed_same_result_and_different_seed_differs():
     assert not np.array_equal(g1, g3) and not np.array_equal(g1, g4)
 
 
+def test_clipped_update():
+    u = ClippedUpdate(0.1, 1.0)
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(u.reset(np.array([0.0, 0.5, 2.0]), rng), [0.1, 0.5, 1.0])
+    np.testing.assert_allclose(u(np.array([0.2, 0.5, 0.9]), np.array([-1.0, 0.0, 0.05]), rng), [0.1, 0.5, 0.95])
+    assert u.n_writes == 2 and u.n_pulses == 0
+    with pytest.raises(ValueError, match="g_min < g_max"):
+        ClippedUpdate(1.0, 0.5)
+
+
 def test_quantised_update_counts_pulses_and_uses_steps():
     u = QuantisedUpdate(0.1, 0.0, 1.0, max_pulses=5)
     rng = np.random.default_rng(0)
