@@ -99,6 +99,21 @@ def test_iterative_bm_removes_clipping_noise_off(rng):
     assert np.all(np.abs(y) < alpha * 4 * 12)  # not stuck at a clipped value
 
 
+def test_iterative_bm_rereads_only_clipped_rows(rng):
+    """Rows that clip are re-read with larger f; the others keep their first read (noise off: exact)."""
+    n = 64
+    t = _bm_tile(n)
+    t.set_weights(np.full((n, n), 0.5, np.float32))
+    x = np.zeros((6, n), np.float32)
+    x[::2] = 1.0                      # W x = 32: clips at f = 1, fine at f = 4
+    x[1::2, 0] = 1.0                  # W x = 0.5: never clips
+    y = t.forward(x)
+    err = lambda f, row_abs: f * (row_abs * (2 / 126) / 2 + (24 / 510) / 2)  # rescaled DAC + ADC rounding
+    np.testing.assert_allclose(y[::2], 32.0, atol=err(4, 32.0) + 1e-5)
+    np.testing.assert_allclose(y[1::2], 0.5, atol=err(1, 0.5) + 1e-5)
+    assert np.all(np.abs(y[::2]) > 24)  # not left at a clipped f = 1 or f = 2 read
+
+
 def test_iterative_bm_stop_rule_last_pass_f16():
     n = 64
     t = _bm_tile(n)

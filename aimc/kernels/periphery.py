@@ -111,7 +111,7 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     nl = np.float32(nl)
     w_noise2 = np.float32(w_noise2)
     per_el = s_el.shape[0] > 0
-    for r in prange(y.shape[0]):
+    for r in prange(rows.shape[0]):
         b = rows[r]
         row = y[b]
         for i in range(m):
