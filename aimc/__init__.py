@@ -7,6 +7,7 @@ from . import config as presets
 from .config import (BoundManagement, ConfigError, DriftCompensation, InferenceConfig, IOConfig, MappingConfig,
                      MappingKind, NoiseManagement, TileConfig, WeightNoiseType)
 from .chip import ChipImageError, load_chip, save_chip
+from . import insitu  # callable module: aimc.insitu("tiki-taka", device="reram-es") -> InsituConfig
 from .rng import Stream
 from .tile import Tile, TileArray
 

@@ -261,6 +261,33 @@ def _c32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+SMALL_WORK = 1 << 15   # below this many train elements / devices a kernel runs on the calling thread
+
+
+class _serial_if_small:
+    """Run numba kernels on the calling thread when the work is small: waking the thread pool costs more than it
+    saves there (and with torch's OpenMP pool spinning on the same cores it can cost milliseconds per region).
+    Results do not depend on the thread count (counter-based randomness), so this only changes speed."""
+
+    def __init__(self, work: int):
+        self.small = work < SMALL_WORK
+        self.old = None
+
+    def __enter__(self):
+        if self.small:
+            import numba
+            self.old = numba.get_num_threads()
+            if self.old != 1:
+                numba.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None and self.old != 1:
+            import numba
+            numba.set_num_threads(self.old)
+        return False
+
+
 class PulsedArray:
     """One crossbar array of pulsed devices: per-device parameters, hidden and visible weights, counters.
 
@@ -355,6 +382,10 @@ class PulsedArray:
     def update(self, x: np.ndarray, d: np.ndarray, lr: float, ucfg: UpdateConfig, record: np.ndarray | None = None,
                refresh: bool = True) -> None:
         """Pulsed W <- W - lr d^T x over the rows of x (batch, in) and d (batch, out), sample by sample."""
+        with _serial_if_small(x.shape[0] * (self.shape[0] + self.shape[1])):
+            self._update(x, d, lr, ucfg, record, refresh)
+
+    def _update(self, x, d, lr, ucfg, record, refresh):
         x = np.ascontiguousarray(x, np.float32)
         d = np.ascontiguousarray(d, np.float32)
         nb = x.shape[0]
@@ -414,7 +445,8 @@ class PulsedArray:
         """|n_ij| pulses of sign(n_ij) on every device, one at a time with c2c noise."""
         n = np.ascontiguousarray(n, np.int32)
         k0, k1, c = self.stream.next_call()
-        _k.apply_counts(*self._kargs(), n, k0, k1, np.uint32(c & 0xFFFFFFFF), self.pulses, self.touched)
+        with _serial_if_small(int(np.abs(n).sum()) + n.size // 8):
+            _k.apply_counts(*self._kargs(), n, k0, k1, np.uint32(c & 0xFFFFFFFF), self.pulses, self.touched)
         self.n_pulses += int(np.abs(n).sum(dtype=np.int64))
         if refresh:
             self._refresh()
@@ -521,7 +553,8 @@ class InsituTile:
             if n_tr:
                 eps = np.float32(cfg.granularity if cfg.granularity > 0 else self.W.dw_min)
                 n = np.empty(self.shape, np.int32)
-                _k.mp_transfer(self.chi, eps, n)
+                with _serial_if_small(self.chi.size // 4):
+                    _k.mp_transfer(self.chi, eps, n)
                 if np.any(n):
                     self.W.apply_counts(n)
                 self.transfers += 1
@@ -590,13 +623,12 @@ class InsituTile:
             E[np.arange(len(cs)), cs] = 1.0
             V = self.read_tile.forward(E)
             n = np.zeros(self.shape, np.int32)
-            for r, k in enumerate(cs):
-                v = np.ascontiguousarray(V[r] * self.chop[k], np.float32)
-                _k.buffer_transfer(self.H, int(k), v, scale, int(cfg.max_transfer_pulses), mom,
-                                   cfg.forget_buffer, n)
-                if cfg.in_chop_prob > 0:
-                    if self.stream.uniform((1,))[0] < cfg.in_chop_prob:
-                        self.chop[k] = -self.chop[k]
+            with _serial_if_small(self.shape[0] * len(cs) * 8):
+                _k.buffer_transfer(self.H, cs.astype(np.int64), np.ascontiguousarray(V, np.float32), self.chop,
+                                   scale, int(cfg.max_transfer_pulses), mom, cfg.forget_buffer, n)
+            if cfg.in_chop_prob > 0:          # each read column's chopper switches after its read
+                flips = self.stream.uniform((len(cs),)) < cfg.in_chop_prob
+                self.chop[cs[flips]] *= -1
             if np.any(n):
                 self.C.apply_counts(n)
         self.transfers += n_cols
@@ -713,3 +745,15 @@ def run_cli(args=None) -> int:
                       seed=getattr(ns, "seed", 0), epochs=getattr(ns, "epochs", 3), lr=getattr(ns, "lr", None))
     print(json.dumps(res))
     return 0
+
+
+class _CallableModule(type(math)):
+    """``aimc.insitu`` is this module and also the factory: ``aimc.insitu("tiki-taka", device="reram-es")``."""
+
+    def __call__(self, algorithm: str = "sgd", device="idealized", **kw) -> InsituConfig:
+        return insitu(algorithm, device, **kw)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -572,22 +572,25 @@ def apply_counts(w, DWUD, wmax, wmin, P, fam, noise_mode, sigma, std_add, std_sl
 
 
 @njit(parallel=True, cache=True)
-def buffer_transfer(H, col, v, scale, max_pulses, momentum, forget, ncount):
-    """TTv2 / c-TTv2 buffer step for column ``col``: H += scale*v; n = trunc(H) clamped to +-max_pulses
-    (0 = no clamp); where n != 0: H <- momentum*H (forget) or H - (1 - momentum)*n. Writes ncount[:, col]."""
+def buffer_transfer(H, cols, V, chop, scale, max_pulses, momentum, forget, ncount):
+    """TTv2 / c-TTv2 buffer step for the read columns ``cols`` (distinct) with reads V[r] = A e_cols[r]:
+    H[:, k] += scale * chop[k] * v; n = trunc(H) clamped to +-max_pulses (0 = no clamp); where n != 0:
+    H <- momentum * H (``forget``) or H - (1 - momentum) * n. Writes ncount[:, k]."""
     m = H.shape[0]
     for i in prange(m):
-        h = H[i, col] + scale * v[i]
-        c = int(h)  # trunc toward 0
-        if max_pulses > 0:
-            c = min(max(c, -max_pulses), max_pulses)
-        if c != 0:
-            if forget:
-                h = momentum * h
-            else:
-                h = h - (float32(1.0) - momentum) * float32(c)
-        H[i, col] = h
-        ncount[i, col] = c
+        for r in range(cols.shape[0]):
+            k = cols[r]
+            h = H[i, k] + scale * (V[r, i] * chop[k])
+            c = int(h)  # trunc toward 0
+            if max_pulses > 0:
+                c = min(max(c, -max_pulses), max_pulses)
+            if c != 0:
+                if forget:
+                    h = momentum * h
+                else:
+                    h = h - (float32(1.0) - momentum) * float32(c)
+            H[i, k] = h
+            ncount[i, k] = c
 
 
 @njit(parallel=True, cache=True)
