@@ -1,6 +1,7 @@
 """HWA vs plain floating-point training, deployed on PCM chips over time (training.md §1.8, R11 proxy).
 
-MNIST-5k (the fixed 4000/1000 split of ``aimc.datasets``), the zoo MLP 784-256-128-10. Both models are
+MNIST-5k (the fixed 4000/1000 split of ``aimc.datasets``), the zoo CNN (conv 5x5 1->8, pool, conv 5x5 8->16,
+pool, fc 784->64->10; ``--arch mlp``: the zoo MLP 784-256-128-10). All models are
 deployed on the same analog hardware: the periphery of the standard HWA preset (Rasch et al. 2023: 8-bit
 DAC/ADC, ADC bound 10, out_noise 0.04, PCM_READ w_noise 0.0175, IR drop 1.0, no bound management,
 columnwise weight scaling, tiles of <= 512 inputs), PCM devices (card ``pcm-joshi2020``: programming noise,
@@ -9,6 +10,7 @@ drift, 1/f read noise) and global drift compensation; N chip instances (seeds 0.
 
 * (a) FP: ``aimc.zoo.train_digital`` (Adam), then ``aimc.deploy.evaluate_over_time`` with dynamic
   (abs-max) input scaling, since a digitally trained model has no learned input ranges.
+* (a') FP control: the same, trained for as many epochs in total as the HWA models (FP + HWA epochs).
 * (b) HWA: the FP model fine-tuned with ``aimc.train.hwa.prepare(model, "standard-hwa")`` (learned input
   ranges, per-column output scales, clip/remap after every step), then ``hwa.evaluate_over_time`` on the
   same hardware (constant NM, the learned ranges).
@@ -17,7 +19,7 @@ drift, 1/f read noise) and global drift compensation; N chip instances (seeds 0.
 
 Writes ``<out>/results.json``, ``<out>/table.md`` and ``<out>/accuracy.png``; prints the table.
 
-    python benchmarks/hwa_mnist.py                # full run (a few minutes on 2 cores)
+    python benchmarks/hwa_mnist.py                # full run (~15 min on 2 shared cores)
     python benchmarks/hwa_mnist.py --quick        # smoke run (1 epoch, 2 chips)
 """
 from __future__ import annotations
@@ -59,8 +61,9 @@ def hardware(nm_abs_max: bool):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--chips", type=int, default=5)
-    p.add_argument("--fp-epochs", type=int, default=15)
-    p.add_argument("--hwa-epochs", type=int, default=15)
+    p.add_argument("--arch", choices=["cnn", "mlp"], default="cnn")
+    p.add_argument("--fp-epochs", type=int, default=10)
+    p.add_argument("--hwa-epochs", type=int, default=5)
     p.add_argument("--fp-lr", type=float, default=1e-3)
     p.add_argument("--hwa-lr", type=float, default=3e-3)
     p.add_argument("--pcm-t", default="1d", help="pcm_t_inference of the PCM_NOISE modifier in (c)")
@@ -79,17 +82,24 @@ def main(argv=None) -> int:
     log = lambda m: print(m, flush=True)  # noqa: E731
     t_all = time.perf_counter()
 
-    torch.manual_seed(args.seed)
-    fp = zoo.mlp()
-    t0 = time.perf_counter()
-    fp_acc = zoo.train_digital(fp, ds, epochs=args.fp_epochs, lr=args.fp_lr, seed=args.seed)
-    log(f"FP training: test accuracy {fp_acc:.4f} ({time.perf_counter() - t0:.0f} s)")
+    def build():
+        torch.manual_seed(args.seed)
+        return zoo.cnn() if args.arch == "cnn" else zoo.mlp()
 
     results = {}
-    t0 = time.perf_counter()
-    res_a = evaluate_over_time(fp, ds, hardware(nm_abs_max=True), TIMES, args.chips, seed=args.seed)
-    results["a_fp"] = res_a
-    log(f"(a) FP deployed: {[round(100 * m, 2) for m in res_a.mean]} ({time.perf_counter() - t0:.0f} s)")
+    fp = None
+    for key, epochs in (("a_fp", args.fp_epochs), ("a_fp_control", args.fp_epochs + args.hwa_epochs)):
+        net = build()
+        t0 = time.perf_counter()
+        acc = zoo.train_digital(net, ds, epochs=epochs, lr=args.fp_lr, seed=args.seed)
+        log(f"({key}) FP training {epochs} epochs: test accuracy {acc:.4f} ({time.perf_counter() - t0:.0f} s)")
+        if fp is None:
+            fp, fp_acc = net, acc
+        t0 = time.perf_counter()
+        res = evaluate_over_time(net, ds, hardware(nm_abs_max=True), TIMES, args.chips, seed=args.seed)
+        results[key] = res
+        log(f"({key}) FP deployed: {[round(100 * m, 2) for m in res.mean]} ({time.perf_counter() - t0:.0f} s)")
+    res_a = results["a_fp"]
 
     from aimc.deploy import parse_time
     variants = [("b_hwa", "standard-hwa", None)]
@@ -111,16 +121,23 @@ def main(argv=None) -> int:
         results[key] = res
         log(f"({key}) deployed: {[round(100 * m, 2) for m in res.mean]} ({time.perf_counter() - t0:.0f} s)")
 
-    names = {"a_fp": "(a) FP training, then conversion", "b_hwa": "(b) HWA, standard preset",
+    names = {"a_fp": f"(a) FP training ({args.fp_epochs} ep), then conversion",
+             "a_fp_control": f"(a') FP training ({args.fp_epochs + args.hwa_epochs} ep), then conversion",
+             "b_hwa": "(b) HWA, standard preset",
              "c_hwa_pcm_noise": f"(c) HWA, standard preset + PCM_NOISE modifier (t = {args.pcm_t})"}
-    rows = ["| model | digital | " + " | ".join(TIMES) + " |", "|---|---|" + "---|" * len(TIMES)]
+    i1y = TIMES.index("1y")
+    rows = ["| model | digital | " + " | ".join(TIMES) + " | drop at 1y |", "|---|---|" + "---|" * (len(TIMES) + 1)]
     for key, res in results.items():
         cells = [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(res.mean, res.std)]
-        rows.append(f"| {names[key]} | {100 * res.digital_accuracy:.2f} | " + " | ".join(cells) + " |")
+        drop = 100 * (res.digital_accuracy - res.mean[i1y])
+        rows.append(f"| {names[key]} | {100 * res.digital_accuracy:.2f} | " + " | ".join(cells) + f" | {drop:.2f} |")
     table = "\n".join(rows)
-    note = (f"\nMNIST-5k test split (1000 images), MLP 784-256-128-10, {args.chips} PCM chips (mean ± std, %), "
+    arch = "CNN (zoo.cnn)" if args.arch == "cnn" else "MLP 784-256-128-10"
+    note = (f"\nMNIST-5k test split (1000 images), {arch}, {args.chips} PCM chips (mean ± std, %), "
             f"global drift compensation. FP: {args.fp_epochs} epochs Adam lr {args.fp_lr}; HWA: + {args.hwa_epochs} "
-            f"epochs Adam lr {args.hwa_lr} (cosine) from the FP model. 'digital': the torch.nn twin.\n")
+            f"epochs Adam lr {args.hwa_lr} (cosine) from the FP model (a). 'digital': floating point (FP: the torch model; HWA: perfect forward with its learned input-range "
+            f"clipping and output scales); "
+            f"'drop at 1y': digital minus 1y accuracy (points).\n")
     print(table + note, flush=True)
     (out / "table.md").write_text(table + "\n" + note)
     payload = {"format": "aimc-hwa-mnist", "version": 1, "args": vars(args), "fp_train_accuracy": fp_acc,
@@ -141,7 +158,7 @@ def main(argv=None) -> int:
         ax.set_xticklabels(res_a.time_labels)
         ax.set_xlabel("time after programming")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"MNIST-5k MLP on PCM ({args.chips} chips, global drift compensation)")
+        ax.set_title(f"MNIST-5k {args.arch.upper()} on PCM ({args.chips} chips, global drift compensation)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

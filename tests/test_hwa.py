@@ -413,10 +413,10 @@ def test_standard_hwa_trains_on_digits():
     ds = datasets.load("digits")
     torch.manual_seed(0)
     model = hwa.prepare(zoo.mlp(64, (32,), 10), "standard-hwa")
-    acc = hwa.train(model, ds, epochs=4, lr=3e-2, batch_size=32, seed=0)
-    assert acc > 0.85
+    acc = hwa.train(model, ds, epochs=3, lr=3e-2, batch_size=64, seed=0)  # 69 steps
+    assert acc > 0.8
     r = model.fc1.hwa.input_range.detach()
-    assert torch.all(r > 0) and int(model.fc1.hwa.ir_batches) == 100
+    assert torch.all(r > 0) and int(model.fc1.hwa.ir_batches) == 69  # ranges initialised from every batch
     assert model.fc1.weight.abs().amax(1).sub(1).abs().max() < 1e-5  # remapped after every step
 
 
@@ -457,7 +457,7 @@ def test_prepare_keeps_analog_configs_and_errors():
     with pytest.raises(ConfigError, match="noise_management"):
         hwa.prepare(al, None, hwa_config=HWAConfig(input_range=InputRange(enable=True)))
     m = hwa.prepare(al, None, hwa_config=HWAConfig(clip=WeightClip(ClipType.FIXED_VALUE, fixed_value=0.1)))
-    assert m.config == aimc.presets.default() and float(m.weight.abs().max()) <= 0.1 + 1e-7
+    assert m.config == aimc.presets.default() and float(m.weight.detach().abs().max()) <= 0.1 + 1e-7
     with pytest.raises(ValueError, match="no analog layers"):
         hwa.prepare(torch.nn.ReLU(), None)
 
@@ -520,11 +520,11 @@ def test_cli_train_hwa_on_digits(tmp_path, capsys):
     from aimc.cli import main
     out = tmp_path / "d.pt"
     rc = main(["train", "--method", "hwa", "--data", "digits", "--epochs", "2", "--out", str(out), "--quiet",
-               "--json", "--opt", "hidden=24", "--opt", "batch_size=32"])
+               "--json", "--opt", "hidden=24", "--opt", "batch_size=64"])
     assert rc == 0
     import json
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert res["test_accuracy"] > 0.5 and out.is_file()  # a smoke test: accuracy is tested above
+    assert res["test_accuracy"] > 0.3 and out.is_file()  # 46 steps: a smoke test, accuracy is tested above
     model, meta = hwa.load_checkpoint(out)
     assert meta["method"] == "hwa" and model.fc1.hwa.input_range is not None
     assert main(["train", "--method", "nope"]) == 2

@@ -932,7 +932,8 @@ def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None =
     """``aimc.deploy.evaluate_over_time`` for an HWA-trained analog model (which keeps its learned input ranges
     and output scales): for chip r = 0..repeats-1, ``deploy_copy(model, config, seed + r)``, program, drift
     to each time (eval mode: drift compensation on), test accuracy. Returns ``aimc.deploy.DeployResults``
-    (``digital_accuracy``: the model's torch.nn twin, output scales folded in, no input clipping)."""
+    (``digital_accuracy``: the same model with a perfect forward, i.e. floating point with its input-range
+    clipping and output scales, no analog noise)."""
     from .. import __version__, zoo
     from ..convert import drift, program
     from ..deploy import DeployResults, _xy, parse_times
@@ -945,12 +946,8 @@ def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None =
     x, y = _xy(data)
     x = torch.as_tensor(np.asarray(x, np.float32))
     y = torch.as_tensor(np.asarray(y, np.int64))
-    tag = getattr(model, "_aimc_arch", None)
-    digital = float("nan")
-    if tag is not None:
-        twin = zoo.build(tag["name"], **tag["kwargs"])
-        twin.load_state_dict(export_digital(model))
-        digital = zoo.evaluate(twin, x, y, batch_size)
+    ideal = cfg.replace(forward=cfg.forward.replace(is_perfect=True), inference=None)
+    digital = zoo.evaluate(deploy_copy(model, ideal, seed), x, y, batch_size)  # no analog noise, ranges kept
     acc = [[0.0] * repeats for _ in secs]
     t0 = time.perf_counter()
     for r in range(repeats):
