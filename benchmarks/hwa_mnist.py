@@ -49,13 +49,18 @@ from aimc.train import hwa  # noqa: E402
 TIMES = ("1s", "1d", "1y", "10y")
 
 
+NOISE_SCALE = 1.0
+
+
 def hardware(nm_abs_max: bool):
     """The deployment TileConfig shared by all variants (NM abs-max for the FP model)."""
     tcfg, _ = hwa.standard_hwa()
     fwd = tcfg.forward
     if nm_abs_max:
         fwd = fwd.replace(noise_management=NoiseManagement.ABS_MAX, nm_thres=0.0)
-    return tcfg.replace(forward=fwd, inference=InferenceConfig(device="pcm-joshi2020", compensation="global"))
+    params = {} if NOISE_SCALE == 1.0 else {"prog_noise_scale": NOISE_SCALE, "read_noise_scale": NOISE_SCALE}
+    inf = InferenceConfig(device="pcm-joshi2020", compensation="global", device_params=params)
+    return tcfg.replace(forward=fwd, inference=inf)
 
 
 def main(argv=None) -> int:
@@ -69,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--pcm-t", default="1d", help="pcm_t_inference of the PCM_NOISE modifier in (c)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-pcm-noise", action="store_true", help="skip variant (c)")
+    p.add_argument("--noise-scale", type=float, default=1.0,
+                   help="PCM programming and read noise x this factor at deployment (a harsher chip)")
     p.add_argument("--quick", action="store_true", help="1 epoch each, 2 chips (smoke test)")
     p.add_argument("--out", default="aimc-results/hwa_mnist")
     args = p.parse_args(argv)
@@ -76,6 +83,8 @@ def main(argv=None) -> int:
         args.fp_epochs = args.hwa_epochs = 1
         args.chips = 2
     torch.set_num_threads(2)
+    global NOISE_SCALE
+    NOISE_SCALE = float(args.noise_scale)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = datasets.load("mnist5k")
@@ -133,7 +142,8 @@ def main(argv=None) -> int:
         rows.append(f"| {names[key]} | {100 * res.digital_accuracy:.2f} | " + " | ".join(cells) + f" | {drop:.2f} |")
     table = "\n".join(rows)
     arch = "CNN (zoo.cnn)" if args.arch == "cnn" else "MLP 784-256-128-10"
-    note = (f"\nMNIST-5k test split (1000 images), {arch}, {args.chips} PCM chips (mean ± std, %), "
+    scale = "" if NOISE_SCALE == 1.0 else f" with programming and read noise x{NOISE_SCALE:g}"
+    note = (f"\nMNIST-5k test split (1000 images), {arch}, {args.chips} PCM chips{scale} (mean ± std, %), "
             f"global drift compensation. FP: {args.fp_epochs} epochs Adam lr {args.fp_lr}; HWA: + {args.hwa_epochs} "
             f"epochs Adam lr {args.hwa_lr} (cosine) from the FP model (a). 'digital': floating point (FP: the torch model; HWA: perfect forward with its learned input-range "
             f"clipping and output scales); "

@@ -127,6 +127,9 @@ class WeightModifier(_Node):
       drift is excluded: w' is multiplied by Σ|w_prog|/Σ|w_drift,mean| over the layer (the noise-free drift
       of the same devices), the factor that global drift compensation restores on the chip, so only the
       drift *variation* remains. ``g_max`` is ignored here (the card's own g_max is used).
+
+    Not supported: aihwkit's ``per_batch_sample`` (one sample per batch row) and ``copy_last_column`` (aimc
+    keeps biases digital), and the DOREFA type.
     """
 
     type: ModifierType = ModifierType.NONE
@@ -1110,17 +1113,19 @@ def bench_hwa_step(args) -> dict:
             if is_analog:
                 post_step(m)
         contenders[key] = step
-    aih = _aihwkit_step(lin, x, t)
-    if aih is not None:
-        contenders["aihwkit"] = aih
+    for key, make in (("aihwkit", _aihwkit_step), ("aihwkit_lightning", _lightning_step)):
+        closure = make(lin, x, t)
+        if closure is not None:
+            contenders[key] = closure
     tm = timeit(contenders, args.repeats)
     out = {"name": "hwa-step", "shape": [n, n], "batch": B, "threads": args.threads,
            "aimc_ms": round(tm["aimc"], 3), "baseline_ms": round(tm["baseline"], 3),
            "ratio": round(tm["aimc"] / tm["baseline"], 3),
            "baseline": "torch.nn.Linear step: forward, MSE backward, SGD"}
-    if "aihwkit" in tm:
-        out["aihwkit_ms"] = round(tm["aihwkit"], 3)
-        out["aihwkit_ratio"] = round(tm["aihwkit"] / tm["baseline"], 3)
+    for key in ("aihwkit", "aihwkit_lightning"):
+        if key in tm:
+            out[f"{key}_ms"] = round(tm[key], 3)
+            out[f"{key}_ratio"] = round(tm[key] / tm["baseline"], 3)
     return out
 
 
@@ -1135,6 +1140,33 @@ def _aihwkit_step(lin, x, t):
     try:
         layer = AL(lin.in_features, lin.out_features, bias=True, rpu_config=StandardHWATrainingPreset())
         opt = AnalogSGD(layer.parameters(), lr=1e-3)
+        layer.train()
+
+        def step():
+            opt.zero_grad()
+            loss = ((layer(x) - t) ** 2).mean()
+            loss.backward()
+            opt.step()
+        step()
+        return step
+    except Exception:
+        return None
+
+
+def _lightning_step(lin, x, t):
+    """The same step on aihwkit-lightning (8-bit DAC/ADC, out_noise 0.04, learned input ranges, fixed clip)
+    when installed, else None. Not exercised in aimc's CI (the package is not installed there)."""
+    try:
+        import copy
+        from aihwkit_lightning.nn.conversion import convert_to_analog
+        from aihwkit_lightning.simulator.configs import TorchInferenceRPUConfig
+        cfg = TorchInferenceRPUConfig()
+        cfg.forward.inp_res = 2**8 - 2
+        cfg.forward.out_res = 2**8 - 2
+        cfg.forward.out_bound = 10.0
+        cfg.forward.out_noise = 0.04
+        layer = convert_to_analog(copy.deepcopy(nn.Sequential(lin)), cfg)
+        opt = torch.optim.SGD(layer.parameters(), lr=1e-3)
         layer.train()
 
         def step():
