@@ -20,6 +20,8 @@ BENCHES: dict[str, str] = {
     "forward-hwa": "aimc.bench:bench_forward_hwa",
     "hwa-step": "aimc.train.hwa:bench_hwa_step",
     "rng": "aimc.bench:bench_rng",
+    "tiki-taka": "aimc.optim:bench_tiki_taka",
+    "update": "aimc.optim:bench_update",
 }
 
 

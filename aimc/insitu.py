@@ -422,9 +422,9 @@ class PulsedArray:
             XT = np.empty((nb, 32 * nw, nwj), np.uint32)
             SX = np.empty((nb, nwj), np.uint32)
             CNT = np.empty((nb, 32 * nw), np.int32)
-            DWb = np.empty((nb, nw, d.shape[1]), np.uint32)
-            DW = np.empty((d.shape[1], nb, nw), np.uint32)
-            SD = np.empty((d.shape[1], nb), np.uint8)
+            nblk = (d.shape[1] + 15) // 16
+            DW = np.zeros((nblk, nb + 1, nw, 16), np.uint32)   # +1 sample of padding: block stride not 4 KiB-aligned
+            SD = np.zeros((nblk, nb + 4, 16), np.uint8)
             kx0, kx1, cx = self.stream.next_call()
             kd0, kd1, cd = self.stream.next_call()
             _k.x_trains(x, sx, BL, kx0, kx1, np.uint32(cx & 0xFFFFFFFF), XT, SX, CNT)
@@ -432,10 +432,10 @@ class PulsedArray:
             np.cumsum(CNT.ravel(), out=OFF[1:])
             IDX = np.empty(int(OFF[-1]), np.int32)
             _k.x_lists(XT, SX, OFF, IDX)
-            _k.d_trains(d, sd, BL, kd0, kd1, np.uint32(cd & 0xFFFFFFFF), DWb)
-            _k.d_transpose(d, DWb, DW, SD)
+            _k.d_trains(d, sd, BL, kd0, kd1, np.uint32(cd & 0xFFFFFFFF), DW, SD)
             before = int(self.pulses.sum(dtype=np.int64))
-            _k.update_trains(*self._kargs(), OFF, IDX, 32 * nw, DW, SD, BL, kn0, kn1, cn, self.pulses,
+            maxlen = int(np.diff(OFF[::32 * nw]).max())
+            _k.update_trains(*self._kargs(), OFF, IDX, 32 * nw, maxlen, DW, SD, BL, kn0, kn1, cn, self.pulses,
                              self.touched, rec)
         self.n_pulses += int(self.pulses.sum(dtype=np.int64)) - before
         if refresh:

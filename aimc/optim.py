@@ -210,3 +210,104 @@ class AnalogSGD(torch.optim.Optimizer):
             out["pulses"] += c["pulses"]
             out["transfers"] += c["transfers"]
         return out
+
+
+# ----------------------------------------------------------------------------------------------- benchmarks
+
+def _pulsed_step_bench(name: str, args, algorithm: str, **cfg_kw) -> dict:
+    """One training step (forward, backward, in-memory update) of a size x size AnalogLinear on SoftBounds devices
+    at batch ``args.batch`` against the dense digital step (matmul forward/backward + ``torch.addmm`` update).
+
+    Loss: MSE with mean reduction of a random target (as ``hwa-step``), lr 0.1, desired_bl 31 with update and BL
+    management (aihwkit's defaults). ``pulses_per_step`` says how much pulsing that is; ``heavy_*`` repeats the
+    step with the loss summed over outputs (d 512 x larger: about 25 pulses per device and step).
+    """
+    from device_models.pulsed import SoftBounds
+
+    from .bench import timeit
+    from .nn import AnalogLinear
+    n, B = args.size, args.batch
+    lr = 0.1
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, n, generator=g)
+    t = torch.randn(B, n, generator=g)
+    cfg = _insitu_cfg(algorithm, device=SoftBounds(), **cfg_kw)
+    cfg = cfg.replace(mapping=cfg.mapping.replace(max_in=0, max_out=0))      # one size x size tile
+    layer = AnalogLinear(n, n, bias=False, config=cfg, seed=0, name="bench")
+    opt = AnalogSGD(layer, lr=lr)
+    W = layer.weight.detach().clone()
+    red = {"mean": lambda e: (e ** 2).mean(), "sum_out": lambda e: (e ** 2).sum(1).mean()}
+
+    def aimc_step(kind="mean"):
+        opt.zero_grad()
+        red[kind](layer(x) - t).backward()
+        opt.step()
+
+    def baseline_step(kind="mean"):
+        y = x @ W.T
+        d = 2 * (y - t) / (B * n if kind == "mean" else B)
+        d @ W                                   # backward read (grad of x)
+        W.addmm_(d.T, x, alpha=-lr)             # dense outer-product update
+
+    p0 = opt.summary()["pulses"]
+    aimc_step()
+    pulses = opt.summary()["pulses"] - p0
+    tm = timeit({"aimc": aimc_step, "baseline": baseline_step}, args.repeats)
+    out = {"name": name, "shape": [n, n], "batch": B, "threads": args.threads, "device": "soft-bounds (defaults)",
+           "algorithm": algorithm, "desired_bl": cfg.update.desired_bl, "lr": lr,
+           "aimc_ms": round(tm["aimc"], 3), "baseline_ms": round(tm["baseline"], 3),
+           "ratio": round(tm["aimc"] / tm["baseline"], 3), "pulses_per_step": int(pulses),
+           "baseline": "x@W.T, d@W, W.addmm_(d.T, x) (dense digital SGD step)"}
+    p0 = opt.summary()["pulses"]
+    aimc_step("sum_out")
+    out["heavy_pulses_per_step"] = int(opt.summary()["pulses"] - p0)
+    th = timeit({"aimc": lambda: aimc_step("sum_out"), "baseline": lambda: baseline_step("sum_out")},
+                max(3, args.repeats // 3))
+    out["heavy_aimc_ms"] = round(th["aimc"], 3)
+    out["heavy_ratio"] = round(th["aimc"] / th["baseline"], 3)
+    aih = _aihwkit_pulsed_step(n, x, t, lr, algorithm)
+    if aih is not None:
+        ta = timeit({"aihwkit": aih}, args.repeats)
+        out["aihwkit_ms"] = round(ta["aihwkit"], 3)
+        out["aihwkit_ratio"] = round(ta["aihwkit"] / tm["baseline"], 3)
+    return out
+
+
+def _aihwkit_pulsed_step(n, x, t, lr, algorithm):
+    """The same step on aihwkit's CPU tile when installed (SingleRPUConfig / UnitCellRPUConfig), else None."""
+    try:
+        from aihwkit.nn import AnalogLinear as AL
+        from aihwkit.optim import AnalogSGD as ASGD
+        from aihwkit.simulator.configs import SingleRPUConfig, SoftBoundsDevice, UnitCellRPUConfig
+        from aihwkit.simulator.configs.compounds import TransferCompound
+    except Exception:
+        return None
+    try:
+        if algorithm == "sgd":
+            rpu = SingleRPUConfig(device=SoftBoundsDevice())
+        else:
+            rpu = UnitCellRPUConfig(device=TransferCompound(unit_cell_devices=[SoftBoundsDevice(), SoftBoundsDevice()]))
+        rpu.mapping.max_input_size = rpu.mapping.max_output_size = 0
+        layer = AL(n, n, bias=False, rpu_config=rpu)
+        opt = ASGD(layer.parameters(), lr=lr)
+        opt.regroup_param_groups(layer)
+
+        def step():
+            opt.zero_grad()
+            ((layer(x) - t) ** 2).mean().backward()
+            opt.step()
+        return step
+    except Exception:
+        return None
+
+
+def bench_update(args) -> dict:
+    """``aimc bench update``: analog SGD step (forward, backward, stochastic pulse-train update, BL 31)."""
+    return _pulsed_step_bench("update", args, "sgd")
+
+
+def bench_tiki_taka(args) -> dict:
+    """``aimc bench tiki-taka``: Tiki-Taka v1 step on a SoftBounds pair (pulsed update of A, one column of A
+    read and transferred to C per mini-batch)."""
+    return _pulsed_step_bench("tiki-taka", args, "tiki-taka")

@@ -134,9 +134,10 @@ def _bits8(T, r0, r1, r2, r3, r4, r5, r6, r7):
 
 
 @njit(cache=True)
-def row_trains(v, s, bl, b, chunk, call, k0, k1, out):
+def row_trains(v, s, bl, b, chunk, call, k0, k1, out, e0=0):
     """Trains of the elements of one sample row ``v`` (probability min(s|v_e|, 1), 1 <= ``bl`` <= 32 slots)
-    into ``out[e]`` (bit t = slot t). Trains longer than 32 slots are chunks of <= 32 independent slots
+    into ``out[e]`` (bit t = slot t). ``v`` may be a slice starting at element ``e0`` (a multiple of 4) of the
+    row: counters use the element's index e0 + e in the row, so slices give the same trains as the whole row. Trains longer than 32 slots are chunks of <= 32 independent slots
     (``chunk`` = 0, 1, ...), each with its own counters (the third counter word is kind + 4 * chunk).
 
     Random words of element e: bl <= 3: word e % 4 of call (e // 4, b, 3, call), lane m = bits m*bl ...
@@ -154,8 +155,9 @@ def row_trains(v, s, bl, b, chunk, call, k0, k1, out):
     if bl <= 3:
         full = uint32((1 << bl) - 1)
         sh = uint32(bl)
+        g0 = e0 >> 2
         for g in range((n + 3) // 4):
-            a0, a1, a2, a3 = philox(uint32(g), bb, ck + uint32(3), c3, k0, k1)
+            a0, a1, a2, a3 = philox(uint32(g0 + g), bb, ck + uint32(3), c3, k0, k1)
             for q in range(4):
                 e = 4 * g + q
                 if e < n:
@@ -169,7 +171,7 @@ def row_trains(v, s, bl, b, chunk, call, k0, k1, out):
         full = uint32((1 << bl) - 1)
         for e in range(n):
             p = min(sf * abs(v[e]), float32(1.0))
-            a0, a1, a2, a3 = philox(uint32(e), bb, ck, c3, k0, k1)
+            a0, a1, a2, a3 = philox(uint32(e0 + e), bb, ck, c3, k0, k1)
             u = (((a0 >> uint32(15)) & one) | (((a0 >> uint32(31)) & one) << uint32(1))
                  | (((a1 >> uint32(15)) & one) << uint32(2)) | (((a1 >> uint32(31)) & one) << uint32(3))
                  | (((a2 >> uint32(15)) & one) << uint32(4)) | (((a2 >> uint32(31)) & one) << uint32(5))
@@ -181,15 +183,15 @@ def row_trains(v, s, bl, b, chunk, call, k0, k1, out):
         full = uint32(0xFFFFFFFF) if bl >= 32 else uint32((1 << bl) - 1)
         for e in range(n):
             p = min(sf * abs(v[e]), float32(1.0))
-            a0, a1, a2, a3 = philox(uint32(2 * e), bb, ck, c3, k0, k1)
-            a4, a5, a6, a7 = philox(uint32(2 * e + 1), bb, ck, c3, k0, k1)
+            a0, a1, a2, a3 = philox(uint32(2 * (e0 + e)), bb, ck, c3, k0, k1)
+            a4, a5, a6, a7 = philox(uint32(2 * (e0 + e) + 1), bb, ck, c3, k0, k1)
             if bl < 32:
                 u = ((a0 >> uint32(31)) | ((a1 >> uint32(31)) << uint32(1)) | ((a2 >> uint32(31)) << uint32(2))
                      | ((a3 >> uint32(31)) << uint32(3)) | ((a4 >> uint32(31)) << uint32(4))
                      | ((a5 >> uint32(31)) << uint32(5)) | ((a6 >> uint32(31)) << uint32(6))
                      | ((a7 >> uint32(31)) << uint32(7)))
             else:
-                d0, _, _, _ = philox(uint32(e), bb, ck + uint32(2), c3, k0, k1)
+                d0, _, _, _ = philox(uint32(e0 + e), bb, ck + uint32(2), c3, k0, k1)
                 u = d0 & uint32(0xFF)
             T = int32(p * float32(256.0) + float32(u) * float32(1.0 / 256.0))
             W = _bits8(T, a0, a1, a2, a3, a4, a5, a6, a7)
@@ -257,33 +259,25 @@ def x_lists(XT, SX, OFF, IDX):
 
 
 @njit(parallel=True, cache=True)
-def d_trains(d, sd, BL, k0, k1, call, DWb):
-    """Output trains DWb[b, w, i] (uint32 words; bit t = slot 32 w + t) of the rows of d."""
+def d_trains(d, sd, BL, k0, k1, call, DW, SD):
+    """Output trains in the blocked layout the update reads: DW[i // 16, b, w, i % 16] (uint32 words, bit t =
+    slot 32 w + t; one cache line per 16 outputs and sample) and SD[i // 16, b, i % 16] = 1 if d_i < 0.
+    The sample axis of DW and SD may be padded (the caller pads it so block strides avoid 4 KiB aliasing)."""
     nb, m = d.shape
-    nw = DWb.shape[1]
+    nw = DW.shape[2]
     for b in prange(nb):
         bl = BL[b]
+        tmp = np.empty(m, np.uint32)
+        for i in range(m):
+            SD[i >> 4, b, i & 15] = np.uint8(1) if d[b, i] < 0 else np.uint8(0)
         for w in range(nw):
             if 32 * w < bl:
-                row_trains(d[b], sd[b], min(bl - 32 * w, 32), b, w, call, k0, k1, DWb[b, w])
+                row_trains(d[b], sd[b], min(bl - 32 * w, 32), b, w, call, k0, k1, tmp)
+                for i in range(m):
+                    DW[i >> 4, b, w, i & 15] = tmp[i]
             else:
                 for i in range(m):
-                    DWb[b, w, i] = uint32(0)
-
-
-@njit(parallel=True, cache=True)
-def d_transpose(d, DWb, DW, SD):
-    """DW[i, b, w] = DWb[b, w, i] and SD[i, b] = (d[b, i] < 0), in cache-friendly blocks of 16 outputs."""
-    nb, nw, m = DWb.shape
-    nblk = (m + 15) // 16
-    for ib in prange(nblk):
-        i0 = ib * 16
-        i1 = min(i0 + 16, m)
-        for b in range(nb):
-            for i in range(i0, i1):
-                SD[i, b] = np.uint8(1) if d[b, i] < 0 else np.uint8(0)
-                for w in range(nw):
-                    DW[i, b, w] = DWb[b, w, i]
+                    DW[i >> 4, b, w, i & 15] = uint32(0)
 
 
 # ------------------------------------------------------------------------------------------- device step
@@ -423,13 +417,14 @@ def _normals(k0, k1, i, b, call, n, buf):
 
 @njit(parallel=True, cache=True)
 def update_trains(w, DWUD, wmax, wmin, P, fam, noise_mode, sigma, std_add, std_slope,
-                  tab_up, tab_dn, nodes, lut_up, lut_dn, OFF, IDX, T, DW, SD, BL, k0, k1, call_n, counts, touched,
-                  record):
+                  tab_up, tab_dn, nodes, lut_up, lut_dn, OFF, IDX, T, maxlen, DW, SD, BL, k0, k1, call_n, counts,
+                  touched, record):
     """Apply the coincidences of the pulse trains to ``w`` (out, in) in place, sample by sample.
 
     Row i visits, for every slot t in which output i fires, the list of inputs firing in t (``x_lists``), so
     the work is the number of coincidences plus the fired slots. The c2c normals of (i, b) are drawn in one
-    vectorised pass (their number is known from the list lengths) and consumed in pulse order.
+    vectorised pass (their number is known from the list lengths, at most ``maxlen`` = the longest sample's
+    total list length) and consumed in pulse order.
     ``counts`` (out, in) int32: pulses per device (incremented); ``touched`` (out, in) uint8 set to 1 where a
     pulse landed; ``record`` (batch, out, in) int32 signed coincidence counts if its first dim > 0 (tests).
     """
@@ -440,31 +435,31 @@ def update_trains(w, DWUD, wmax, wmin, P, fam, noise_mode, sigma, std_add, std_s
     sig = float32(sigma)
     c_n = uint32(call_n)
     for i in prange(m):
-        buf = np.empty(64, np.float32)
+        ib = i >> 4
+        iq = i & 15
+        buf = np.empty(maxlen + 4 if sig > 0 else 4, np.float32)
         wrow = w[i]
         crow = counts[i]
         trow = touched[i]
         for b in range(nb):
             if BL[b] == 0:
                 continue
-            dneg = SD[i, b] != 0
+            dneg = SD[ib, b, iq] != 0
             base = b * T
             pos = 0
             if sig > 0:
                 tot = 0
                 for wi in range(nw):
-                    dm = DW[i, b, wi]
+                    dm = DW[ib, b, wi, iq]
                     while dm != 0:
                         t = 32 * wi + int(ctz32(dm))
                         dm &= dm - uint32(1)
                         tot += OFF[base + t + 1] - OFF[base + t]
                 if tot == 0:
                     continue
-                if tot + 4 > buf.shape[0]:
-                    buf = np.empty(2 * (tot + 4), np.float32)
                 _normals(k0, k1, i, b, c_n, tot, buf)
             for wi in range(nw):
-                dm = DW[i, b, wi]
+                dm = DW[ib, b, wi, iq]
                 while dm != 0:
                     t = 32 * wi + int(ctz32(dm))
                     dm &= dm - uint32(1)
