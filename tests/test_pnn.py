@@ -263,3 +263,18 @@ def test_pat_beats_twin_only_on_the_device_at_large_mismatch():
     pat = train("pat", "digits", mismatch="large", epochs=15, seed=0)
     assert tw.acc_twin > 0.93 and pat.acc_physical > 0.9
     assert pat.acc_physical > tw.acc_physical + 0.03
+
+
+def test_aimc_train_cli_runs_a_pnn_method(capsys, tmp_path):
+    import json
+
+    from aimc.cli import main
+    out = tmp_path / "r.json"
+    rc = main(["train", "--method", "dfa", "--data", "digits", "--epochs", "1", "--opt", "hidden=8",
+               "--opt", "mismatch=large", "--json", "--out", str(out)])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["method"] == "dfa" and d["mismatch"] == "large" and d["sizes"] == [64, 8, 10]
+    assert {"acc_physical", "acc_twin", "costs"} <= set(d)
+    assert json.loads(out.read_text())["history"]
+    assert main(["train", "--method", "spsa", "--data", "digits", "--opt", "nope=1"]) == 2

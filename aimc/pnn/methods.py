@@ -63,7 +63,7 @@ DEFAULTS: dict[str, dict] = {
     "spsa": {"epochs": 100, "lr": 1e-2, "c": 5e-2, "n_dirs": 1},
     "wp": {"epochs": 100, "lr": 3e-3, "c": 5e-2, "n_dirs": 1},
     "np": {"epochs": 100, "lr": 1e-2, "c": 3e-1},
-    "ep": {"epochs": 10, "lr": 1e-2, "beta": 0.1, "batch_size": 10, "target_high": 0.3},
+    "ep": {"epochs": 10, "lr": 1e-2, "beta": 0.1, "batch_size": 10, "target_high": 0.3, "target_low": 0.0},
 }
 
 
@@ -296,7 +296,7 @@ def _step_ff(run: _Run, xb, yb, n_classes=10, threshold=2.0, gen=None, **_):
         z = sign * (G - threshold)       # loss softplus(z) for both halves
         total += float(nn.functional.softplus(z).mean())
         dG = torch.sigmoid(z) * sign / B  # dL/dG, loss averaged over each half
-        delta = dG[:, None] * (2.0 / n_out) * h  # relu: f'(a) = 1[h>0] is implied by h
+        delta = dG[:, None] * (2.0 / n_out) * h * act_derivative(twin.activation, h)  # dG/da from measured h
         grads.append((delta.t() @ x, delta.sum(0)))
         run.meter.flops(6 * 2 * B * n_out + C.outer_flops(2 * B, n_in, n_out))
     run.step(grads)
@@ -568,8 +568,8 @@ class _EPUpdate:
 
 def train_ep(dataset="digits", *, hidden=(32,), mismatch="small", seed: int = 0, epochs: int = 10,
              lr=1e-2, beta: float = 0.1, batch_size: int = 10, centered: bool = False,
-             optimizer: str = "adam", target_high: float = 0.3, budget_passes=None, eval_every=None,
-             verbose: bool = False, threads: int | None = 1, **model_kw) -> PNNResult:
+             optimizer: str = "adam", target_high: float = 0.3, target_low: float = 0.0, budget_passes=None,
+             eval_every=None, verbose: bool = False, threads: int | None = 1, **model_kw) -> PNNResult:
     """Equilibrium propagation through :mod:`aimc.pnn.equilibrium`, with the API and cost accounting of
     :func:`train`.
 
@@ -577,7 +577,9 @@ def train_ep(dataset="digits", *, hidden=(32,), mismatch="small", seed: int = 0,
     whose conductances carry a hidden programming error and per-device update gain, both
     1 + d2d_std * N(0, 1) with d2d_std from the mismatch level; its twin is the same circuit with the
     commanded (nominal) conductances. The circuit has no analog read noise (its steady state is exact).
-    Inputs are mapped to [-1, 1] (2x - 1): the sources are +-v_in x and the network averages them.
+    Inputs are mapped to [-1, 1] (2x - 1): the sources are +-v_in x and the network averages them. With the
+    default Adam controller the differential targets are 0.3 V (true class) and 0 V (others) and the nudge
+    beta = 0.1 (pinned here, tuned on digits; the circuit's own defaults suit its plain per-layer SGD).
 
     Costs: every steady state (one per sample and phase) is a relaxation over all trainable conductances;
     a step is one host round trip (inputs and targets in, outputs out); the learning signal is local
@@ -588,11 +590,12 @@ def train_ep(dataset="digits", *, hidden=(32,), mismatch="small", seed: int = 0,
     with _threads(threads):
         return _train_ep(dataset, hidden=hidden, mismatch=mismatch, seed=seed, epochs=epochs, lr=lr, beta=beta,
                          batch_size=batch_size, centered=centered, optimizer=optimizer, target_high=target_high,
-                         budget_passes=budget_passes, eval_every=eval_every, verbose=verbose, **model_kw)
+                         target_low=target_low, budget_passes=budget_passes, eval_every=eval_every, verbose=verbose,
+                         **model_kw)
 
 
 def _train_ep(dataset, *, hidden, mismatch, seed, epochs, lr, beta, batch_size, centered, optimizer, target_high,
-              budget_passes, eval_every, verbose, **model_kw) -> PNNResult:
+              target_low, budget_passes, eval_every, verbose, **model_kw) -> PNNResult:
     from . import equilibrium as eq
     from .physical import _draw_seed
     if optimizer not in ("adam", "sgd"):
@@ -602,7 +605,7 @@ def _train_ep(dataset, *, hidden, mismatch, seed, epochs, lr, beta, batch_size, 
     ytr, yte = ytr.numpy(), yte.numpy()
     hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
     mm = as_mismatch(mismatch)
-    kw = dict(model_kw, target_high=target_high, seed=int(seed))
+    kw = dict(model_kw, target_high=target_high, target_low=target_low, seed=int(seed))
     phys = eq.ResistiveClassifier(xtr.shape[1], int(hidden[0]), n_classes, **kw)
     twin = eq.ResistiveClassifier(xtr.shape[1], int(hidden[0]), n_classes, **kw)
     rng = _draw_seed(int(seed), "ep")
@@ -670,6 +673,7 @@ def _train_ep(dataset, *, hidden, mismatch, seed, epochs, lr, beta, batch_size, 
     mname = mismatch if isinstance(mismatch, str) else str(mm)
     opts = {"epochs": int(epochs), "lr": lr, "beta": float(beta), "batch_size": int(batch_size),
             "centered": bool(centered), "optimizer": optimizer, "target_high": float(target_high),
+            "target_low": float(target_low),
             "steps_per_epoch": steps_per_epoch, **model_kw}
     return PNNResult(method="ep", dataset=name, mismatch=mname, seed=int(seed),
                      sizes=(xtr.shape[1], int(hidden[0]), n_classes), n_params=int(n_edges),
