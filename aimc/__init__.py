@@ -13,6 +13,17 @@ from .tile import Tile, TileArray
 
 __version__ = "0.1.0"
 
+# Torch-based verbs at the top level, imported on first use so ``import aimc`` never loads torch.
+_LAZY = {"convert_to_analog": "aimc.convert", "convert_to_digital": "aimc.convert", "program": "aimc.convert",
+         "drift": "aimc.convert", "read_weights": "aimc.convert", "evaluate_over_time": "aimc.deploy"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'aimc' has no attribute {name!r}")
+
 __all__ = ["BoundManagement", "ChipImageError", "ConfigError", "DriftCompensation", "InferenceConfig", "IOConfig",
            "MappingConfig", "MappingKind", "NoiseManagement", "Stream", "Tile", "TileArray", "TileConfig",
-           "WeightNoiseType", "load_chip", "presets", "save_chip", "__version__"]
+           "WeightNoiseType", "load_chip", "presets", "save_chip", "__version__", *_LAZY]

@@ -77,3 +77,10 @@ def test_unknown_fields_and_bad_json():
 
 def test_presets_module_exposed():
     assert aimc.presets.standard_hwa() == preset("standard-hwa")
+
+
+def test_import_aimc_does_not_load_torch():
+    import subprocess
+    import sys
+    code = "import sys, aimc; aimc.Tile(2, 2); assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
