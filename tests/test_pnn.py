@@ -278,3 +278,21 @@ def test_aimc_train_cli_runs_a_pnn_method(capsys, tmp_path):
     assert {"acc_physical", "acc_twin", "costs"} <= set(d)
     assert json.loads(out.read_text())["history"]
     assert main(["train", "--method", "spsa", "--data", "digits", "--opt", "nope=1"]) == 2
+
+
+def test_program_deploys_and_freezes_until_unprogram():
+    twin = DigitalTwin((6, 5, 4), seed=0)
+    phys = PhysicalSystem(twin, "small", "ideal", seed=0)
+    x = torch.rand(7, 6)
+    y0 = phys(x)
+    phys.program()
+    torch.testing.assert_close(phys(x), y0)  # ideal conductances: the same function
+    with torch.no_grad():
+        twin.layers[0].weight.mul_(2)
+    torch.testing.assert_close(phys(x), y0)  # deployed: parameter changes are not written
+    w = phys.meter.train.device_writes
+    phys.unprogram()
+    assert not torch.allclose(phys(x), y0)
+    assert phys.meter.train.device_writes == w + 50  # back to training: all 30 + 20 cells rewritten
+    with pytest.raises(RuntimeError, match="program"):
+        phys.drift(10.0)

@@ -274,6 +274,7 @@ class PhysicalSystem:
         self._drift = [None] * len(self.layers)
         self.set_drift_time_ratio(m.drift_time_ratio)
         self._written = [None] * len(self.layers)
+        self.deployed = False
 
     # ------------------------------------------------------------------ hidden state
     def set_drift_time_ratio(self, ratio: float) -> None:
@@ -310,6 +311,37 @@ class PhysicalSystem:
         self.meter.writes(total)
         return total
 
+    # ------------------------------------------------------------------ deployment on a real device model
+    def program(self, t: float | None = None) -> None:
+        """Physically program the current parameters (the device model of ``config.inference``, if any: its
+        programming noise, faults and drift exponents are drawn once) and optionally drift to ``t`` seconds.
+
+        Until :meth:`unprogram`, forwards read the programmed tiles and parameter changes are *not* written
+        (a deployed chip). Training writes are exact (``set_weights``); this is the deployment path of
+        ``aimc.nn.AnalogModule.program``. Counted: one device write per weight.
+        """
+        self.sync()
+        for layer in self.layers:
+            layer.program()
+            if t is not None and t > 0:
+                layer.drift(t)
+        self.meter.writes(self.n_weights)
+        self.deployed = True
+
+    def drift(self, t: float) -> None:
+        """Move the programmed tiles to ``t`` seconds after programming (``AnalogModule.drift``)."""
+        if not self.deployed:
+            raise RuntimeError("PhysicalSystem.drift: call program() first")
+        for layer in self.layers:
+            layer.drift(t)
+
+    def unprogram(self) -> None:
+        """Back to training mode: the crossbars mirror the parameters again (rewritten on the next forward)."""
+        for layer in self.layers:
+            layer.unprogram()
+        self._written = [None] * len(self.layers)
+        self.deployed = False
+
     # ------------------------------------------------------------------ the black box
     @torch.no_grad()
     def _layer(self, l: int, x: torch.Tensor, node_noise=None):
@@ -336,7 +368,8 @@ class PhysicalSystem:
         x = torch.as_tensor(x, dtype=torch.float32)
         if x.ndim != 2 or x.shape[1] != self.twin.sizes[0]:
             raise ValueError(f"x has shape {tuple(x.shape)}, expected (batch, {self.twin.sizes[0]})")
-        self.sync()
+        if not self.deployed:
+            self.sync()
         B = x.shape[0]
         ins, outs, pre = [], [], []
         h = x
