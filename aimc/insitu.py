@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import (BoundManagement, ConfigError, IOConfig, MappingConfig, TileConfig, _enum, _Node, _num,
+from .config import (_SUBNODES, BoundManagement, ConfigError, IOConfig, MappingConfig, TileConfig, _Node, _num,
                      register_subnode)
 from .kernels import pulsed as _k
 from .rng import Stream, check_seed
@@ -193,8 +193,11 @@ class InsituConfig(TileConfig):
         return load_device(self.device, self.device_params)
 
 
-for _n, _c in (("forward", IOConfig), ("backward", IOConfig), ("mapping", MappingConfig),
-               ("update", UpdateConfig), ("transfer_update", UpdateConfig), ("transfer_forward", IOConfig)):
+# every sub-node of TileConfig (forward, backward, mapping, inference, ...) plus the in-situ ones
+for (_p, _n), _c in list(_SUBNODES.items()):
+    if _p is TileConfig:
+        register_subnode(InsituConfig, _n, _c)
+for _n, _c in (("update", UpdateConfig), ("transfer_update", UpdateConfig), ("transfer_forward", IOConfig)):
     register_subnode(InsituConfig, _n, _c)
 
 
@@ -719,31 +722,77 @@ class InsituArray:
 
 # ================================================================================================= CLI
 
-def run_cli(args=None) -> int:
-    """``aimc train insitu``: in-situ training of the MNIST-5k MLP (see benchmarks/insitu_mnist.py)."""
-    import argparse
-    p = argparse.ArgumentParser(prog="aimc train insitu", description="in-situ (on-chip) training on MNIST-5k")
-    p.add_argument("--algorithm", default="tiki-taka", help=f"one of {sorted(ALGORITHMS)}")
-    p.add_argument("--device", default="soft-bounds-asym", help="pulsed device card (or 'soft-bounds-asym')")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=None)
-    if args is None or isinstance(args, (list, tuple)):
-        ns = p.parse_args(args)
-    else:
-        ns = args
-    import importlib.util
+def run_cli(args) -> int:
+    """``aimc train --method insitu``: in-situ training of a zoo model on built-in data.
+
+    Options (``--opt key=value``): ``algorithm`` (default ttv2; any of ``ALGORITHMS``), ``device`` (a pulsed
+    card, default reram-sb), ``hidden`` (MLP, default 256,128), ``batch_size`` (10). Every weight matrix is
+    trained in memory by ``aimc.optim.AnalogSGD`` (lr default 0.1, biases digital). The learned effective
+    weights are written as an ordinary (digital) zoo checkpoint, ready for the inference flow
+    (convert -> program -> drift).
+    """
     import json
+    import time
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "insitu_mnist.py"
-    spec = importlib.util.spec_from_file_location("aimc_insitu_mnist", path)
-    if spec is None or not path.exists():
-        raise FileNotFoundError(f"benchmark script not found: {path}")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = mod.run_one(getattr(ns, "algorithm", "tiki-taka"), getattr(ns, "device", "soft-bounds-asym"),
-                      seed=getattr(ns, "seed", 0), epochs=getattr(ns, "epochs", 3), lr=getattr(ns, "lr", None))
-    print(json.dumps(res))
+
+    import torch
+
+    from . import datasets, zoo
+    from .convert import convert_to_analog
+    from .optim import AnalogSGD
+    from .train.cli import method_options
+    opts = method_options(args, {"algorithm": "ttv2", "device": "reram-sb", "hidden": "256,128", "batch_size": 10})
+    alg = canonical_algorithm(opts["algorithm"])
+    cfg = insitu(alg, device=str(opts["device"]))
+    cfg.device_model()                                   # fail early on an unknown or non-pulsed card
+    bs = int(opts["batch_size"])
+    if bs < 1:
+        raise ValueError(f"--opt batch_size must be >= 1, got {bs}")
+    ds = datasets.load(args.data)
+    lr = 0.1 if args.lr is None else args.lr
+    torch.manual_seed(args.seed)
+    if args.arch == "mlp":
+        net = zoo.mlp(ds.n_features, tuple(int(h) for h in str(opts["hidden"]).split(",") if h), ds.n_classes)
+    else:
+        net = zoo.cnn(tuple(ds.shape), n_classes=ds.n_classes)
+    model = convert_to_analog(net, cfg, seed=args.seed)
+    opt = AnalogSGD(model, lr=lr)
+    shape = (-1, *ds.shape) if args.arch == "cnn" else (-1, ds.n_features)
+    x_tr = torch.from_numpy(ds.x_train).reshape(shape)
+    y_tr = torch.from_numpy(ds.y_train).long()
+    x_te = torch.from_numpy(ds.x_test).reshape(shape)
+    y_te = torch.from_numpy(ds.y_test).long()
+    g = torch.Generator().manual_seed(args.seed)
+    t0 = time.perf_counter()
+    for ep in range(args.epochs):
+        model.train()
+        perm = torch.randperm(len(x_tr), generator=g)
+        for i in range(0, len(x_tr), bs):
+            idx = perm[i:i + bs]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx]).backward()
+            opt.step()
+        if not args.quiet and not args.json:
+            print(f"insitu {alg} on {opts['device']}: epoch {ep + 1}/{args.epochs}  test accuracy "
+                  f"{zoo.evaluate(model, x_te, y_te):.4f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    acc = zoo.evaluate(model, x_te, y_te)
+    net.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith("_extra_state")})
+    counters = opt.summary()
+    out = Path(args.out or Path("aimc-results") / f"train-insitu-{args.data}-{args.arch}.pt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"method": "insitu", "algorithm": alg, "device": str(opts["device"]), "dataset": args.data,
+            "accuracy": acc, "seed": args.seed, "epochs": args.epochs, "lr": lr, "batch_size": bs,
+            "pulses": counters["pulses"], "transfers": counters["transfers"],
+            "train_s": round(time.perf_counter() - t0, 1)}
+    zoo.save_checkpoint(net, out, meta, overwrite=args.overwrite or args.out is None)
+    res = {"method": "insitu", "algorithm": alg, "device": str(opts["device"]), "data": args.data, "arch": args.arch,
+           "test_accuracy": acc, "pulses": counters["pulses"], "transfers": counters["transfers"],
+           "checkpoint": str(out)}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"insitu {alg} on {opts['device']}  {args.data}/{args.arch}  test accuracy {acc:.4f} (noisy analog "
+              f"forward), {counters['pulses']} pulses, {counters['transfers']} transfers  -> {out}")
     return 0
 
 

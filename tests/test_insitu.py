@@ -50,6 +50,8 @@ def test_one_line_config_and_json_round_trip():
     assert isinstance(cfg, InsituConfig) and isinstance(cfg, aimc.TileConfig)
     assert cfg.algorithm == "tiki-taka" and cfg.device == "reram-es" and cfg.backward_ideal is False
     assert InsituConfig.from_json(cfg.to_json()) == cfg
+    c = insitu("ttv2", device="reram-sb", inference=aimc.InferenceConfig())   # with deployment physics
+    assert InsituConfig.from_json(c.to_json()) == c
     for alias, name in (("tt", "tiki-taka"), ("ttv3", "c-ttv2"), ("mp", "mixed-precision"), ("SGD", "sgd")):
         assert insitu(alias).algorithm == name
     c = insitu("c-ttv2", device="reram-sb")
@@ -277,3 +279,21 @@ def test_eval_and_no_grad_forwards_are_not_captured():
     w0 = layer.weight.detach().clone()
     opt.step()                                  # nothing captured: no pulses
     assert torch.equal(w0, layer.weight) and opt.summary()["pulses"] == 0
+
+
+def test_train_cli_insitu(tmp_path, capsys):
+    import json
+
+    from aimc import zoo
+    from aimc.cli import main
+    out = tmp_path / "m.pt"
+    rc = main(["train", "--method", "insitu", "--data", "digits", "--epochs", "1", "--opt", "hidden=16",
+               "--opt", "algorithm=mp", "--opt", "device=idealized", "--opt", "batch_size=32", "--json",
+               "--out", str(out)])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["algorithm"] == "mixed-precision" and res["pulses"] > 0 and res["test_accuracy"] > 0.3
+    model, meta = zoo.load_checkpoint(out)                   # a digital model with the learned weights
+    assert meta["method"] == "insitu" and isinstance(model[0], torch.nn.Linear)
+    assert main(["train", "--method", "insitu", "--data", "digits", "--opt", "device=pcm-joshi2020",
+                 "--out", str(tmp_path / "x.pt")]) == 2
