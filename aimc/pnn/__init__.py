@@ -21,7 +21,8 @@ from .costs import ENERGY_PJ, CostMeter, Costs  # noqa: E402
 
 _equilibrium_train = train
 _LAZY = {"DigitalTwin": "physical", "PhysicalSystem": "physical", "Mismatch": "physical",
-         "MISMATCH_LEVELS": "physical", "evaluate": "physical", "PNNResult": "methods", "METHODS": "methods",
+         "MISMATCH_LEVELS": "physical", "default_config": "physical", "evaluate": "physical",
+         "PNNResult": "methods", "METHODS": "methods",
          "FeedbackTiles": "methods", "pat_forward": "methods", "train_ep": "methods"}
 
 
