@@ -65,10 +65,10 @@ def hardware(nm_abs_max: bool):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--chips", type=int, default=5)
+    p.add_argument("--chips", type=int, default=10)
     p.add_argument("--arch", choices=["cnn", "mlp"], default="cnn")
     p.add_argument("--fp-epochs", type=int, default=10)
-    p.add_argument("--hwa-epochs", type=int, default=5)
+    p.add_argument("--hwa-epochs", type=int, default=10)
     p.add_argument("--fp-lr", type=float, default=1e-3)
     p.add_argument("--hwa-lr", type=float, default=3e-3)
     p.add_argument("--pcm-t", default="1d", help="pcm_t_inference of the PCM_NOISE modifier in (c)")

@@ -4,10 +4,14 @@ The three verbs::
 
     from aimc.train import hwa
     model = hwa.prepare(model, "standard-hwa")        # analog layers + HWA state (one line)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)   # any torch optimizer / LR schedule
+    opt = torch.optim.Adam(model.parameters(), 1e-2)   # any torch optimizer / LR schedule (*)
     hwa.hook_optimizer(opt, model)                     # or call hwa.post_step(model) after opt.step()
     ... your own training loop ...
     hwa.save_checkpoint(model, "net.pt")               # loadable by aimc.zoo and by hwa.load_checkpoint
+    res = hwa.evaluate_over_time(model, dataset)       # PCM chips over time, global drift compensation
+
+(*) channel-wise remapping keeps max |w| = 1 per column, so Adam's step is relative to 1: use a learning rate
+about 3-10x the floating-point one (fine-tuning a trained FP model: ~3e-3; from scratch: ~1e-2).
 
 What happens where (training.md §1.1):
 
@@ -15,10 +19,11 @@ What happens where (training.md §1.1):
   (``TileConfig.forward``: DAC, ADC, output noise, PCM read noise, IR drop, ...). Every stage passes its
   gradient straight through: the backward is the ideal transposed product with the weights the forward used
   (``TileConfig.backward_ideal``; with ``False`` the analog transposed read is used for the input gradient).
-* **Weight modifiers** (``WeightModifier``; §1.2) perturb the weights that forward *and* backward see,
-  resampled on every training forward (= once per mini-batch for a layer used once per batch; a layer called
-  k times per batch, e.g. over RNN time steps, sees k samples), off in ``eval()`` unless
-  ``enable_during_test``. The gradient goes straight through to the clean weights.
+* **Weight modifiers** (``WeightModifier``; §1.2) perturb the weights that forward *and* backward see.
+  A fresh sample is drawn whenever the weights changed (i.e. once per optimizer step = per mini-batch, as
+  aihwkit's post-update resampling; every call within a batch, e.g. RNN time steps, sees the same sample;
+  ``HWALayer.resample()`` forces a new one); off in ``eval()`` unless ``enable_during_test``. The gradient
+  goes straight through to the clean weights.
 * **Input ranges** (``InputRange``; §1.4): one learnable clip r per tile input split; x <- clip(x, -r, r)/r
   before the tile, the tile output is multiplied back by r; custom gradient for r (see ``_HWAMatmul``).
 * **Output scales**: a digital per-output-column factor s (learned if ``learn_out_scaling``); y <- s * y.
@@ -1085,8 +1090,13 @@ def bench_hwa_step(args) -> dict:
     """One HWA training step (forward, backward, SGD step, post_step) of a size x size AnalogLinear at
     batch ``args.batch`` with the standard HWA preset, against the same step of torch.nn.Linear.
 
-    The input ranges are past their data initialisation (steady state). aihwkit's step is timed too when it
-    is installed (InferenceRPUConfig with the preset's forward; optional).
+    The input ranges are past their data initialisation (steady state). Also timed: the core's tile forward
+    alone (``core_forward_ms``: the share of the step that is the analog MVM of ``aimc.periphery``), and
+    aihwkit's / aihwkit-lightning's step when installed (optional).
+
+    Thread pools: numba's and torch's OpenMP runtimes spin-wait by default; on a loaded 2-core machine that
+    slows small torch ops (the baseline most of all) several-fold. Compare runs with the same
+    ``OMP_WAIT_POLICY`` (``PASSIVE`` gives the faster, fairer baseline).
     """
     from ..bench import timeit
     from ..nn import AnalogLinear
@@ -1113,6 +1123,8 @@ def bench_hwa_step(args) -> dict:
             if is_analog:
                 post_step(m)
         contenders[key] = step
+    xn = x.numpy()
+    contenders["core_forward"] = lambda: al.tiles._forward(xn)
     for key, make in (("aihwkit", _aihwkit_step), ("aihwkit_lightning", _lightning_step)):
         closure = make(lin, x, t)
         if closure is not None:
@@ -1121,6 +1133,8 @@ def bench_hwa_step(args) -> dict:
     out = {"name": "hwa-step", "shape": [n, n], "batch": B, "threads": args.threads,
            "aimc_ms": round(tm["aimc"], 3), "baseline_ms": round(tm["baseline"], 3),
            "ratio": round(tm["aimc"] / tm["baseline"], 3),
+           "core_forward_ms": round(tm["core_forward"], 3),
+           "omp_wait_policy": __import__("os").environ.get("OMP_WAIT_POLICY", "(default)"),
            "baseline": "torch.nn.Linear step: forward, MSE backward, SGD"}
     for key in ("aihwkit", "aihwkit_lightning"):
         if key in tm:
