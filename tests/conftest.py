@@ -1,3 +1,7 @@
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before numba/torch start their thread pools
+
 import numpy as np
 import pytest
 
