@@ -56,6 +56,9 @@ class _Capture(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        # subnormal gradients (e.g. cross-entropy of a saturated softmax) are flushed to 0: a row whose abs-max
+        # is subnormal would overflow the backward read's noise-management scale 1/alpha (inf * 0 = NaN)
+        g = g.masked_fill(g.abs() < torch.finfo(g.dtype).tiny, 0.0)
         entry = ctx.store[ctx.idx]
         entry[1] = g.detach() if entry[1] is None else entry[1] + g.detach()
         return g, None, None, None

@@ -297,3 +297,20 @@ def test_train_cli_insitu(tmp_path, capsys):
     assert meta["method"] == "insitu" and isinstance(model[0], torch.nn.Linear)
     assert main(["train", "--method", "insitu", "--data", "digits", "--opt", "device=pcm-joshi2020",
                  "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_subnormal_gradients_do_not_poison_the_backward_read():
+    from aimc.nn import AnalogLinear
+    from aimc.optim import AnalogSGD
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(AnalogLinear(6, 5, config=insitu("sgd", device="idealized")),
+                                AnalogLinear(5, 3, config=insitu("sgd", device="idealized")))
+    opt = AnalogSGD(model, lr=0.1)
+    scale = torch.ones(4, 3)
+    scale[0] = 1e-40                                     # a sample whose output gradient is subnormal
+    opt.zero_grad()
+    (model(torch.randn(4, 6)) * scale).sum().backward()
+    for _, m in opt._layers:
+        assert all(torch.isfinite(d).all() for _, d in m._insitu_state["pairs"])
+    opt.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
