@@ -64,7 +64,7 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.nda
     _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
     zero_rows = None
     if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
-        zero = alpha <= 0
+        zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
         if zero.any():
             zero_rows = zero
             alpha[zero] = 1.0

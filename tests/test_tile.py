@@ -329,3 +329,11 @@ def test_bad_sizes(args):
 def test_conductances_before_program_is_an_error():
     with pytest.raises(RuntimeError, match="program"):
         Tile(2, 2).conductances()
+
+
+def test_subnormal_input_rows_give_zero_not_nan():
+    t = Tile(4, 4, "default", seed=0)
+    t.set_weights(np.ones((4, 4), np.float32))
+    x = np.array([[1e-42, 0, 0, 0], [1.0, 0, 0, 0]], np.float32)
+    y = t.forward(x)
+    assert np.isfinite(y).all() and np.all(y[0] == 0)
