@@ -71,7 +71,26 @@ def check_batch(x, n: int, what: str = "x") -> tuple[np.ndarray, bool]:
     return x, vec
 
 
-class Tile:
+class _Reads:
+    """The public read verbs of Tile and TileArray: validate, call ``_forward``/``_backward``, keep 1-D shape."""
+
+    def forward(self, x) -> np.ndarray:
+        """y = W x through the forward periphery; x (in,) or (batch, in) -> float32 (out,) or (batch, out).
+
+        On a TileArray every tile reads its slice of x and partial sums are added digitally.
+        """
+        x, vec = check_batch(x, self.in_size, "x")
+        y = self._forward(x)
+        return y[0] if vec else y
+
+    def backward(self, d) -> np.ndarray:
+        """x' = W^T d (the transposed read) through the backward periphery; d (out,) or (batch, out)."""
+        d, vec = check_batch(d, self.out_size, "d")
+        x = self._backward(d)
+        return x[0] if vec else x
+
+
+class Tile(_Reads):
     """One crossbar array of ``out_size`` x ``in_size`` weights with its own periphery and random stream.
 
     Example::
@@ -275,18 +294,6 @@ class Tile:
         return self._G
 
     # ------------------------------------------------------------------ reads
-    def forward(self, x) -> np.ndarray:
-        """y = W x through the forward periphery; x (in,) or (batch, in) -> float32 (out,) or (batch, out)."""
-        x, vec = check_batch(x, self.in_size, "x")
-        y = self._forward(x)
-        return y[0] if vec else y
-
-    def backward(self, d) -> np.ndarray:
-        """x' = W^T d (the transposed read) through the backward periphery; d (out,) or (batch, out)."""
-        d, vec = check_batch(d, self.out_size, "d")
-        x = self._backward(d)
-        return x[0] if vec else x
-
     def _forward(self, x: np.ndarray) -> np.ndarray:
         y = mvm(self._fwd, x, self.config.forward, self.stream)
         if self._out is not None:
@@ -303,7 +310,7 @@ class Tile:
         return self._w * self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else self._w.copy()
 
 
-class TileArray:
+class TileArray(_Reads):
     """A weight matrix split into near-equal tiles of at most ``mapping.max_out`` x ``mapping.max_in``.
 
     Each tile has its own periphery (NM, BM, ADC) and random stream; partial outputs are summed
@@ -393,18 +400,6 @@ class TileArray:
         for rs, cs, tile in self._blocks():
             W[rs, cs] = tile.read_weights()
         return W
-
-    def forward(self, x) -> np.ndarray:
-        """y = W x; every tile reads its slice of x, partial sums added digitally."""
-        x, vec = check_batch(x, self.in_size, "x")
-        y = self._forward(x)
-        return y[0] if vec else y
-
-    def backward(self, d) -> np.ndarray:
-        """x' = W^T d through each tile's backward periphery, partial sums added digitally."""
-        d, vec = check_batch(d, self.out_size, "d")
-        x = self._backward(d)
-        return x[0] if vec else x
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         if len(self.tiles) == 1 and len(self.tiles[0]) == 1:

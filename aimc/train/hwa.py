@@ -1143,6 +1143,19 @@ def bench_hwa_step(args) -> dict:
     return out
 
 
+
+def _warm_step(layer, opt, x, t):
+    """One MSE training step of ``layer`` as a closure, run once (warm-up) before it is returned."""
+    layer.train()
+
+    def step():
+        opt.zero_grad()
+        loss = ((layer(x) - t) ** 2).mean()
+        loss.backward()
+        opt.step()
+    step()
+    return step
+
 def _aihwkit_step(lin, x, t):
     """An HWA training-step closure on aihwkit (or aihwkit-lightning) when installed, else None."""
     try:
@@ -1153,16 +1166,7 @@ def _aihwkit_step(lin, x, t):
         return None
     try:
         layer = AL(lin.in_features, lin.out_features, bias=True, rpu_config=StandardHWATrainingPreset())
-        opt = AnalogSGD(layer.parameters(), lr=1e-3)
-        layer.train()
-
-        def step():
-            opt.zero_grad()
-            loss = ((layer(x) - t) ** 2).mean()
-            loss.backward()
-            opt.step()
-        step()
-        return step
+        return _warm_step(layer, AnalogSGD(layer.parameters(), lr=1e-3), x, t)
     except Exception:
         return None
 
@@ -1180,15 +1184,6 @@ def _lightning_step(lin, x, t):
         cfg.forward.out_bound = 10.0
         cfg.forward.out_noise = 0.04
         layer = convert_to_analog(copy.deepcopy(nn.Sequential(lin)), cfg)
-        opt = torch.optim.SGD(layer.parameters(), lr=1e-3)
-        layer.train()
-
-        def step():
-            opt.zero_grad()
-            loss = ((layer(x) - t) ** 2).mean()
-            loss.backward()
-            opt.step()
-        step()
-        return step
+        return _warm_step(layer, torch.optim.SGD(layer.parameters(), lr=1e-3), x, t)
     except Exception:
         return None
