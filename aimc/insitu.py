@@ -426,8 +426,8 @@ class PulsedArray:
             SX = np.empty((nb, nwj), np.uint32)
             CNT = np.empty((nb, 32 * nw), np.int32)
             nblk = (d.shape[1] + 15) // 16
-            DW = np.zeros((nblk, nb + 1, nw, 16), np.uint32)   # +1 sample of padding: block stride not 4 KiB-aligned
-            SD = np.zeros((nblk, nb + 4, 16), np.uint8)
+            DW = np.empty((nblk, nb + 1, nw, 16), np.uint32)   # +1 sample of padding: block stride not 4 KiB-aligned
+            SD = np.empty((nblk, nb + 4, 16), np.uint8)        # (the padding is never read)
             kx0, kx1, cx = self.stream.next_call()
             kd0, kd1, cd = self.stream.next_call()
             _k.x_trains(x, sx, BL, kx0, kx1, np.uint32(cx & 0xFFFFFFFF), XT, SX, CNT)
@@ -685,8 +685,9 @@ class InsituArray:
             W[rs, cs] = it.weights()
         return W
 
-    def update(self, x, d, lr: float) -> None:
-        """One mini-batch: x (batch, in), d (batch, out); each tile updates with its slices."""
+    def update(self, x, d, lr: float, mirror: bool = True) -> None:
+        """One mini-batch: x (batch, in), d (batch, out); each tile updates with its slices. ``mirror``: write the
+        new effective weights into the tiles (``AnalogSGD`` leaves that to the layer's next forward)."""
         x = np.ascontiguousarray(x, np.float32)
         d = np.ascontiguousarray(d, np.float32)
         if x.ndim != 2 or d.ndim != 2 or x.shape[0] != d.shape[0] or x.shape[1] != self.shape[1] \
@@ -697,9 +698,9 @@ class InsituArray:
         single = len(self.grid) == 1 and len(self.grid[0]) == 1
         for rs, cs, it in self._blocks():
             if single:
-                it.update(x, d, lr)
+                it.update(x, d, lr, mirror)
             else:
-                it.update(np.ascontiguousarray(x[:, cs]), np.ascontiguousarray(d[:, rs]), lr)
+                it.update(np.ascontiguousarray(x[:, cs]), np.ascontiguousarray(d[:, rs]), lr, mirror)
 
     def counters(self) -> dict:
         """Totals over the tiles plus per-device pulse maps (assembled to the full matrix)."""

@@ -56,9 +56,13 @@ class _Capture(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        # subnormal gradients (e.g. cross-entropy of a saturated softmax) are flushed to 0: a row whose abs-max
-        # is subnormal would overflow the backward read's noise-management scale 1/alpha (inf * 0 = NaN)
-        g = g.masked_fill(g.abs() < torch.finfo(g.dtype).tiny, 0.0)
+        # a row whose abs-max is subnormal (e.g. cross-entropy of a saturated softmax) is flushed to 0: it would
+        # overflow the backward read's noise-management scale 1/alpha (inf * 0 = NaN)
+        if g.dim() == 2 and g.numel():
+            amax = torch.linalg.vector_norm(g, float("inf"), dim=1)
+            bad = (amax < torch.finfo(g.dtype).tiny) & (amax > 0)
+            if bool(bad.any()):
+                g = g.masked_fill(bad[:, None], 0.0)
         entry = ctx.store[ctx.idx]
         entry[1] = g.detach() if entry[1] is None else entry[1] + g.detach()
         return g, None, None, None
@@ -196,7 +200,7 @@ class AnalogSGD(torch.optim.Optimizer):
             for x, d in pairs:
                 if d is None:
                     continue
-                m.insitu.update(x.cpu().float().numpy(), d.cpu().float().numpy(), lr)
+                m.insitu.update(x.cpu().float().numpy(), d.cpu().float().numpy(), lr, mirror=False)
         self._sync_weights()
         return loss
 

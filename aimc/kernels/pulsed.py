@@ -79,14 +79,10 @@ def management(x, d, lr, dw_min, desired_bl, bl_management, update_management, u
     for b in prange(nb):
         xm = float32(0.0)
         for j in range(x.shape[1]):
-            a = abs(x[b, j])
-            if a > xm:
-                xm = a
+            xm = max(xm, abs(x[b, j]))
         dm = float32(0.0)
         for i in range(d.shape[1]):
-            a = abs(d[b, i])
-            if a > dm:
-                dm = a
+            dm = max(dm, abs(d[b, i]))
         dm64 = float64(dm) * um_grad_scale
         if lr == 0.0 or xm == 0.0 or dm64 == 0.0:
             BL[b] = 0
@@ -429,7 +425,7 @@ def update_trains(w, DWUD, wmax, wmin, P, fam, noise_mode, sigma, std_add, std_s
     pulse landed; ``record`` (batch, out, in) int32 signed coincidence counts if its first dim > 0 (tests).
     """
     m, n = w.shape
-    nb = DW.shape[1]
+    nb = BL.shape[0]          # DW's sample axis may be padded
     nw = DW.shape[2]
     rec = record.shape[0] > 0
     sig = float32(sigma)
