@@ -438,7 +438,9 @@ class PulsedArray:
             _k.d_trains(d, sd, BL, kd0, kd1, np.uint32(cd & 0xFFFFFFFF), DW, SD)
             before = int(self.pulses.sum(dtype=np.int64))
             maxlen = int(np.diff(OFF[::32 * nw]).max())
-            _k.update_trains(*self._kargs(), OFF, IDX, 32 * nw, maxlen, DW, SD, BL, kn0, kn1, cn, self.pulses,
+            FB = np.empty((d.shape[1], (nb + 31) // 32), np.uint32)
+            _k.fired_rows(DW, BL, FB)
+            _k.update_trains(*self._kargs(), OFF, IDX, 32 * nw, maxlen, DW, SD, FB, kn0, kn1, cn, self.pulses,
                              self.touched, rec)
         self.n_pulses += int(self.pulses.sum(dtype=np.int64)) - before
         if refresh:

@@ -412,8 +412,38 @@ def _normals(k0, k1, i, b, call, n, buf):
 
 
 @njit(parallel=True, cache=True)
+def fired_rows(DW, BL, FB):
+    """FB[i, b // 32] bit b % 32 = output i fires in sample b (any slot): the per-row sample lists that let
+    ``update_trains`` visit only fired (row, sample) pairs. One cache line per 16 rows and sample is tested."""
+    nblk = DW.shape[0]
+    nb = BL.shape[0]
+    nw = DW.shape[2]
+    m = FB.shape[0]
+    for ib in prange(nblk):
+        i0 = 16 * ib
+        nq = min(16, m - i0)
+        for q in range(nq):
+            for bw in range(FB.shape[1]):
+                FB[i0 + q, bw] = uint32(0)
+        for b in range(nb):
+            if BL[b] == 0:
+                continue
+            fired = uint32(0)
+            for wi in range(nw):
+                for q in range(16):
+                    fired |= uint32(DW[ib, b, wi, q] != 0) << uint32(q)
+            if nq < 16:
+                fired &= uint32((1 << nq) - 1)
+            bit = uint32(1) << uint32(b & 31)
+            while fired != 0:
+                q = int(ctz32(fired))
+                fired &= fired - uint32(1)
+                FB[i0 + q, b >> 5] |= bit
+
+
+@njit(parallel=True, cache=True)
 def update_trains(w, DWUD, wmax, wmin, P, fam, noise_mode, sigma, std_add, std_slope,
-                  tab_up, tab_dn, nodes, lut_up, lut_dn, OFF, IDX, T, maxlen, DW, SD, BL, k0, k1, call_n, counts,
+                  tab_up, tab_dn, nodes, lut_up, lut_dn, OFF, IDX, T, maxlen, DW, SD, FB, k0, k1, call_n, counts,
                   touched, record):
     """Apply the coincidences of the pulse trains to ``w`` (out, in) in place, sample by sample.
 
@@ -425,7 +455,6 @@ def update_trains(w, DWUD, wmax, wmin, P, fam, noise_mode, sigma, std_add, std_s
     pulse landed; ``record`` (batch, out, in) int32 signed coincidence counts if its first dim > 0 (tests).
     """
     m, n = w.shape
-    nb = BL.shape[0]          # DW's sample axis may be padded
     nw = DW.shape[2]
     rec = record.shape[0] > 0
     sig = float32(sigma)
@@ -437,42 +466,44 @@ def update_trains(w, DWUD, wmax, wmin, P, fam, noise_mode, sigma, std_add, std_s
         wrow = w[i]
         crow = counts[i]
         trow = touched[i]
-        for b in range(nb):
-            if BL[b] == 0:
-                continue
-            dneg = SD[ib, b, iq] != 0
-            base = b * T
-            pos = 0
-            if sig > 0:
-                tot = 0
+        for bw in range(FB.shape[1]):
+            fb = FB[i, bw]
+            while fb != 0:
+                b = 32 * bw + int(ctz32(fb))
+                fb &= fb - uint32(1)
+                dneg = SD[ib, b, iq] != 0
+                base = b * T
+                pos = 0
+                if sig > 0:
+                    tot = 0
+                    for wi in range(nw):
+                        dm = DW[ib, b, wi, iq]
+                        while dm != 0:
+                            t = 32 * wi + int(ctz32(dm))
+                            dm &= dm - uint32(1)
+                            tot += OFF[base + t + 1] - OFF[base + t]
+                    if tot == 0:
+                        continue
+                    _normals(k0, k1, i, b, c_n, tot, buf)
                 for wi in range(nw):
                     dm = DW[ib, b, wi, iq]
                     while dm != 0:
                         t = 32 * wi + int(ctz32(dm))
                         dm &= dm - uint32(1)
-                        tot += OFF[base + t + 1] - OFF[base + t]
-                if tot == 0:
-                    continue
-                _normals(k0, k1, i, b, c_n, tot, buf)
-            for wi in range(nw):
-                dm = DW[ib, b, wi, iq]
-                while dm != 0:
-                    t = 32 * wi + int(ctz32(dm))
-                    dm &= dm - uint32(1)
-                    for k in range(OFF[base + t], OFF[base + t + 1]):
-                        e = IDX[k]
-                        xneg = e < 0
-                        j = ~e if xneg else e
-                        up = xneg != dneg
-                        xi = buf[pos] if sig > 0 else _F0
-                        pos += 1
-                        wrow[j] = _step(fam, noise_mode, sig, std_add, std_slope, wrow[j], up, i, j,
-                                        DWUD, wmax[i, j], wmin[i, j], P,
-                                        tab_up, tab_dn, nodes, lut_up, lut_dn, xi)
-                        crow[j] += 1
-                        trow[j] = 1
-                        if rec:
-                            record[b, i, j] += 1 if up else -1
+                        for k in range(OFF[base + t], OFF[base + t + 1]):
+                            e = IDX[k]
+                            xneg = e < 0
+                            j = ~e if xneg else e
+                            up = xneg != dneg
+                            xi = buf[pos] if sig > 0 else _F0
+                            pos += 1
+                            wrow[j] = _step(fam, noise_mode, sig, std_add, std_slope, wrow[j], up, i, j,
+                                            DWUD, wmax[i, j], wmin[i, j], P,
+                                            tab_up, tab_dn, nodes, lut_up, lut_dn, xi)
+                            crow[j] += 1
+                            trow[j] = 1
+                            if rec:
+                                record[b, i, j] += 1 if up else -1
 
 
 @njit(parallel=True, cache=True)
