@@ -38,8 +38,13 @@ Deployment after training: ``AnalogSGD`` writes the effective weights into ``lay
 step, so ``layer.program()`` (and then ``drift``) writes the learned weights through the inference device
 models like any other trained layer. Counters: ``InsituArray.counters()`` / ``AnalogSGD.counters()``.
 
-Not implemented (yet): AGAD/TTv4, the OneSided pair with refresh for unidirectional devices (``pcm-pulsed``),
-vector unit cells, the STOCHASTIC (two-pass) and MEAN_COUNT pulse types, output choppers.
+Pulse trains, coincidences and device steps: ``aimc.kernels.pulsed`` (docstring there; the numpy device models
+of ``device_models.pulsed`` are the oracle, held equal in tests/test_pulsed_kernels.py).
+
+Not implemented (yet): AGAD/TTv4, the OneSided pair with refresh for unidirectional devices (``pcm-pulsed``
+runs, but as a single bidirectional exp-step device), vector unit cells, the STOCHASTIC (two-pass) and
+MEAN_COUNT pulse types, output choppers. The device state (hidden weights, buffers, counters) is not part of
+``state_dict``: checkpoints carry the effective weights (``layer.weight``).
 """
 from __future__ import annotations
 
