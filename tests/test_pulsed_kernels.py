@@ -130,6 +130,9 @@ def test_expected_counts_match_lr_x_d_over_dw_min(bl, um):
     z = (mean - expect) / np.maximum(se, 1e-12)
     assert np.abs(z).max() < 4.5            # 40 cells: the max of 40 |z| stays below 4.5 w.p. > 99.9 %
     assert np.sqrt((z ** 2).mean()) < 1.5    # and the rms is ~1
+    # the signed total over all cells (one statistic): within 3 standard errors
+    tot = (rec * np.sign(expect)).reshape(B, -1).sum(1)
+    assert abs(tot.mean() - np.abs(expect).sum()) < 3 * tot.std(ddof=1) / math.sqrt(B)
 
 
 def test_train_bits_are_bernoulli():
