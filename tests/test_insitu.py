@@ -314,3 +314,13 @@ def test_subnormal_gradients_do_not_poison_the_backward_read():
         assert all(torch.isfinite(d).all() for _, d in m._insitu_state["pairs"])
     opt.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_insitu_layer_state_dict_round_trip():
+    torch = pytest.importorskip("torch")
+    from aimc.nn import AnalogLinear
+    cfg = aimc.insitu("tiki-taka", device="reram-es")
+    a = AnalogLinear(8, 4, config=cfg)
+    b = AnalogLinear(8, 4, config=cfg)
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(b.weight, a.weight)

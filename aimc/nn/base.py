@@ -97,7 +97,7 @@ class AnalogModule(nn.Module):
             raise ValueError(f"{name}: the state dict's _extra_state is not an aimc analog state")
         if int(state.get("version", 0)) > 1:
             raise ValueError(f"{name}: analog state version {state.get('version')} is newer than this aimc reads (1)")
-        saved_cfg = TileConfig.from_json(state["config"])
+        saved_cfg = type(self.config).from_json(state["config"])  # InsituConfig too
         if saved_cfg != self.config:
             raise ValueError(f"{name}: the state dict was saved with another TileConfig (saved values that differ: "
                              f"{json.dumps(saved_cfg.diff(self.config))}); build the model with the same config")
