@@ -7,6 +7,9 @@ import os as _os
 
 # numba's and torch's OpenMP runtimes busy-wait after parallel regions and slow each other down on few
 # cores (measured 5-25x on small training steps here); passive waiting must be chosen before either starts.
+# This only reaches pools started after ``import aimc`` (numba's, always); aimc.threads keeps aimc fast when
+# torch's pool started first with the default (spinning) policy.
+_OMP_WAIT_POLICY_DEFAULTED = "OMP_WAIT_POLICY" not in _os.environ
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import config as presets  # noqa: E402

@@ -20,6 +20,8 @@ BENCHES: dict[str, str] = {
     "forward": "aimc.bench:bench_forward",
     "forward-hwa": "aimc.bench:bench_forward_hwa",
     "hwa-step": "aimc.train.hwa:bench_hwa_step",
+    "lstm": "aimc.nn.bench:bench_lstm",
+    "resnet": "aimc.nn.bench:bench_resnet",
     "rng": "aimc.bench:bench_rng",
     "tiki-taka": "aimc.optim:bench_tiki_taka",
     "update": "aimc.optim:bench_update",
@@ -71,9 +73,9 @@ def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 
 
     ``factories`` maps a contender to ("module:function", kwargs); the function, given ``args`` and the
     kwargs, returns a zero-argument callable to time, or None when the contender is unavailable (then it is
-    left out). Rounds alternate the contenders' processes; the best round's median is kept. Separate
-    processes matter: numba's, OpenBLAS's and torch's thread pools slow each other down when they share a
-    process (measured: torch's matmul + randn 5.0 ms alone, 8.0 ms after an aimc forward in the same process).
+    left out). Rounds alternate the contenders' processes; the best round's median is kept. Each process is
+    a user's default process (``_CHILD``: torch imported first, no thread-pool environment variables that
+    the user did not set), so what is measured is what a user's script gets.
     """
     import subprocess
     import sys
@@ -82,14 +84,28 @@ def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 
     for _ in range(rounds):
         for name, (spec, kw) in factories.items():
             job = json.dumps({"spec": spec, "kw": kw, "args": payload})
-            out = subprocess.run([sys.executable, "-c", "import aimc.bench as b; b._child()"], input=job,
-                                 capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+            out = subprocess.run([sys.executable, "-c", _CHILD], input=job, capture_output=True, text=True,
+                                 env=user_environ())
             if out.returncode != 0:
                 raise RuntimeError(f"benchmark contender {name!r} failed:\n{out.stderr[-2000:]}")
             ms = json.loads(out.stdout.strip().splitlines()[-1])["ms"]
             if ms is not None:
                 best[name] = min(best.get(name, float("inf")), ms)
     return best
+
+
+# a user's process: torch (when installed) imported before aimc, the environment the user started with
+_CHILD = "try:\n import torch\nexcept ImportError:\n pass\nimport aimc.bench as b\nb._child()"
+
+
+def user_environ() -> dict:
+    """The environment without what ``import aimc`` added (its ``OMP_WAIT_POLICY`` default): benchmark
+    processes run with the user's environment, as the user's own scripts do."""
+    import aimc
+    env = dict(os.environ)
+    if aimc._OMP_WAIT_POLICY_DEFAULTED:
+        env.pop("OMP_WAIT_POLICY", None)
+    return env
 
 
 def _child() -> None:

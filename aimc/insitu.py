@@ -269,31 +269,11 @@ def _c32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-SMALL_WORK = 1 << 15   # below this many train elements / devices a kernel runs on the calling thread
-
-
-class _serial_if_small:
-    """Run numba kernels on the calling thread when the work is small: waking the thread pool costs more than it
-    saves there (and with torch's OpenMP pool spinning on the same cores it can cost milliseconds per region).
-    Results do not depend on the thread count (counter-based randomness), so this only changes speed."""
-
-    def __init__(self, work: int):
-        self.small = work < SMALL_WORK
-        self.old = None
-
-    def __enter__(self):
-        if self.small:
-            import numba
-            self.old = numba.get_num_threads()
-            if self.old != 1:
-                numba.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        if self.old is not None and self.old != 1:
-            import numba
-            numba.set_num_threads(self.old)
-        return False
+def _serial_if_small(work: int):
+    """numba kernels on the calling thread below 2^15 units of in-situ work (``aimc.threads``, the one thread
+    policy; its threshold counts elements, 2^16)."""
+    from .threads import kernel_threads
+    return kernel_threads(2 * work)
 
 
 class PulsedArray:

@@ -13,6 +13,7 @@ import numpy as np
 from .config import BoundManagement, IOConfig, NoiseManagement, WeightNoiseType
 from .kernels import periphery as _k
 from .rng import Stream
+from .threads import dot, kernel_threads
 
 _NM_CODE = {NoiseManagement.NONE: _k.NM_NONE, NoiseManagement.ABS_MAX: _k.NM_ABS_MAX,
             NoiseManagement.MAX: _k.NM_MAX, NoiseManagement.CONSTANT: _k.NM_CONSTANT}
@@ -54,12 +55,17 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.nda
     """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out."""
     W = view.W
     if io.is_perfect:
-        y = np.dot(x, W.T)
+        y = dot(x, W.T)
         if io.out_scale != 1.0:
             y *= np.float32(io.out_scale)
         return y
     B, n = x.shape
     m = W.shape[0]
+    with kernel_threads(B * (n + m)):
+        return _mvm(view, x, io, stream, B, m)
+
+
+def _mvm(view, x, io, stream, B, m):
     alpha = np.empty(B, np.float32)
     _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
     zero_rows = None
@@ -111,11 +117,11 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y)
     _k.input_stage(x, rows, scale, io.inp_step, io.inp_bound, io.inp_sto_round, io.inp_noise,
                    k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1)
     if ir:
-        yin = np.dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
+        yin = dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
     else:
-        yin = np.dot(v, W.T)
+        yin = dot(v, W.T)
     if pcm or ir:
-        prod = np.dot(aux, view.absW.T)       # |W| v^2 (read-noise variance), |W| |v| (IR-drop load)
+        prod = dot(aux, view.absW.T)       # |W| v^2 (read-noise variance), |W| |v| (IR-drop load)
         s_el = prod[:R] if pcm else _EMPTY2
         a_mat = prod[R * pcm:] if ir else _EMPTY2
     else:

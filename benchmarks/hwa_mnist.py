@@ -24,12 +24,6 @@ Writes ``<out>/results.json``, ``<out>/table.md`` and ``<out>/accuracy.png``; pr
 """
 from __future__ import annotations
 
-import os
-
-# Two OpenMP runtimes (torch's and numba's) spin-wait for each other on a 2-core machine; passive waiting
-# makes small training steps 5-20x faster here. Must be set before torch/numba load.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402

@@ -24,12 +24,6 @@ Algorithm settings are aimc.insitu's defaults (aihwkit's build_config defaults) 
 """
 from __future__ import annotations
 
-import os
-
-# torch's and numba's OpenMP pools spin-wait for each other on 2 shared cores: passive waiting keeps small
-# steps fast. Must be set before torch/numba load.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402

@@ -55,10 +55,6 @@ trained on the device transfer back to the twin poorly at large mismatch (PAT's 
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's and numba's OpenMP pools must not spin-wait
-
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402

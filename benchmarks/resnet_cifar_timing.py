@@ -35,34 +35,7 @@ from aimc._io import atomic_write_text  # noqa: E402
 from aimc.bench import set_threads  # noqa: E402
 from aimc.convert import analog_layers, convert_to_analog, drift, program  # noqa: E402
 from aimc.deploy import deploy_config  # noqa: E402
-
-
-class Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.short = None
-        if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return torch.relu(y + (x if self.short is None else self.short(x)))
-
-
-def resnet20(n_classes: int = 10) -> nn.Module:
-    layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-    cin = 16
-    for cout, stride in ((16, 1), (32, 2), (64, 2)):
-        for b in range(3):
-            layers.append(Block(cin, cout, stride if b == 0 else 1))
-            cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes)]
-    return nn.Sequential(*layers)
+from aimc.nn.bench import resnet20  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,12 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.contiguous().numpy()
 
 
+def torch_product(a: np.ndarray, bt: np.ndarray) -> np.ndarray:
+    """a @ bt computed by torch's matmul on zero-copy views: the core's products then run in torch's thread
+    pool, the one the user's model wakes anyway (``aimc.threads.set_product``)."""
+    return torch.matmul(torch.from_numpy(a), torch.from_numpy(bt)).numpy()
+
+
 class AnalogMatmul(torch.autograd.Function):
     """y = tiles.forward(x) for x (batch, in); grads: x by the (ideal or analog) transposed read, W exact."""
 

@@ -1,0 +1,70 @@
+"""How aimc uses threads: one policy, in one place (design.md §3 and §8 "Threads").
+
+A Python process that runs aimc usually holds three thread pools: numba's (aimc's kernels), the BLAS of
+numpy (OpenBLAS) and torch's OpenMP pool. Each pool's workers keep spinning for a while after a parallel
+region; on a machine with few cores a pool that starts work while another one spins waits for a time slice
+on every call. Measured here (2 cores, default environment, torch imported first): a loop of two small
+torch ops and two 64x256x512 products ran 155 ms per step with the products in numpy's OpenBLAS and 17 ms
+with the same products in torch's pool. So aimc does not add pools where the process already has one:
+
+* **products** (``dot``) go to numpy's BLAS by default; when torch's adapters are imported (``aimc.nn``)
+  they go to torch's own pool (``set_product``), the pool the user's model already wakes;
+* **element-wise kernels** (numba) run on the calling thread when a call has less than ``SMALL_WORK``
+  elements (``kernel_threads``): waking a pool costs more than it saves there, and nothing spins against
+  torch's pool. Larger calls use numba's pool (its workers wait passively: ``aimc/__init__.py`` sets
+  ``OMP_WAIT_POLICY=PASSIVE`` for the pool numba starts, unless the user set it).
+
+Results do not depend on these choices: the kernels' randomness is counter-based (keyed by element, not
+by thread), so 1 and 2 threads give identical numbers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SMALL_WORK = 1 << 16
+"""Below this many elements per kernel call numba's kernels run on the calling thread (a parallel region
+costs ~10-50 us on an idle machine and milliseconds when another pool spins on the same cores)."""
+
+_product = None
+
+
+def dot(a: np.ndarray, bt: np.ndarray) -> np.ndarray:
+    """a @ bt (float32, 2-D) by the process's product backend (``set_product``); numpy's BLAS by default."""
+    if _product is None:
+        return np.dot(a, bt)
+    return _product(a, bt)
+
+
+def set_product(fn) -> None:
+    """Route aimc's matrix products through ``fn(a, b) -> a @ b`` (numpy arrays in and out; None = numpy).
+
+    ``aimc.nn`` sets torch's matmul on import, so a torch process keeps one pool for all its products.
+    """
+    global _product
+    _product = fn
+
+
+class kernel_threads:
+    """Context: numba kernels inside run on the calling thread if ``work`` (elements) < ``SMALL_WORK``."""
+
+    __slots__ = ("small", "old")
+
+    def __init__(self, work: int):
+        self.small = work < SMALL_WORK
+        self.old = None
+
+    def __enter__(self):
+        if self.small:
+            import numba
+            self.old = numba.get_num_threads()
+            if self.old != 1:
+                numba.set_num_threads(1)
+            else:
+                self.old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            import numba
+            numba.set_num_threads(self.old)
+        return False
