@@ -136,5 +136,69 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y)
     _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
                     np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
                     io.out_step, io.out_bound, io.out_sto_round, io.bm_test_negative_bound,
-                    k0, k1, cn2, cu2, clipped, y)
+                    k0, k1, cn2, cu2, clipped, y, 0)
     return clipped
+
+
+# ------------------------------------------------------------------ convolutions without a patch matrix
+
+def fusable(io: IOConfig) -> bool:
+    """Whether ``patch_pass`` reproduces ``mvm`` for this periphery (one pass per row: no iterative BM)."""
+    return not io.is_perfect and io.bound_management != BoundManagement.ITERATIVE
+
+
+def draw_calls(stream: Stream) -> tuple:
+    """The stream calls of one ``_one_pass`` (k0, k1, DAC-u, input-n, output-n, ADC-u), in its order."""
+    k0, k1, cu = stream.next_call()
+    _, _, cn = stream.next_call()
+    _, _, cn2 = stream.next_call()
+    _, _, cu2 = stream.next_call()
+    return k0, k1, cu, cn, cn2, cu2
+
+
+def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int, sw: int, off, row0: int,
+               R: int, io: IOConfig, calls: tuple, v: np.ndarray, yin: np.ndarray, y: np.ndarray) -> None:
+    """``mvm`` of rows row0 .. row0 + R - 1 of a convolution's patch matrix into y (R x out), the patches
+    gathered from the padded input on the fly (``kernels.periphery.patch_input_stage``).
+
+    Same stages and the same random counters per element as ``mvm`` on the full patch matrix (``calls`` =
+    ``draw_calls`` once per forward and tile; random numbers are keyed by the global row), so element-wise
+    stages give identical values; only the product runs on R rows at a time (BLAS may round differently).
+    ``v`` (>= R rows x in) and ``yin`` (>= R rows x out, 2 out with IR drop) are reused buffers; y is R x out.
+    Needs ``fusable(io)``.
+    """
+    W = view.W
+    m, n = W.shape
+    k0, k1, cu, cn, cn2, cu2 = calls
+    pcm = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ
+    ir = io.ir_drop > 0
+    v = v[:R]
+    v2 = np.empty(R, np.float32)
+    alpha = np.empty(R, np.float32)
+    zero = np.empty(R, np.int8)
+    aux = np.empty(((pcm + ir) * R, n), np.float32)
+    guard = io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0
+    with kernel_threads(R * (n + m)):
+        _k.patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, _NM_CODE[io.noise_management],
+                             np.float32(io.nm_thres), guard, io.inp_step, io.inp_bound, io.inp_sto_round,
+                             io.inp_noise, k0, k1, cu, cn, v, v2, alpha, zero, aux, 0 if pcm else -1,
+                             R * pcm if ir else -1)
+        yin = dot(v, (view.Wpos if ir else W).T, out=yin[:R])
+        if pcm or ir:
+            prod = dot(aux, view.absW.T)
+            s_el = prod[:R] if pcm else _EMPTY2
+            a_mat = prod[R * pcm:] if ir else _EMPTY2
+        else:
+            s_el = a_mat = _EMPTY2
+        sig2 = np.full(R, np.float32(io.out_noise) ** 2, np.float32)
+        if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+            sig2 += np.float32(io.w_noise) ** 2 * v2
+        nl = io.out_nonlinearity / (io.out_bound if io.out_bound > 0 else 1.0)
+        clipped = np.empty(R, np.int8)
+        _k.output_stage(yin, np.arange(R, dtype=np.int64), np.sqrt(sig2), s_el,
+                        np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0), np.float32(io.ir_drop),
+                        np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl), io.out_step, io.out_bound,
+                        io.out_sto_round, io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y, row0)
+    y *= (alpha * np.float32(io.out_scale))[:, None]  # mvm's alpha * f * out_scale with f = 1
+    if guard:
+        y[zero != 0] = 0.0

@@ -28,15 +28,18 @@ costs ~10-50 us on an idle machine and milliseconds when another pool spins on t
 _product = None
 
 
-def dot(a: np.ndarray, bt: np.ndarray) -> np.ndarray:
-    """a @ bt (float32, 2-D) by the process's product backend (``set_product``); numpy's BLAS by default."""
+def dot(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a @ bt (float32, 2-D) by the process's product backend (``set_product``); numpy's BLAS by default.
+
+    ``out`` (C-contiguous float32, the result's shape) receives the result when given."""
     if _product is None:
-        return np.dot(a, bt)
-    return _product(a, bt)
+        return np.dot(a, bt) if out is None else np.dot(a, bt, out=out)
+    return _product(a, bt, out)
 
 
 def set_product(fn) -> None:
-    """Route aimc's matrix products through ``fn(a, b) -> a @ b`` (numpy arrays in and out; None = numpy).
+    """Route aimc's matrix products through ``fn(a, b, out) -> a @ b`` (numpy arrays in and out, ``out`` None or
+    the array to write; None = numpy).
 
     ``aimc.nn`` sets torch's matmul on import, so a torch process keeps one pool for all its products.
     """

@@ -30,8 +30,13 @@ import numpy as np
 from . import mapping as _map
 from .config import DriftCompensation, TileConfig, as_config
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
-from .periphery import WeightView, mvm
+from .periphery import WeightView, draw_calls, fusable, mvm, patch_pass
 from .rng import Stream, check_seed
+
+
+PATCH_CHUNK = 1 << 18
+"""Patch elements per chunk of ``TileArray.forward_patches`` (1 MB of float32, cache-sized): the bound of a
+convolution's working memory in inference, whatever the batch and image size."""
 
 
 def _check_size(name: str, v) -> int:
@@ -408,6 +413,49 @@ class TileArray(_Reads):
         for rs, cs, tile in self._blocks():
             y[:, rs] += tile._forward(np.ascontiguousarray(x[:, cs]))
         return y
+
+    # ------------------------------------------------------------------ convolutions
+    @property
+    def fusable(self) -> bool:
+        """Whether ``forward_patches`` reproduces ``forward`` of the patch matrix (``periphery.fusable``)."""
+        return fusable(self.config.forward)
+
+    def forward_patches(self, xflat: np.ndarray, img_size: int, oh: int, ow: int, sh: int, sw: int,
+                        off: np.ndarray, n_rows: int, chunk: int | None = None) -> np.ndarray:
+        """``_forward`` of a convolution's (n_rows x in) patch matrix without building it: (n_rows, out) float32.
+
+        Patch row g, column j is ``xflat[(g // (oh*ow)) * img_size + py*sh + px*sw + off[j]]`` with
+        (py, px) the output position of g (``xflat``: the padded input, flat float32; ``sh``/``sw``: the flat
+        steps of one output row/column; ``off`` (in,) int64: each column's offset). Rows go through the tiles
+        in chunks of about ``chunk`` (default ``PATCH_CHUNK``) patch elements with reused buffers, so the working memory is bounded by
+        the chunk. Element-wise stages give the values of ``_forward`` (same random counters per element);
+        products agree within float32 rounding (``periphery.patch_pass``). Needs ``fusable``.
+        """
+        blocks = list(self._blocks())
+        single = len(blocks) == 1
+        rows = int(min(n_rows, max(64, (chunk or PATCH_CHUNK) // self.in_size)))
+        ir = self.config.forward.ir_drop > 0
+        plan = []
+        for rs, cs, tile in blocks:
+            m_t, n_t = tile.shape
+            plan.append((rs, tile, np.ascontiguousarray(off[cs], dtype=np.int64), draw_calls(tile.stream),
+                         np.empty((rows, n_t), np.float32), np.empty((rows, m_t * (2 if ir else 1)), np.float32),
+                         None if single else np.empty((rows, m_t), np.float32)))
+        out = np.empty((n_rows, self.out_size), np.float32)
+        io = self.config.forward
+        for row0 in range(0, n_rows, rows):
+            R = min(rows, n_rows - row0)
+            yc = out[row0:row0 + R]
+            if not single:
+                yc[:] = 0.0
+            for rs, tile, off_t, calls, v, yin, ybuf in plan:
+                yt = yc if single else ybuf[:R]
+                patch_pass(tile._fwd, xflat, img_size, oh, ow, sh, sw, off_t, row0, R, io, calls, v, yin, yt)
+                if tile._out is not None:
+                    yt *= tile._out
+                if not single:
+                    yc[:, rs] += yt
+        return out
 
     def _backward(self, d: np.ndarray) -> np.ndarray:
         if len(self.tiles) == 1 and len(self.tiles[0]) == 1:

@@ -51,9 +51,9 @@ def test_serial_and_parallel_kernels_give_identical_reads(io, monkeypatch):
 def test_set_product_routes_every_product():
     calls = []
 
-    def product(a, b):
+    def product(a, b, out=None):
         calls.append(a.shape)
-        return np.dot(a, b)
+        return np.dot(a, b, out=out)
 
     tile = aimc.Tile(8, 16, TileConfig(forward=DEPLOY_IO), seed=1)
     tile.set_weights(np.full((8, 16), 0.1, np.float32))
@@ -92,3 +92,115 @@ def test_lstm_same_result_on_1_and_2_threads_torch_and_numba():
         numba.set_num_threads(n0)
         torch.set_num_threads(t0)
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------- fused conv
+
+CONV_CASES = [
+    ("Conv2d", dict(in_channels=8, out_channels=6, kernel_size=3, stride=2, padding=1, dilation=2, groups=2),
+     (3, 8, 11, 13)),
+    ("Conv2d", dict(in_channels=6, out_channels=6, kernel_size=(3, 2), stride=(1, 2), padding=(2, 0),
+                    groups=6), (2, 6, 9, 8)),
+    ("Conv2d", dict(in_channels=64, out_channels=20, kernel_size=3, padding=1), (2, 64, 6, 6)),  # 2 input tiles
+    ("Conv2d", dict(in_channels=4, out_channels=5, kernel_size=3, padding="same", padding_mode="reflect"),
+     (2, 4, 7, 7)),
+    ("Conv1d", dict(in_channels=6, out_channels=4, kernel_size=5, stride=3, padding=2, dilation=2, groups=2),
+     (2, 6, 40)),
+]
+
+
+def _exact_product(a, b, out=None):
+    """A product whose rows do not depend on how many rows are multiplied (float64, then rounded)."""
+    r = np.dot(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
+    if out is None:
+        return r
+    out[...] = r
+    return out
+
+
+def _fused_and_reference(kind, kw, shape, cfg, monkeypatch, chunk=300):
+    torch = pytest.importorskip("torch")
+    import aimc.tile
+    from aimc import nn as ann
+    monkeypatch.setattr(aimc.tile, "PATCH_CHUNK", chunk)  # many chunks, chunk borders inside images
+    outs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        m = getattr(ann, "Analog" + kind)(**kw, config=cfg, seed=1).eval()
+        if cfg.inference is not None:
+            m.program()
+            m.drift(100.0)
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+        if fused:
+            with torch.no_grad():
+                outs.append(m(x))
+        else:  # a gradient is needed: the layer builds the patch matrix and reads it through analog_matmul
+            outs.append(m(x.requires_grad_(True)).detach())
+    return outs
+
+
+def _configs():
+    from aimc.config import TileConfig
+    from aimc.nn.bench import DEPLOY_CONFIG
+    deploy = TileConfig.from_dict(DEPLOY_CONFIG)
+    noisy_in = deploy.replace(forward=deploy.forward.replace(inp_noise=0.02, inp_sto_round=True,
+                                                             w_noise=0.01, w_noise_type="additive_constant"),
+                              inference=None)
+    return {"deploy": deploy, "standard-hwa": aimc.presets.standard_hwa(), "noisy-input": noisy_in}
+
+
+@pytest.mark.parametrize("preset", ["deploy", "standard-hwa", "noisy-input"])
+@pytest.mark.parametrize("kind,kw,shape", CONV_CASES)
+def test_fused_conv_equals_unfused_element_wise(kind, kw, shape, preset, monkeypatch):
+    """With a product whose rows do not depend on the chunking, the fused path gives today's values exactly
+    (same random counters per element: NM, DAC, input noise, output noise, ADC)."""
+    pytest.importorskip("torch")
+    old = threads._product
+    threads.set_product(_exact_product)
+    try:
+        fused, ref = _fused_and_reference(kind, kw, shape, _configs()[preset], monkeypatch)
+    finally:
+        threads.set_product(old)
+    assert fused.shape == ref.shape
+    assert (fused == ref).all()
+
+
+@pytest.mark.parametrize("kind,kw,shape", CONV_CASES)
+def test_fused_conv_with_blas_products_within_one_adc_step(kind, kw, shape, monkeypatch):
+    """With the process's BLAS the chunked products may round differently (float32: |dy| <~ n eps |W||x|), so
+    an output next to an ADC threshold may move by one ADC step; everything else is identical."""
+    pytest.importorskip("torch")
+    cfg = _configs()["deploy"]
+    fused, ref = _fused_and_reference(kind, kw, shape, cfg, monkeypatch)
+    d = (fused - ref).abs()
+    assert (d > 0).float().mean() <= 0.01
+    # one ADC step at the output, scaled back by NM alpha (<= max|x|) and the column scale (<= max|w|)
+    step = cfg.forward.out_step * float(ref.abs().max()) * 10
+    assert float(d.max()) <= step
+
+
+def test_fused_conv_working_memory_bounded_by_the_chunk(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import tracemalloc
+
+    import aimc.tile
+    from aimc.nn import AnalogConv2d
+    from aimc.nn.bench import DEPLOY_CONFIG
+    monkeypatch.setattr(aimc.tile, "PATCH_CHUNK", 1 << 12)
+    conv = AnalogConv2d(16, 8, 3, padding=1, config=DEPLOY_CONFIG, seed=0).eval()
+    x = torch.randn(8, 16, 32, 32)
+    with torch.no_grad():
+        conv(x)  # warm-up (kernels compiled, weights synced)
+        tracemalloc.start()
+        y = conv(x)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    patch_matrix = 8 * 32 * 32 * 16 * 9 * 4   # what the unfused path writes (4.7 MB)
+    output = y.numel() * 4                    # the result itself (262 kB)
+    assert peak < output + 16 * (1 << 12) * 4 < patch_matrix / 8, (peak, output)
+    with torch.enable_grad():  # the unfused reference path holds the patch matrix
+        tracemalloc.start()
+        conv(x.requires_grad_(True))
+        peak_unfused = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak_unfused > patch_matrix

@@ -15,23 +15,28 @@ from .rng import normals_row, uniforms_row
 NM_NONE, NM_ABS_MAX, NM_MAX, NM_CONSTANT = 0, 1, 2, 3
 
 
+@njit(inline="always", cache=True)
+def _nm_row(row, kind, thres):
+    """Noise-management scale of one row (physics.md §1.3); ``thres`` > 0 caps ABS_MAX/MAX."""
+    if kind == NM_NONE:
+        return np.float32(1.0)
+    if kind == NM_CONSTANT:
+        return np.float32(thres) if thres > 0 else np.float32(1.0)
+    a = np.float32(-np.inf) if kind == NM_MAX else np.float32(0.0)
+    for j in range(row.shape[0]):
+        v = row[j] if kind == NM_MAX else abs(row[j])
+        if v > a:
+            a = v
+    if thres > 0 and a > thres:
+        a = np.float32(thres)
+    return a
+
+
 @njit(parallel=True, cache=True)
 def nm_alpha(x, kind, thres, out):
     """Noise-management scale per row (physics.md §1.3); ``thres`` > 0 caps ABS_MAX/MAX."""
     for b in prange(x.shape[0]):
-        if kind == NM_NONE:
-            a = np.float32(1.0)
-        elif kind == NM_CONSTANT:
-            a = np.float32(thres) if thres > 0 else np.float32(1.0)
-        else:
-            a = np.float32(-np.inf) if kind == NM_MAX else np.float32(0.0)
-            for j in range(x.shape[1]):
-                v = x[b, j] if kind == NM_MAX else abs(x[b, j])
-                if v > a:
-                    a = v
-            if thres > 0 and a > thres:
-                a = np.float32(thres)
-        out[b] = a
+        out[b] = _nm_row(x[b], kind, thres)
 
 
 @njit(inline="always", cache=True)
@@ -51,6 +56,36 @@ def _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b):
             row[j] = np.rint(row[j] * inv_step) * step
 
 
+@njit(inline="always", cache=True)
+def _input_row(row, inv, step, inv_step, bound, sto, noise, k0, k1, call_u, call_n, key):
+    """In place on one row: row * inv -> DAC quantise -> clip -> + noise (keyed by ``key``); returns sum v^2."""
+    n = row.shape[0]
+    for j in range(n):
+        row[j] = row[j] * inv
+    _quantise_row(row, step, inv_step, sto, k0, k1, call_u, key)
+    for j in range(n):
+        row[j] = min(max(row[j], -bound), bound)
+    if noise > 0:
+        z = np.empty(n, np.float32)
+        normals_row(z, k0, k1, call_n, key)
+        for j in range(n):
+            row[j] += noise * z[j]
+    acc = np.float32(0.0)
+    for j in range(n):
+        acc += row[j] * row[j]
+    return acc
+
+
+@njit(inline="always", cache=True)
+def _aux_row(row, aux, r, sq_at, abs_at):
+    if sq_at >= 0:
+        for j in range(row.shape[0]):
+            aux[sq_at + r, j] = row[j] * row[j]
+    if abs_at >= 0:
+        for j in range(row.shape[0]):
+            aux[abs_at + r, j] = abs(row[j])
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n, v, v2, aux, sq_at, abs_at):
     """v[r] = clip(Q(x[rows[r]] / scale[r]), +-bound) + noise*xi and v2[r] = sum_j v[r, j]^2.
@@ -65,33 +100,57 @@ def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n,
     noise = np.float32(noise)
     for r in prange(rows.shape[0]):
         b = rows[r]
-        inv = np.float32(1.0) / scale[r]
         row = v[r]
         for j in range(n):
-            row[j] = x[b, j] * inv
-        _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b)
+            row[j] = x[b, j]
+        v2[r] = _input_row(row, np.float32(1.0) / scale[r], step, inv_step, bound, sto, noise, k0, k1,
+                           call_u, call_n, b)
+        _aux_row(row, aux, r, sq_at, abs_at)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound,
+                      sto, noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at):
+    """im2col + noise management + ``input_stage`` in one sweep over rows row0 .. row0 + len(v2) - 1 of the
+    patch matrix of a convolution, never writing the patch matrix itself.
+
+    Patch row g (image g // (oh*ow), output position (py, px)) column j is
+    ``xflat[image * img_size + py*sh*W + px*sw + off[j]]`` (``off`` holds channel, kernel row and column
+    offsets of the tile's columns in the padded input, ``sh``/``sw`` already multiplied by the row stride).
+    Per row: alpha = the NM scale of ``nm_alpha``; if ``zero_guard`` and alpha < tiny, alpha = 1 and zero = 1
+    (``periphery.mvm``'s guard); then the row body of ``input_stage`` keyed by the global row g, so every
+    value equals the unfused path's.
+    """
+    n = off.shape[0]
+    step = np.float32(step)
+    inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
+    bound = np.float32(bound)
+    noise = np.float32(noise)
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    npos = oh * ow
+    for r in prange(v2.shape[0]):
+        g = row0 + r
+        img = g // npos
+        p = g - img * npos
+        py = p // ow
+        base = img * img_size + py * sh + (p - py * ow) * sw
+        row = v[r]
         for j in range(n):
-            row[j] = min(max(row[j], -bound), bound)
-        if noise > 0:
-            z = np.empty(n, np.float32)
-            normals_row(z, k0, k1, call_n, b)
-            for j in range(n):
-                row[j] += noise * z[j]
-        acc = np.float32(0.0)
-        for j in range(n):
-            acc += row[j] * row[j]
-        v2[r] = acc
-        if sq_at >= 0:
-            for j in range(n):
-                aux[sq_at + r, j] = row[j] * row[j]
-        if abs_at >= 0:
-            for j in range(n):
-                aux[abs_at + r, j] = abs(row[j])
+            row[j] = xflat[base + off[j]]
+        a = _nm_row(row, nm_kind, nm_thres)
+        z = 0
+        if zero_guard and a < tiny:
+            a = np.float32(1.0)
+            z = 1
+        alpha[r] = a
+        zero[r] = z
+        v2[r] = _input_row(row, np.float32(1.0) / a, step, inv_step, bound, sto, noise, k0, k1, call_u, call_n, g)
+        _aux_row(row, aux, r, sq_at, abs_at)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
 def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl,
-                 step, bound, sto, test_neg, k0, k1, call_n, call_u, clipped, y):
+                 step, bound, sto, test_neg, k0, k1, call_n, call_u, clipped, y, key_off):
     """From the product yin (R x M) into y[rows[r]] (B x M), for each row r, stage by stage over the row
     (each stage a simple loop over L1-resident data, so LLVM vectorises it):
 
@@ -100,7 +159,8 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     nonlinearity (nl > 0): y <- y / (1 + |nl y|)
     noise: sigma^2 = sig_row[r]^2 + w_noise2 * s_el[r, i] (s_el empty: sig_row alone)
     ADC: quantise with ``step``, clip to +-bound (bound 0: no clip); clipped[r] = 1 if any output exceeded
-    +bound (or -bound, if test_neg).
+    +bound (or -bound, if test_neg). Random numbers of row r are keyed by rows[r] + key_off (a chunk of a
+    larger batch passes its first row).
     """
     m = y.shape[1]
     step = np.float32(step)
@@ -124,7 +184,8 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
             for i in range(m):
                 row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
         z = np.empty(m, np.float32)
-        normals_row(z, k0, k1, call_n, b)
+        key = b + key_off
+        normals_row(z, k0, k1, call_n, key)
         s0 = sig_row[r] * sig_row[r]
         if per_el:
             for i in range(m):
@@ -133,7 +194,7 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
             s = np.sqrt(s0)
             for i in range(m):
                 row[i] += s * z[i]
-        _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b)
+        _quantise_row(row, step, inv_step, sto, k0, k1, call_u, key)
         flag = 0
         if bound > 0:
             hi = np.float32(-np.inf)

@@ -116,6 +116,20 @@ class AnalogModule(nn.Module):
         self._synced_version = None
 
     # -- the product ----------------------------------------------------------------------------------
+    def _fused_tiles(self):
+        """The tiles, ready for a read that bypasses ``analog_matmul`` (the fused inference path of a
+        convolution), or None when this layer's read needs ``analog_matmul`` (an HWA hook, or a periphery
+        ``TileArray.forward_patches`` does not reproduce). Prepares the tiles as ``analog_matmul`` does."""
+        if self._modules.get("hwa") is not None or not self.tiles.fusable:
+            return None
+        if self.programmed:
+            comp = not self.training
+            if self.tiles.compensate != comp:
+                self.tiles.compensate = comp
+        else:
+            self._sync()
+        return self.tiles
+
     @torch.compiler.disable(recursive=True)
     def analog_matmul(self, x2d: torch.Tensor) -> torch.Tensor:
         """(rows, in) -> (rows, out) through the tiles, with autograd (see ``AnalogMatmul``).

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import TileConfig
+from ._function import as_numpy
 from .base import AnalogModule
 
 
@@ -272,8 +274,14 @@ class _AnalogConvNd(AnalogModule):
         if unfold_pad[0] or unfold_pad[1]:
             x = F.pad(x, (unfold_pad[1], unfold_pad[1], unfold_pad[0], unfold_pad[0]))
         x = x.contiguous()
+        if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            readers = [self] if self.group_tiles is None else list(self.group_tiles)
+            tiles = [m._fused_tiles() for m in readers]
+            if all(t is not None for t in tiles):
+                y = self._forward_fused(x, tiles, oh, ow, k, d, s)
+                return self._finish(y, n, oh, ow)
         # im2col as a strided view (N, oh, ow, C, kh, kw) and one copy into the (N*oh*ow, C*kh*kw) patch
-        # matrix the tiles read (F.unfold plus a transpose is several times slower on CPU)
+        # matrix the tiles read (F.unfold plus a transpose is several times slower on CPU); autograd keeps it
         sn, sc, sh, sw = x.stride()
         c = x.shape[1]
         patches = x.as_strided((n, oh, ow, c, k[0], k[1]), (sn, sh * s[0], sw * s[1], sc, sh * d[0], sw * d[1]))
@@ -284,6 +292,24 @@ class _AnalogConvNd(AnalogModule):
             cg = c // self.groups
             y = torch.cat([slot.analog_matmul(patches[:, :, :, g * cg:(g + 1) * cg].reshape(rows, -1))
                            for g, slot in enumerate(self.group_tiles)], dim=1)
+        return self._finish(y, n, oh, ow)
+
+    def _forward_fused(self, x, tiles, oh, ow, k, d, s) -> torch.Tensor:
+        """Inference without a patch matrix: every group's tiles gather their patches from the padded input
+        chunk by chunk (``TileArray.forward_patches``; working memory bounded by ``aimc.tile.PATCH_CHUNK``)."""
+        n, c, h, w = x.shape
+        cg = c // self.groups
+        xflat = as_numpy(x).reshape(-1)
+        ci, ki, kj = np.meshgrid(np.arange(cg), np.arange(k[0]), np.arange(k[1]), indexing="ij")
+        local = (ci * (h * w) + ki * (d[0] * w) + kj * d[1]).reshape(-1).astype(np.int64)
+        rows = n * oh * ow
+        outs = [t.forward_patches(xflat, c * h * w, oh, ow, s[0] * w, s[1], local + g * cg * h * w, rows)
+                for g, t in enumerate(tiles)]
+        y = torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1))
+        return y.to(x.dtype)
+
+    def _finish(self, y, n, oh, ow) -> torch.Tensor:
+        """(n*oh*ow, out) -> (n, out, oh, ow) plus the digital bias."""
         y = y.reshape(n, oh, ow, self.out_channels).permute(0, 3, 1, 2)
         if self.bias is not None:
             y = y + self.bias.reshape(1, -1, 1, 1)
