@@ -22,6 +22,7 @@ BENCHES: dict[str, str] = {
     "hwa-step": "aimc.train.hwa:bench_hwa_step",
     "lstm": "aimc.nn.bench:bench_lstm",
     "resnet": "aimc.nn.bench:bench_resnet",
+    "resnet-hwa-step": "aimc.nn.bench:bench_resnet_hwa_step",
     "rng": "aimc.bench:bench_rng",
     "tiki-taka": "aimc.optim:bench_tiki_taka",
     "update": "aimc.optim:bench_update",

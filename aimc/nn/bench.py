@@ -200,3 +200,41 @@ def bench_lstm(args) -> dict:
         out["aihwkit_note"] = ("aihwkit converted the LSTM" if converted else
                                "aihwkit's convert_to_analog left nn.LSTM digital: aihwkit_ms is a digital LSTM")
     return out
+
+
+def make_resnet_step(args, kind: str):
+    """A zero-argument training step of ResNet-20 (forward, cross-entropy backward, SGD step): 'digital', or
+    'hwa' (``aimc.train.hwa.prepare(model, 'standard-hwa')`` and ``post_step``)."""
+    torch.manual_seed(0)
+    model = resnet20().train()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(_resnet_batch(args), 3, 32, 32, generator=g)
+    t = torch.randint(0, 10, (x.shape[0],), generator=g)
+    post = None
+    if kind == "hwa":
+        from ..train import hwa
+        model = hwa.prepare(model, "standard-hwa").train()
+        post = hwa.post_step
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), t).backward()
+        opt.step()
+        if post is not None:
+            post(model)
+    step()  # input ranges initialise from data on the first batches
+    return step
+
+
+def bench_resnet_hwa_step(args) -> dict:
+    """One HWA training step of ResNet-20 (standard HWA preset) against the digital step."""
+    from ..bench import timeit_isolated
+    a = _capped(args, 3)
+    t = timeit_isolated({"aimc": ("aimc.nn.bench:make_resnet_step", {"kind": "hwa"}),
+                         "baseline": ("aimc.nn.bench:make_resnet_step", {"kind": "digital"})}, a)
+    return {"name": "resnet-hwa-step", "model": "ResNet-20 (CIFAR 32x32x3)", "batch": _resnet_batch(args),
+            "threads": args.threads, "aimc_ms": round(t["aimc"], 1), "baseline_ms": round(t["baseline"], 1),
+            "ratio": round(t["aimc"] / t["baseline"], 3),
+            "config": "aimc.train.hwa standard-hwa preset, training mode",
+            "baseline": "the digital step (forward, cross-entropy backward, SGD)", "isolated_processes": True}
