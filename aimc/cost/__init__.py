@@ -1,0 +1,8 @@
+"""What the chip costs: energy, latency and area of every inference, from the simulated physics (issue 10).
+
+Torch-free. ``Counts`` (what each tile did, always counted), technology cards (``load_card``: cited TOML
+files in ``aimc/cost/cards``) and the report (``report``/``measure``: counts x card -> pJ, ns, mm^2).
+"""
+from .counters import Counts
+
+__all__ = ["Counts"]
