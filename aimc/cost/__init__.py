@@ -3,6 +3,7 @@
 Torch-free. ``Counts`` (what each tile did, always counted), technology cards (``load_card``: cited TOML
 files in ``aimc/cost/cards``) and the report (``report``/``measure``: counts x card -> pJ, ns, mm^2).
 """
+from .cards import CardError, TechCard, available, load_card
 from .counters import Counts
 
-__all__ = ["Counts"]
+__all__ = ["CardError", "Counts", "TechCard", "available", "load_card"]
