@@ -28,13 +28,14 @@ def test_kernel_matches_numpy(rng):
     inv = rng.uniform(0.5, 2, 7).astype(np.float32)
     g = rng.uniform(0, 50, 33).astype(np.float32)
     step = 1 / 63
-    out = np.empty((7, 4))
+    out = np.empty((7, 5))
     input_sums(v, inv, g, step, out)
     u = np.abs(v.astype(np.float64) * inv[:, None])
     np.testing.assert_allclose(out[:, 0], (u ** 2) @ g, rtol=1e-6)
     np.testing.assert_allclose(out[:, 1], u @ g, rtol=1e-6)
     np.testing.assert_allclose(out[:, 2], popcount(np.rint(u / step).astype(int)) @ g, rtol=1e-6)
     np.testing.assert_array_equal(out[:, 3], (u != 0).sum(1))
+    np.testing.assert_array_equal(out[:, 4], popcount(np.rint(u / step).astype(int)).sum(1))
 
 
 def test_one_hot_reads_single_line_conductance():
@@ -67,6 +68,7 @@ def test_amplitude_pwm_and_bit_serial_sums_on_dac_grid():
     np.testing.assert_allclose(c.e_pwm, g * (k / 63).sum(), rtol=1e-5)
     assert c.e_bits == pytest.approx(g * popcount(k).sum())
     assert c.pulses == 5 and c.dac == n and c.adc == 4
+    assert c.bit_pulses == popcount(k).sum()
 
 
 def test_bound_management_rereads_counted():

@@ -35,13 +35,16 @@ class Counts:
     pass: one DAC conversion per input line, one ADC conversion per output line. Digital operations:
     ``dig_in`` input scalings x / (alpha f) before the DAC (noise / bound management), ``dig_out`` output
     rescalings by alpha f, ``dig_comp`` digital column scale / drift compensation multiplies, ``dig_partial``
-    additions of partial sums across tiles of a split matrix (counted on the TileArray).
+    additions of partial sums across tiles of a split matrix (counted on the TileArray). ``pulses``: non-zero
+    inputs applied (one driver pulse each, PWM or amplitude); ``bit_pulses``: set bits of the DAC codes (the
+    pulses of a bit-serial drive).
     """
 
     mvms: int = 0
     passes: int = 0
     dac: int = 0
     pulses: int = 0
+    bit_pulses: int = 0
     adc: int = 0
     dig_in: int = 0
     dig_out: int = 0
@@ -87,10 +90,11 @@ class Counts:
             return
         if g is None:
             g = np.zeros(n, np.float32)
-        s = np.empty((R, 4), np.float64)
+        s = np.empty((R, 5), np.float64)
         input_sums(v, inv, g, float(step), s)
         t = s.sum(axis=0)
         self.e_amp += float(t[0])
         self.e_pwm += float(t[1])
         self.e_bits += float(t[2])
         self.pulses += int(t[3])
+        self.bit_pulses += int(t[4])

@@ -25,7 +25,7 @@ def input_sums(v, inv, g, step, out):
     """For each row r of v (R x n, float32), with u = v[r] * inv[r] (the applied input, full scale 1):
 
     out[r, 0] = sum_j u_j^2 g_j; out[r, 1] = sum_j |u_j| g_j;
-    out[r, 2] = sum_j popcount(round(|u_j| / step)) g_j (0 if step <= 0); out[r, 3] = #{j: u_j != 0}.
+    out[r, 2] = sum_j popcount(round(|u_j| / step)) g_j (0 if step <= 0); out[r, 3] = #{j: u_j != 0}; out[r, 4] = sum_j popcount(code_j) (bit-serial pulses).
     Per row in float32 (relative error ~ n 2^-24), rows summed in float64 by the caller.
     """
     n = v.shape[1]
@@ -43,12 +43,16 @@ def input_sums(v, inv, g, step, out):
             s1 += a * g[j]
             nz += a != 0
         sb = np.float32(0.0)
+        nb = 0
         if step > 0:
             fs = f * inv_step
             for j in range(n):
                 k = np.int32(abs(row[j]) * fs + np.float32(0.5))  # the DAC code (inputs lie on its grid)
-                sb += np.float32(_popcount32(k)) * g[j]
+                pc = _popcount32(k)
+                sb += np.float32(pc) * g[j]
+                nb += pc
         out[r, 0] = np.float64(s2) * np.float64(f) * np.float64(f)
         out[r, 1] = np.float64(s1) * np.float64(f)
         out[r, 2] = np.float64(sb)
         out[r, 3] = nz
+        out[r, 4] = nb
