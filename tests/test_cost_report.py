@@ -153,3 +153,37 @@ def test_measure_counts_digital_layers():
     assert any("costed as digital" in n for n in dig.notes)
     assert rep.energy_per_inference == pytest.approx(sum(lc.energy_total for lc in rep.layers) / 5)
     assert rep.latency == names["0"].latency  # digital latency not modelled (stated)
+
+
+@pytest.mark.torch
+def test_cli_cost_json_and_bad_card(capsys, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("mlxtend")
+    from aimc.cli import main
+    assert main(["cost", "--samples", "20", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["card"] == "hermes-pcm-14nm" and d["inputs"] == 20
+    assert [lc["name"] for lc in d["layers"]] == ["fc1", "fc2", "fc3"]
+    assert d["model"]["energy_pJ_per_inference"] > 0 and d["model"]["latency_ns"] == pytest.approx(3 * 127)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\ncitation = "c"\nprovenance = "p"\n')
+    assert main(["cost", "--tech", str(bad)]) == 2
+    assert "missing field" in capsys.readouterr().err
+
+
+@pytest.mark.torch
+def test_deploy_reports_energy_per_time():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from aimc import datasets, zoo
+    from aimc.deploy import evaluate_over_time
+    torch.manual_seed(0)
+    model = zoo.mlp(64, (32,), 10)
+    res = evaluate_over_time(model, datasets.load("digits"), times=("1s", "10y"), repeats=2, tech="hermes-pcm-14nm")
+    e = res.cost["energy_pJ"]
+    assert len(e) == 2 and len(e[0]) == 2 and all(v > 0 for row in e for v in row)
+    assert all(e[1][r] < e[0][r] for r in range(2))  # PCM drift lowers G and so the array energy
+    d = res.to_dict()
+    assert d["cost"]["card"] == "hermes-pcm-14nm" and len(d["cost"]["energy_pJ_mean"]) == 2
+    assert "energy / inference (nJ)" in res.table()
+    assert res.config["mapping"]["max_in"] == 256  # tiles take the card's core size
