@@ -305,8 +305,8 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
                 if card is None:
                     acc[i][r] = evaluate(chip, x, y, batch_size)
                 else:  # energy changes as conductances drift: cost every evaluation
-                    from .cost import count_digital, reset
-                    reset(chip)
+                    from .cost import count_digital, prepare
+                    prepare(chip, card)
                     with count_digital(chip) as dig:
                         acc[i][r] = evaluate(chip, x, y, batch_size)
                     rep = dig.report(int(len(y)), card)

@@ -60,6 +60,7 @@ def test_amplitude_pwm_and_bit_serial_sums_on_dac_grid():
     W = np.ones((4, n), np.float32)
     t = Tile(4, n, cfg(inp_bits=7, inp_bound=1.0), seed=0)
     t.set_weights(W)  # unprogrammed: the conductances the mapping would write, 4 x 25 uS per line
+    t.counts.bit_planes = True  # the popcount sums are on only when asked for (bit-serial cards)
     k = np.array([[0, 1, 5, 63, 32, 17]])
     t.forward((k / 63).astype(np.float32))
     g = 4 * 25.0
@@ -68,7 +69,11 @@ def test_amplitude_pwm_and_bit_serial_sums_on_dac_grid():
     np.testing.assert_allclose(c.e_pwm, g * (k / 63).sum(), rtol=1e-5)
     assert c.e_bits == pytest.approx(g * popcount(k).sum())
     assert c.pulses == 5 and c.dac == n and c.adc == 4
-    assert c.bit_pulses == popcount(k).sum()
+    assert c.bit_pulses == popcount(k).sum() and c.bit_passes == c.passes == 1
+    c.reset()
+    c.bit_planes = False
+    t.forward((k / 63).astype(np.float32))
+    assert c.e_bits == 0 and c.bit_passes == 0 and c.e_pwm > 0 and c.bit_planes is False
 
 
 def test_bound_management_rereads_counted():
@@ -134,3 +139,19 @@ def test_backward_counted_separately(rng):
     assert t.counts == Counts()
     assert t.counts_backward.mvms == 3 and t.counts_backward.dac == 9 and t.counts_backward.adc == 15
     np.testing.assert_allclose(t.counts_backward.e_amp, t.line_conductance("backward").sum(), rtol=1e-6)
+
+
+def test_counts_identical_on_1_and_2_threads(rng):
+    import numba
+    W = rng.standard_normal((64, 300)).astype(np.float32)
+    x = rng.uniform(-1, 1, (400, 300)).astype(np.float32)  # large enough for the parallel sweep
+    out = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        t = Tile(64, 300, seed=0)
+        t.set_weights(W)
+        t.counts.bit_planes = True
+        t.forward(x)
+        out.append(t.counts)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert out[0] == out[1]

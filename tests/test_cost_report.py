@@ -59,6 +59,10 @@ def test_bit_serial_card_counts_cycles():
     x = np.zeros((1, 128), np.float32)
     x[0, :3] = [1.0, 63 / 127, 0.0]                  # codes 127 (7 bits set), 63 (6 bits), 0
     ta.forward(x)
+    with pytest.raises(ValueError, match="aimc.cost.prepare"):   # bit planes were not counted
+        cost.report({"fc": ta}, 1, RRAM)
+    cost.prepare({"fc": ta}, RRAM)
+    ta.forward(x)
     lc = cost.report({"fc": ta}, 1, RRAM).layers[0]
     t_adc = (5 + 1) * 1e-9 * math.ceil(128 / 16)
     assert lc.latency == pytest.approx(7 * (10e-9 + t_adc))

@@ -21,9 +21,13 @@ source-side energy V_j I_j t), and the sums above stay exact for amplitude encod
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
+
+from ..kernels.cost import input_sums, input_sums_serial
+
+_SERIAL_BELOW = 1 << 16  # elements per pass below which the sweep runs on the calling thread
 
 
 @dataclass
@@ -38,6 +42,10 @@ class Counts:
     additions of partial sums across tiles of a split matrix (counted on the TileArray). ``pulses``: non-zero
     inputs applied (one driver pulse each, PWM or amplitude); ``bit_pulses``: set bits of the DAC codes (the
     pulses of a bit-serial drive).
+
+    The bit-plane sums (``e_bits``, ``bit_pulses``) cost a popcount per input, so they are counted only while
+    ``bit_planes`` is true (``aimc.cost.prepare`` sets it for bit-serial cards); ``bit_passes`` says how many
+    passes had them counted.
     """
 
     mvms: int = 0
@@ -53,35 +61,40 @@ class Counts:
     e_amp: float = 0.0
     e_pwm: float = 0.0
     e_bits: float = 0.0
+    bit_passes: int = 0
+    bit_planes: bool = field(default=False, compare=False, repr=False)  # a switch, not a count
 
     @property
     def rereads(self) -> int:
         """Bound-management re-reads (passes beyond the first of each MVM)."""
         return self.passes - self.mvms
 
+    def _sums(self):
+        return [f.name for f in fields(self) if f.name != "bit_planes"]
+
     def __iadd__(self, other: "Counts") -> "Counts":
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in self._sums():
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
     def __add__(self, other: "Counts") -> "Counts":
-        out = Counts(**{f.name: getattr(self, f.name) for f in fields(self)})
+        out = Counts(**{name: getattr(self, name) for name in self._sums()})
         out += other
         return out
 
     def reset(self) -> None:
-        for f in fields(self):
-            setattr(self, f.name, type(getattr(self, f.name))(0))
+        """Zero every count (the ``bit_planes`` switch stays)."""
+        for name in self._sums():
+            setattr(self, name, type(getattr(self, name))(0))
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {name: getattr(self, name) for name in self._sums()}
         d["rereads"] = self.rereads
         return d
 
     def add_pass(self, v: np.ndarray, inv: np.ndarray, g: np.ndarray | None, step: float, m: int) -> None:
         """Count one analog pass of the R rows of applied inputs ``v`` (R x n; applied input = v * inv per row)
         on an array with ``m`` output lines and per-input-line conductance ``g`` (n,) in uS."""
-        from ..kernels.cost import input_sums
         R, n = v.shape
         self.passes += R
         self.dac += R * n
@@ -91,7 +104,9 @@ class Counts:
         if g is None:
             g = np.zeros(n, np.float32)
         s = np.empty((R, 5), np.float64)
-        input_sums(v, inv, g, float(step), s)
+        bits = self.bit_planes and step > 0
+        (input_sums_serial if R * n < _SERIAL_BELOW else input_sums)(v, inv, g, float(step) if bits else 0.0, s)
+        self.bit_passes += R if bits else 0
         t = s.sum(axis=0)
         self.e_amp += float(t[0])
         self.e_pwm += float(t[1])

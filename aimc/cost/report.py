@@ -7,7 +7,7 @@ term, with the counters it uses (``aimc.cost.counters``), for a tile of n inputs
 b_in-bit DAC and a b_out-bit ADC (K = b_in - 1 magnitude bits of a signed input):
 
 * array: V_read^2 x G-weighted input sums x time — pwm: t_LSB e_pwm / DAC step; amplitude: t_read e_amp;
-  bit-serial: t_read e_bits (circuits_and_cost.md D.3);
+  bit-serial: t_read e_bits (circuits_and_cost.md D.3; bit planes counted after ``prepare(model, card)``);
 * drivers: ``pulses`` (``bit_pulses`` if bit-serial) x pulse energy;
 * ADC: ``adc`` conversions (x K if bit-serial: one per column per input bit) x E_conv(b_out);
 * digital: (``dig_in`` + ``dig_out`` + ``dig_comp``) x multiply + ``dig_partial`` x add (+ the shift-adds of
@@ -117,6 +117,10 @@ def _tile_terms(tile, counts: Counts, card: TechCard, notes: list):
         if io.is_perfect or io.inp_bits == 0:
             raise ValueError(f"tile {tile.tile_id!r}: a bit-serial card needs the DAC codes the tile applied; "
                              f"simulate with forward.inp_bits > 0 (and is_perfect false)")
+        if counts.bit_passes != counts.passes:
+            raise ValueError(f"tile {tile.tile_id!r}: a bit-serial card needs the bit planes of the DAC codes, "
+                             f"counted on {counts.bit_passes} of {counts.passes} passes; call "
+                             f"aimc.cost.prepare(model, card) before the forward (measure() and deploy do)")
         e_array = V2 * card["array.t_read"] * counts.e_bits * uS
         t_in = K * card["array.t_read"]
         pulses, conv, shift_adds = counts.bit_pulses, counts.adc * K, counts.adc * (K - 1)
@@ -335,6 +339,17 @@ def reset(model) -> None:
         ta.reset_counts()
 
 
+def prepare(model, card) -> None:
+    """Switch the bit-plane sums (a popcount per input) on in every tile of ``model`` if ``card`` drives its
+    inputs bit-serially (off otherwise: the other counts are always on), and zero the counters."""
+    card = card if isinstance(card, TechCard) else load_card(card)
+    on = card.encoding == "bit_serial"
+    for _, ta in _find_tile_arrays(model):
+        for t in ta.all_tiles():
+            t.counts.bit_planes = on
+        ta.reset_counts()
+
+
 class count_digital:
     """Context manager (torch): while open, count the MACs of Linear/Conv layers that stayed digital.
 
@@ -396,7 +411,7 @@ def measure(model, x, card="hermes-pcm-14nm") -> CostReport:
     args = x if isinstance(x, tuple) else (x,)
     if not args or not hasattr(args[0], "shape") or len(args[0].shape) == 0:
         raise ValueError("measure: x must be a batched tensor (first dimension = number of inferences)")
-    reset(model)
+    prepare(model, card)
     was = model.training
     model.eval()
     try:

@@ -14,14 +14,14 @@ from numba import njit, prange
 
 @njit(inline="always", cache=True)
 def _popcount32(k):
-    k = k - ((k >> 1) & 0x55555555)
-    k = (k & 0x33333333) + ((k >> 2) & 0x33333333)
-    k = (k + (k >> 4)) & 0x0F0F0F0F
-    return ((k * 0x01010101) & 0xFFFFFFFF) >> 24
+    """Bits set in a non-negative int32 (SWAR, all in int32 so that LLVM vectorises it)."""
+    k = k - ((k >> np.int32(1)) & np.int32(0x55555555))
+    k = (k & np.int32(0x33333333)) + ((k >> np.int32(2)) & np.int32(0x33333333))
+    k = (k + (k >> np.int32(4))) & np.int32(0x0F0F0F0F)
+    return ((k * np.int32(0x01010101)) >> np.int32(24)) & np.int32(0xFF)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def input_sums(v, inv, g, step, out):
+def _input_sums(v, inv, g, step, out):
     """For each row r of v (R x n, float32), with u = v[r] * inv[r] (the applied input, full scale 1):
 
     out[r, 0] = sum_j u_j^2 g_j; out[r, 1] = sum_j |u_j| g_j;
@@ -56,3 +56,32 @@ def input_sums(v, inv, g, step, out):
         out[r, 2] = np.float64(sb)
         out[r, 3] = nz
         out[r, 4] = nb
+
+
+input_sums = njit(parallel=True, fastmath=True, cache=True)(_input_sums)
+input_sums_serial = njit(fastmath=True, cache=True)(_input_sums)  # small passes: no thread-pool launch
+
+
+@njit(fastmath=True, cache=True)
+def abs_sums_max(W, axis, out):
+    """out = sum of |W| over ``axis`` (0: per column, (in,); 1: per row, (out,)) in float32, and the return
+    value max |W|, in one sweep over the C-contiguous W (out x in).
+
+    The per-line conductance of an unprogrammed differential tile (``aimc.mapping.line_conductance``) is
+    s * out + 2 g_min x lines; one pass keeps it cheap when training rewrites the weights every step.
+    """
+    n = W.shape[1]
+    mx = np.zeros(n, np.float32)
+    out[:] = 0.0
+    for i in range(W.shape[0]):
+        row = W[i]
+        acc = np.float32(0.0)
+        for j in range(n):  # element-wise over a row: vectorised
+            a = abs(row[j])
+            acc += a
+            mx[j] = max(mx[j], a)
+            if axis == 0:
+                out[j] += a
+        if axis == 1:
+            out[i] = acc
+    return mx.max() if n else np.float32(0.0)
