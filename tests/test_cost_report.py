@@ -67,6 +67,7 @@ def test_bit_serial_card_counts_cycles():
     t_adc = (5 + 1) * 1e-9 * math.ceil(128 / 16)
     assert lc.latency == pytest.approx(7 * (10e-9 + t_adc))
     assert lc.energy["adc"] == pytest.approx(128 * 7 * RRAM.adc_energy(5))
+    assert lc.adc_conversions == 128 * 7 and lc.counts.adc == 128
     assert lc.energy["array"] == pytest.approx(0.55 ** 2 * 10e-9 * 13 * 128 * 25e-6, rel=1e-5)
     assert lc.energy["drivers"] == pytest.approx(13 * 0.0027e-12)
     assert lc.energy["digital"] == pytest.approx(128 * 6 * 0.021e-12)  # shift-adds of 7 bit planes

@@ -61,6 +61,7 @@ class LayerCost:
     tiles: int = 0
     utilisation: float = 0.0
     bits: tuple = ()
+    adc_conversions: int = 0        # as costed: x input bits for a bit-serial card
     notes: list = field(default_factory=list)
 
     @property
@@ -87,6 +88,7 @@ class LayerCost:
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "tiles": self.tiles, "utilisation": self.utilisation,
                 "bits_in_out": list(self.bits), "macs_per_inference": self.macs / self.inputs,
+                "adc_conversions_per_inference": self.adc_conversions / self.inputs,
                 "counts_per_inference": {k: v / self.inputs for k, v in self.counts.to_dict().items()},
                 "energy_pJ_per_inference": {k: v / self.inputs * 1e12 for k, v in self.energy.items()},
                 "energy_pJ": self.energy_per_inference * 1e12, "latency_ns": self.latency * 1e9,
@@ -131,7 +133,7 @@ def _tile_terms(tile, counts: Counts, card: TechCard, notes: list):
               "adc": conv * card.adc_energy(b_out),
               "digital": (counts.dig_in + counts.dig_out + counts.dig_comp) * card["digital.mult_energy"]
               + (counts.dig_partial + shift_adds) * card["digital.add_energy"]}
-    return energy, t_pass, (b_in, b_out)
+    return energy, t_pass, (b_in, b_out), conv
 
 
 def core_area(card: TechCard, devices_per_weight: int) -> float:
@@ -164,7 +166,8 @@ def cost_tiles(name: str, tiles, card: TechCard, inputs: int) -> LayerCost:
             raise ValueError(f"layer {name!r}: tile {t.tile_id!r} is {t.in_size} inputs x {t.out_size} outputs, "
                              f"larger than the {card.rows} x {card.cols} core of card {card.name!r}; convert with "
                              f"aimc.cost.fit_config(config, card) (mapping.max_in/max_out = the core size)")
-        energy, t_pass, b = _tile_terms(t, t.counts, card, notes)
+        energy, t_pass, b, conv = _tile_terms(t, t.counts, card, notes)
+        lc.adc_conversions += conv
         bits.add(b)
         for k, v in energy.items():
             lc.energy[k] = lc.energy.get(k, 0.0) + v
@@ -263,7 +266,8 @@ class CostReport:
             c = lc.counts
             analog = lc.kind == "analog"
             rows.append((lc.name, lc.kind, str(lc.tiles) if analog else "-", f(c.mvms / n, ".4g") if analog else "-",
-                         f(c.dac / n, ".4g") if analog else "-", f(c.adc / n, ".4g") if analog else "-",
+                         f(c.dac / n, ".4g") if analog else "-",
+                         f(lc.adc_conversions / n, ".4g") if analog else "-",
                          f(c.rereads / n, ".4g") if analog else "-", f(lc.energy_per_inference * 1e12, ".4g"),
                          f(lc.latency * 1e9, ".4g") if analog else "n/a", f(lc.area * 1e6, ".4g") if analog else "n/a",
                          f(lc.tops, ".3g") if analog else "n/a", f(lc.tops_per_w, ".3g"),
