@@ -1,6 +1,6 @@
 """Write the chip-image fixtures that tests/test_chip_compat.py must keep loading.
 
-Run once per format version with the aimc of that day (``python tests/data/make_chip_fixtures.py``);
+Run once per format version with the aimc of that day (``PYTHONPATH=. python tests/data/make_chip_fixtures.py``);
 never regenerate an existing file: the point is that images written by an older aimc still load.
 Each image comes with ``<name>.npz`` holding what the saved chip computed, to compare after loading.
 """
