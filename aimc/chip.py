@@ -268,6 +268,30 @@ def _check_values(arrays: dict, tile: Tile, model, where: str) -> None:
         _fail(f"{where}/nu", "drift exponents beyond |nu| = 10")
 
 
+def check_tile_state(tile: Tile, meta, arrays: dict, model, where: str) -> None:
+    """Check an in-memory tile state (``Tile._get_state`` form, e.g. from a torch state dict) as a chip image's
+    is checked: meta fields, dataset names, shapes and dtypes, then values. Raises ChipImageError."""
+    _check_meta(meta, tile, model, where)
+    spec = _tile_spec(tile, meta, model)
+    for n, a in arrays.items():
+        if n not in spec:
+            _fail(f"{where}/{n}", "unexpected array")
+        shape, dtypes, _ = spec[n]
+        shapes = [tuple(x) for x in shape] if isinstance(shape, list) else [tuple(shape)]
+        if not isinstance(a, np.ndarray) or a.shape not in shapes or a.dtype.str not in dtypes:
+            _fail(f"{where}/{n}", f"has shape {getattr(a, 'shape', None)} and dtype {getattr(a, 'dtype', None)}, "
+                                  f"expected {' or '.join(map(str, shapes))} and {' or '.join(dtypes)}")
+    for n, (_, _, required) in spec.items():
+        if required and n not in arrays:
+            _fail(f"{where}/{n}", "missing")
+    _check_values(arrays, tile, model, where)
+
+
+def restore_tiles(plan, where: str) -> None:
+    """``tile._set_state`` for every (tile, meta, arrays, model) in ``plan``, all or nothing."""
+    _restore(Path(where), plan, [])
+
+
 # ----------------------------------------------------------------------------------------------- file access
 
 class _Reader:

@@ -16,7 +16,7 @@ __all__ = ["MAX_TIME_S", "UNITS", "format_time", "parse_time"]
 UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0,
          "y": 365.25 * 86400.0}
 MAX_TIME_S = 1000 * UNITS["y"]
-_TIME_RE = re.compile(r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+_TIME_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 
 def parse_time(t, what: str = "t") -> float:
