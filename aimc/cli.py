@@ -36,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:  # OSError: missing, existing, read-only, folder-not-file paths
         print(f"aimc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(f"aimc {args.command}: error: input nested too deeply", file=sys.stderr)
         return 2
 
 

@@ -367,8 +367,8 @@ def run(args) -> int:
     from .bench import set_threads
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    from .bench import check_threads
+    check_threads(args.threads)
     secs, labels = parse_times(args.times)
     cfg = _resolve_config(args)
     data = _load_data(args.data)

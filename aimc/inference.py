@@ -219,7 +219,7 @@ def bench_drift(args) -> dict:
     ``drift(t)`` alone (read + weights, the step repeated over a deployment's times) against the numpy read
     formula, and the ``device_models`` numpy engine (the oracle) through the same tile.
     """
-    from .bench import timeit
+    from .timing import timeit
     from .config import IOConfig, MappingConfig, TileConfig
     from .tile import Tile
 
