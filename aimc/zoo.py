@@ -406,8 +406,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     n = parameter_count(name, kwargs, where=str(path))
     stored = sum(int(v.numel()) for v in state.values())
     if n > stored:  # before building: a 1 KB file must not make us allocate gigabytes
-        raise ValueError(f"{path}: architecture {name!r} {kwargs} has {n} parameters but the checkpoint stores "
-                         f"only {stored} values; corrupt or forged checkpoint")
+        raise ValueError(f"{path}: weights do not fit architecture {name!r} {kwargs}: it has {n} parameters but "
+                         f"the checkpoint stores only {stored} values (corrupt or forged checkpoint)")
     model = build(name, **kwargs)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
