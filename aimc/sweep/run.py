@@ -210,7 +210,7 @@ def _connect(scheduler: str | None, workers: int | None, timeout: float):
                              f"is `dask scheduler` running there and the address right?") from None
     n = workers or os.cpu_count() or 1
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.CRITICAL)
     return Client(cluster, set_as_default=False), cluster
 
 
@@ -220,7 +220,7 @@ def _run_dask(client, todo, ctxs, on_done) -> list[tuple[Task, str]]:
     futs = {client.submit(run_task, _task_dict(t), ctxs[t.model], key=f"aimc-sweep-{tag}-{tid}", pure=False):
             (t, tid) for t, tid in todo}
     failed = []
-    for fut in as_completed(list(futs)):
+    for fut in as_completed(list(futs), loop=client.loop):
         t, tid = futs[fut]
         if fut.status == "finished":
             on_done(t, tid, fut.result())
