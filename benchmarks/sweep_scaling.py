@@ -9,7 +9,7 @@ on every worker (imports, Numba cache, data), so start-up is reported apart from
 
 * ``loop``: ``aimc.sweep.run_task`` called in a plain loop (no records, no Dask), 1 thread;
 * ``serial``: ``run_sweep(serial=True)``: the same loop plus an atomic record per task and the table files;
-* ``dask-1`` / ``dask-2``: ``run_sweep`` on a LocalCluster of 1 / 2 worker processes x 1 thread.
+* ``dask-1`` / ``dask-2``: ``run_sweep`` on ``aimc.sweep.run.local_cluster`` of 1 / 2 worker processes x 1 thread.
 
 Rounds alternate the contenders; the best round of each is reported (the machine is shared). Prints the
 throughput ratio dask-2 / dask-1 and the overhead per task (contender - loop) / tasks.
@@ -33,6 +33,12 @@ def spec_dict(n: int) -> dict:
             "times": ["1s", "1d", "1y"], "chips": n, "seed": 0, "threads": 1}
 
 
+def _task_s(out: Path) -> float:
+    """Mean time a task spent inside ``run_task`` (as its worker measured it)."""
+    w = [json.loads(p.read_text())["wall_s"] for p in (out / "tasks").glob("*.json")]
+    return sum(w) / len(w)
+
+
 def contender(name: str, n: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from aimc.sweep import SweepSpec, run_sweep
@@ -50,21 +56,19 @@ def contender(name: str, n: int) -> dict:
             run_task(_task_dict(warm.tasks()[0]), ctx)
             startup = time.perf_counter() - t0
             t = time.perf_counter()
-            for task in tasks:
-                run_task(_task_dict(task), ctx)
-            return {"startup_s": startup, "wall_s": time.perf_counter() - t}
+            inside = [run_task(_task_dict(task), ctx)["wall_s"] for task in tasks]
+            return {"startup_s": startup, "wall_s": time.perf_counter() - t, "task_s": sum(inside) / n}
         if name == "serial":
             run_sweep(warm, Path(d) / "warm", serial=True)
             startup = time.perf_counter() - t0
             t = time.perf_counter()
             run_sweep(spec, Path(d) / "out", serial=True)
-            return {"startup_s": startup, "wall_s": time.perf_counter() - t}
-        import logging
+            return {"startup_s": startup, "wall_s": time.perf_counter() - t, "task_s": _task_s(Path(d) / "out")}
+        from distributed import Client
 
-        from distributed import Client, LocalCluster
+        from aimc.sweep.run import local_cluster
         nw = int(name.split("-")[1])
-        with LocalCluster(n_workers=nw, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=logging.CRITICAL) as cluster, Client(cluster, set_as_default=False) as client:
+        with local_cluster(nw) as cluster, Client(cluster, set_as_default=False) as client:
             wt = _task_dict(warm.tasks()[0])
             futs = [client.submit(run_task, wt, ctx, workers=[w], pure=False, key=f"warm-{i}")
                     for i, w in enumerate(client.scheduler_info()["workers"])]
@@ -72,7 +76,7 @@ def contender(name: str, n: int) -> dict:
             startup = time.perf_counter() - t0
             t = time.perf_counter()
             run_sweep(spec, Path(d) / "out", client=client)
-            return {"startup_s": startup, "wall_s": time.perf_counter() - t}
+            return {"startup_s": startup, "wall_s": time.perf_counter() - t, "task_s": _task_s(Path(d) / "out")}
 
 
 def main() -> int:
@@ -114,15 +118,15 @@ def main() -> int:
         return 0
     print(f"{n} tasks (MNIST-5k MLP, PCM, 3 times), best of {a.rounds} rounds, load average {res['loadavg_1min']:.1f} "
           f"on {res['cpus']} CPUs")
-    print("| contender | start-up + warm-up (s) | wall (s) | tasks/s | overhead vs loop (ms/task) |")
-    print("|---|---|---|---|---|")
+    print("| contender | start-up + warm-up (s) | wall (s) | tasks/s | inside a task (s) | overhead vs loop (ms/task) |")
+    print("|---|---|---|---|---|---|")
     for name in names:
         r = best.get(name, {})
         if "error" in r:
-            print(f"| {name} | failed: {r['error']} | | | |")
+            print(f"| {name} | failed: {r['error']} | | | | |")
             continue
         ov = f"{r['overhead_ms_per_task']:.1f}" if "overhead_ms_per_task" in r else ""
-        print(f"| {name} | {r['startup_s']:.1f} | {r['wall_s']:.2f} | {r['tasks_per_s']:.2f} | {ov} |")
+        print(f"| {name} | {r['startup_s']:.1f} | {r['wall_s']:.2f} | {r['tasks_per_s']:.2f} | {r['task_s']:.3f} | {ov} |")
     if "throughput_ratio_2_vs_1" in res:
         print(f"throughput 2 workers / 1 worker: {res['throughput_ratio_2_vs_1']:.2f}x")
     return 0

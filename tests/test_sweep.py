@@ -120,6 +120,23 @@ def test_resume_skips_recorded_tasks_and_refuses_another_spec(spec, serial, tmp_
         run_sweep(other, out, serial=True)
 
 
+def test_failed_tasks_are_reported_and_retried_on_rerun(spec, serial, tmp_path, monkeypatch):
+    real = sweep_run.run_task
+
+    def flaky(task, ctx):
+        if task["chip"] == 1 and task["variant"] == 0:
+            raise MemoryError("simulated")
+        return real(task, ctx)
+
+    monkeypatch.setattr(sweep_run, "run_task", flaky)
+    with pytest.raises(SweepError, match=r"2 of 12 tasks failed .*MemoryError: simulated.* 10 finished tasks"):
+        run_sweep(spec, tmp_path / "o", serial=True)
+    assert len(list((tmp_path / "o" / "tasks").glob("*.json"))) == 10
+    monkeypatch.setattr(sweep_run, "run_task", real)
+    res = run_sweep(spec, tmp_path / "o", serial=True)
+    assert res.meta["ran"] == 2 and res.meta["skipped"] == 10 and res.rows == serial.rows
+
+
 def test_chip_images(ckpt, digits, tmp_path):
     import aimc
     s = SweepSpec.from_dict({"data": "digits", "models": [str(ckpt)], "devices": ["pcm-joshi2020"],
@@ -172,11 +189,8 @@ def test_bad_arguments(spec, tmp_path):
 @pytest.fixture(scope="module")
 def cluster_client():
     pytest.importorskip("distributed")
-    import logging
-
-    from distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.CRITICAL)
+    from distributed import Client
+    cluster = sweep_run.local_cluster(2)  # 2 worker processes x 1 thread
     client = Client(cluster, set_as_default=False)
     yield client
     client.close()
