@@ -147,26 +147,32 @@ def task_id(bound: dict, task: Task) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _bind(out: Path, bound: dict) -> None:
-    """``out/sweep.json`` records the spec; a folder holding another sweep is refused, never mixed."""
-    out.mkdir(parents=True, exist_ok=True)
+def _bound_before(out: Path, bound: dict) -> bool:
+    """Whether ``out`` already holds this sweep (``out/sweep.json``); another sweep there is refused."""
     f = out / "sweep.json"
-    if f.exists():
-        try:
-            old = json.loads(f.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SweepError(f"{f} is not a sweep record (corrupt); choose another --out") from None
-        if old.get("format") != BOUND_FORMAT:
-            raise SweepError(f"{out} holds something else than an aimc sweep; choose another --out")
-        if old != bound:
-            a, b = {**old["spec"], "model_sha256": old.get("model_sha256")}, \
-                   {**bound["spec"], "model_sha256": bound["model_sha256"]}
-            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            raise SweepError(f"{out} holds results of a different sweep (differs in: {', '.join(diff)}); "
-                             f"re-run that spec to resume it, or choose another --out")
-        return
-    atomic_write_text(f, json.dumps(bound, indent=2), overwrite=False)
-    (out / "tasks").mkdir(exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"{out} exists and is not a folder; choose another --out")
+    if not f.exists():
+        return False
+    try:
+        old = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SweepError(f"{f} is not a sweep record (corrupt); choose another --out") from None
+    if not isinstance(old, dict) or old.get("format") != BOUND_FORMAT:
+        raise SweepError(f"{out} holds something else than an aimc sweep; choose another --out")
+    if old != bound:
+        a = {**old.get("spec", {}), "model_sha256": old.get("model_sha256")}
+        b = {**bound["spec"], "model_sha256": bound["model_sha256"]}
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise SweepError(f"{out} holds results of a different sweep (differs in: {', '.join(diff)}); "
+                         f"re-run that spec to resume it, or choose another --out")
+    return True
+
+
+def _bind(out: Path, bound: dict) -> None:
+    """Create ``out/tasks`` and ``out/sweep.json`` (the spec this folder holds; never overwritten)."""
+    (out / "tasks").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sweep.json", json.dumps(bound, indent=2), overwrite=False)
 
 
 def _read_record(path: Path, tid: str, task: Task) -> dict:
@@ -304,18 +310,20 @@ def run_sweep(spec, out, *, scheduler: str | None = None, workers: int | None = 
     ids = [task_id(bound, t) for t in tasks]
     if len(set(ids)) != len(ids):  # distinct coordinates must never share a record
         raise SweepError("internal error: two tasks map to the same record name")
+    records, todo = {}, []
+    bound_before = _bound_before(out, bound)
+    for t, tid in zip(tasks, ids):
+        p = out / "tasks" / f"{tid}.json"
+        if bound_before and p.exists():
+            records[tid] = _read_record(p, tid, t)
+        else:
+            todo.append((t, tid))
     own = None
-    if use_dask and client is None:
-        client, own = _connect(scheduler, workers, timeout)
+    if use_dask and client is None and todo:
+        client, own = _connect(scheduler, workers, timeout)   # before anything is written
     try:
-        _bind(out, bound)
-        records, todo = {}, []
-        for t, tid in zip(tasks, ids):
-            p = out / "tasks" / f"{tid}.json"
-            if p.exists():
-                records[tid] = _read_record(p, tid, t)
-            else:
-                todo.append((t, tid))
+        if not bound_before:
+            _bind(out, bound)
         ctxs = {name: {"model_path": path, "model_sha256": sha, "data": spec.data, "times_s": list(spec.times_s),
                        "batch_size": spec.batch_size, "threads": spec.threads, "chip_images": spec.chip_images}
                 for name, (path, sha) in models.items()}
@@ -333,7 +341,7 @@ def run_sweep(spec, out, *, scheduler: str | None = None, workers: int | None = 
         finally:
             bar.close()
         wall = _time.perf_counter() - t0
-        n_workers = len(client.scheduler_info().get("workers", {})) if use_dask else 1
+        n_workers = len(client.scheduler_info().get("workers", {})) if use_dask and client is not None else 1
     finally:
         if own is not None:
             client.close()
