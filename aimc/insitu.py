@@ -9,14 +9,18 @@ One line gives a config that layers and the optimizer understand::
 Algorithms (``ALGORITHMS``; aliases as aihwkit's ``build_config``):
 
 * ``"sgd"`` — analog SGD: W <- W - lr d x^T by stochastic pulse trains (Gokmen & Vlasov 2016).
-* ``"tiki-taka"`` (``"tt"``, ``"ttv1"``) — fast array A takes the pulsed SGD update (LR fast_lr * lr);
-  every ``transfer_every`` mini-batches ``n_reads_per_transfer`` consecutive columns of A are read with
-  one-hot inputs through the noisy ``transfer_forward`` periphery and written into the slow array C by a
-  pulsed rank-1 update with LR transfer_lr * lr (Gokmen & Haensch 2020). Weight W = gamma A + C.
+* ``"tiki-taka"`` (``"tt"``, ``"ttv1"``) — fast array A takes the pulsed SGD update (LR fast_lr, absolute as
+  in aihwkit 1.1.0; times lr if ``scale_fast_lr``); every ``transfer_every`` mini-batches
+  ``n_reads_per_transfer`` consecutive columns of A are read with one-hot inputs through the noisy
+  ``transfer_forward`` periphery (noise and bound management off) and written into the slow array C by a pulsed
+  rank-1 update with LR transfer_lr * lr and ``transfer_update`` (BL 31, update and BL management), so one
+  transfer moves lr * A e_k on average, up to 31 pulses per device (Gokmen & Haensch 2020). W = gamma A + C.
 * ``"ttv2"`` — as TT, but the read column goes into a digital buffer H (pulse units); where |H| >= 1,
   n = trunc(H) pulses (at most ``max_transfer_pulses``) go to C and H <- momentum*H (``forget_buffer``) or
   H - (1 - momentum) n (Gokmen 2021). LR bookkeeping of training.md §2.5: lr_A = fast_lr (times lr if
-  ``scale_fast_lr``; auto-scaled to desired_bl*dw_min/(x_max d_max) EMAs if ``auto_scale``), H_k +=
+  ``scale_fast_lr``; with ``auto_scale`` times desired_bl*dw_min/(x_bar d_bar), x_bar and d_bar running
+  averages of each sample's max |x| and max |d| as aihwkit's CPU tile: per sample m <- (1 - tau) m + tau max,
+  tau = (1 - auto_momentum)/batch, so each sample gets its own LR), H_k +=
   c_k * lr_T * v with lr_T = transfer_lr * lr / (thres_scale * dw_min_A); transfers every
   ``transfer_every`` MVMs (rows of x) unless ``units_in_mbatch``.
 * ``"c-ttv2"`` (``"ttv3"``) — TTv2 with random input choppers c_j in {+-1}: A is updated with c * x, the
