@@ -22,7 +22,8 @@ Algorithms (``ALGORITHMS``; aliases as aihwkit's ``build_config``):
   averages of each sample's max |x| and max |d| as aihwkit's CPU tile: per sample m <- (1 - tau) m + tau max,
   tau = (1 - auto_momentum)/batch, so each sample gets its own LR), H_k +=
   c_k * lr_T * v with lr_T = transfer_lr * lr / (thres_scale * dw_min_A); transfers every
-  ``transfer_every`` MVMs (rows of x) unless ``units_in_mbatch``.
+  ``transfer_every`` MVMs (rows of x) unless ``units_in_mbatch``. Transfers due within a mini-batch run after
+  its update of A (aihwkit's CPU tile interleaves them with the samples).
 * ``"c-ttv2"`` (``"ttv3"``) — TTv2 with random input choppers c_j in {+-1}: A is updated with c * x, the
   read of column k enters H with c_k, and c_k flips with probability ``in_chop_prob`` after each read
   (Rasch et al. 2024). Defaults fast_lr 0.1 and ``auto_scale`` as aihwkit's build_config.
