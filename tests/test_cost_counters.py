@@ -155,3 +155,15 @@ def test_counts_identical_on_1_and_2_threads(rng):
         out.append(t.counts)
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("mp", [MappingConfig(g_min=1.0), MappingConfig(kind="n_pairs", significance=(1.0, 3.0)),
+                                MappingConfig(kind="single_offset")])
+def test_line_conductance_equals_summed_mapping(rng, mp):
+    """The per-line conductance of an unprogrammed tile (one-pass kernel for the differential pair) equals the
+    summed conductances the mapping writes."""
+    from aimc import mapping
+    W = rng.standard_normal((37, 53)).astype(np.float32)
+    G = mapping.to_conductances(W, mp)[0].astype(np.float64)
+    for axis in (0, 1):
+        np.testing.assert_allclose(mapping.line_conductance(W, mp, axis), G.sum(axis=(0, axis + 1)), rtol=1e-5)

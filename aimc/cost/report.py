@@ -258,21 +258,22 @@ class CostReport:
         """A per-layer table, per inference, then the model line, the notes and the assumptions."""
         def f(v, fmt):
             return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
-        hdr = ("layer", "kind", "tiles", "MVMs", "DAC conv", "ADC conv", "re-reads", "energy pJ", "latency ns",
-               "area mm2", "TOPS", "TOPS/W", "TOPS/mm2")
+        hdr = ("layer", "kind", "tiles", "util", "MVMs", "DAC conv", "ADC conv", "re-reads", "energy pJ",
+               "latency ns", "area mm2", "TOPS", "TOPS/W", "TOPS/mm2")
         rows = []
         n = self.inputs
         for lc in self.layers:
             c = lc.counts
             analog = lc.kind == "analog"
-            rows.append((lc.name, lc.kind, str(lc.tiles) if analog else "-", f(c.mvms / n, ".4g") if analog else "-",
+            rows.append((lc.name, lc.kind, str(lc.tiles) if analog else "-",
+                         f"{100 * lc.utilisation:.0f}%" if analog else "-", f(c.mvms / n, ".4g") if analog else "-",
                          f(c.dac / n, ".4g") if analog else "-",
                          f(lc.adc_conversions / n, ".4g") if analog else "-",
                          f(c.rereads / n, ".4g") if analog else "-", f(lc.energy_per_inference * 1e12, ".4g"),
                          f(lc.latency * 1e9, ".4g") if analog else "n/a", f(lc.area * 1e6, ".4g") if analog else "n/a",
                          f(lc.tops, ".3g") if analog else "n/a", f(lc.tops_per_w, ".3g"),
                          f(lc.tops_per_mm2, ".3g") if analog else "n/a"))
-        rows.append(("model", "", str(sum(lc.tiles for lc in self.analog)), "", "", "", "",
+        rows.append(("model", "", str(sum(lc.tiles for lc in self.analog)), "", "", "", "", "",
                      f(self.energy_per_inference * 1e12, ".4g"), f(self.latency * 1e9, ".4g"),
                      f(self.area * 1e6, ".4g"), f(self.tops, ".3g"), f(self.tops_per_w, ".3g"),
                      f(self.tops_per_mm2, ".3g")))
