@@ -36,6 +36,10 @@ def test_kernel_matches_numpy(rng):
     np.testing.assert_allclose(out[:, 2], popcount(np.rint(u / step).astype(int)) @ g, rtol=1e-6)
     np.testing.assert_array_equal(out[:, 3], (u != 0).sum(1))
     np.testing.assert_array_equal(out[:, 4], popcount(np.rint(u / step).astype(int)).sum(1))
+    fine = 2.0 ** -20  # codes up to 2^21: the SWAR popcount over all bytes
+    codes = rng.integers(0, 2 ** 21, (7, 33))
+    input_sums(np.asarray(codes * fine, np.float32), np.ones(7, np.float32), g, fine, out)
+    np.testing.assert_array_equal(out[:, 4], popcount(codes).sum(1))
 
 
 def test_one_hot_reads_single_line_conductance():

@@ -25,7 +25,8 @@ def _input_sums(v, inv, g, step, out):
     """For each row r of v (R x n, float32), with u = v[r] * inv[r] (the applied input, full scale 1):
 
     out[r, 0] = sum_j u_j^2 g_j; out[r, 1] = sum_j |u_j| g_j;
-    out[r, 2] = sum_j popcount(round(|u_j| / step)) g_j (0 if step <= 0); out[r, 3] = #{j: u_j != 0}; out[r, 4] = sum_j popcount(code_j) (bit-serial pulses).
+    out[r, 2] = sum_j popcount(code_j) g_j with code_j = round(|u_j| / step) (0 if step <= 0);
+    out[r, 3] = #{j: u_j != 0}; out[r, 4] = sum_j popcount(code_j) (the pulses of a bit-serial drive).
     Per row in float32 (relative error ~ n 2^-24), rows summed in float64 by the caller.
     """
     n = v.shape[1]
