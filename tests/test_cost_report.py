@@ -192,3 +192,24 @@ def test_deploy_reports_energy_per_time():
     assert d["cost"]["card"] == "hermes-pcm-14nm" and len(d["cost"]["energy_pJ_mean"]) == 2
     assert "energy / inference (nJ)" in res.table()
     assert res.config["mapping"]["max_in"] == 256  # tiles take the card's core size
+
+
+def test_amplitude_array_energy_reference_value():
+    """circuits_and_cost.md check 10: 256 x 256 cells at 25 uS, 0.2 V for 10 ns -> 0.655 nJ."""
+    import copy
+    import sys
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    with open(PCM.path, "rb") as fh:
+        raw = copy.deepcopy(tomllib.load(fh))
+    raw["array"]["encoding"] = "amplitude"
+    raw["array"]["t_read"] = {"value": 10, "unit": "ns", "source": "test"}
+    card = cost.cards.parse_card(raw, "amplitude-test")
+    ta = array(card)                                  # W = 1: every G+ at 25 uS, every G- at 0
+    ta.forward(np.ones((1, 256), np.float32))
+    lc = cost.report({"fc": ta}, 1, card).layers[0]
+    assert lc.energy["array"] == pytest.approx(0.2 ** 2 * 25e-6 * 10e-9 * 256 * 256, rel=1e-6)
+    assert lc.energy["array"] * 1e9 == pytest.approx(0.655, abs=5e-4)
+    assert lc.latency == pytest.approx(max(10e-9, 0.3e-9 * 256))  # CCO ADC time exceeds the 10 ns read
