@@ -41,6 +41,7 @@ def test_pwm_core_closed_form():
     assert lc.tops == pytest.approx(2 * 256 * 256 / 127e-9 / 1e12)
     area = 256 * 256 * 2 * 48 * 14e-9 ** 2 + 256 * 1200e-12
     assert lc.area == pytest.approx(area)
+    assert lc.area_parts["adcs"] == pytest.approx(256 * 1200e-12) and lc.area_parts["drivers"] == 0.0
     assert lc.tops_per_mm2 == pytest.approx(lc.tops / (area * 1e6))
     assert lc.tops_per_w == pytest.approx(2 * 256 * 256 / lc.energy_total / 1e12)
     assert lc.utilisation == 1.0

@@ -58,6 +58,7 @@ class LayerCost:
     energy: dict = field(default_factory=dict)   # J, all inputs: array, drivers, adc, digital
     latency: float = 0.0            # s per inference (nan: not modelled)
     area: float = 0.0               # m^2
+    area_parts: dict = field(default_factory=dict)  # m^2 by part (cells, adcs, drivers, digital)
     tiles: int = 0
     utilisation: float = 0.0
     bits: tuple = ()
@@ -92,7 +93,8 @@ class LayerCost:
                 "counts_per_inference": {k: v / self.inputs for k, v in self.counts.to_dict().items()},
                 "energy_pJ_per_inference": {k: v / self.inputs * 1e12 for k, v in self.energy.items()},
                 "energy_pJ": self.energy_per_inference * 1e12, "latency_ns": self.latency * 1e9,
-                "area_mm2": self.area * 1e6, "TOPS": self.tops, "TOPS_per_W": self.tops_per_w,
+                "area_mm2": self.area * 1e6, "area_mm2_by_part": {k: v * 1e6 for k, v in self.area_parts.items()},
+                "TOPS": self.tops, "TOPS_per_W": self.tops_per_w,
                 "TOPS_per_mm2": self.tops_per_mm2, "notes": list(self.notes)}
 
 
@@ -136,11 +138,17 @@ def _tile_terms(tile, counts: Counts, card: TechCard, notes: list):
     return energy, t_pass, (b_in, b_out), conv
 
 
-def core_area(card: TechCard, devices_per_weight: int) -> float:
-    """Area (m^2) of one core: cells (rows x cols x devices) + ADCs + row drivers + digital unit."""
+def core_area_parts(card: TechCard, devices_per_weight: int) -> dict:
+    """Area (m^2) of one core by part: cells (rows x cols x devices), ADCs, row drivers, digital unit."""
     n_adc = max(1, math.ceil(card.cols / card["adc.columns_per_adc"]))
-    return (card.rows * card.cols * devices_per_weight * card["array.cell_area"] + n_adc * card["adc.area"]
-            + card.rows * card["dac.area"] + card["digital.area"])
+    return {"cells": card.rows * card.cols * devices_per_weight * card["array.cell_area"],
+            "adcs": n_adc * card["adc.area"], "drivers": card.rows * card["dac.area"],
+            "digital": card["digital.area"]}
+
+
+def core_area(card: TechCard, devices_per_weight: int) -> float:
+    """Area (m^2) of one core (``core_area_parts`` summed)."""
+    return sum(core_area_parts(card, devices_per_weight).values())
 
 
 def fit_config(config, card):
@@ -157,7 +165,8 @@ def cost_tiles(name: str, tiles, card: TechCard, inputs: int) -> LayerCost:
     from ..mapping import n_devices
     notes: list = []
     lc = LayerCost(name, "analog", inputs)
-    area = core_area(card, n_devices(tiles.config.mapping))
+    parts = core_area_parts(card, n_devices(tiles.config.mapping))
+    area = sum(parts.values())
     lat = 0.0
     used = 0
     bits = set()
@@ -180,6 +189,7 @@ def cost_tiles(name: str, tiles, card: TechCard, inputs: int) -> LayerCost:
     lc.energy["digital"] = lc.energy.get("digital", 0.0) + lc.counts.dig_partial * card["digital.add_energy"]
     lc.tiles = sum(1 for _ in tiles.all_tiles())
     lc.area = lc.tiles * area
+    lc.area_parts = {k: lc.tiles * v for k, v in parts.items()}
     lc.utilisation = used / (lc.tiles * card.rows * card.cols)
     lc.latency = lat
     lc.bits = sorted(bits)[0] if bits else ()
