@@ -204,3 +204,28 @@ def test_fused_conv_working_memory_bounded_by_the_chunk(monkeypatch):
         peak_unfused = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peak_unfused > patch_matrix
+
+
+def test_fused_conv_counts_what_the_unfused_read_counts(monkeypatch):
+    """The cost counters (aimc.cost) of a fused read equal those of the patch-matrix read."""
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    import aimc.tile
+    from aimc.nn import AnalogConv2d
+    monkeypatch.setattr(aimc.tile, "PATCH_CHUNK", 300)
+    counts = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        conv = AnalogConv2d(64, 20, 3, padding=1, config=_configs()["deploy"], seed=1).eval()  # 2 input tiles
+        x = torch.randn(2, 64, 6, 6, generator=torch.Generator().manual_seed(2))
+        conv.tiles.reset_counts()
+        if fused:
+            with torch.no_grad():
+                conv(x)
+        else:
+            conv(x.requires_grad_(True))
+        counts.append(dataclasses.asdict(conv.tiles.counts()))
+    for k, v in counts[1].items():
+        assert counts[0][k] == pytest.approx(v, rel=1e-5), k
+    assert counts[0]["mvms"] == 2 * 36 * 2  # rows x input tiles
