@@ -482,7 +482,11 @@ class TileArray(_Reads):
         steps of one output row/column; ``off`` (in,) int64: each column's offset). Rows go through the tiles
         in chunks of about ``chunk`` (default ``PATCH_CHUNK``) patch elements with reused buffers, so the working memory is bounded by
         the chunk. Element-wise stages give the values of ``_forward`` (same random counters per element);
-        products agree within float32 rounding (``periphery.patch_pass``). Needs ``fusable``.
+        products agree within float32 rounding (``periphery.patch_pass``): BLAS may sum a chunk's dot products in
+        another order, |dy| <= gamma_n sum_j |W_ij v_j| with gamma_n ~ n 2^-24 (Higham, Accuracy and Stability
+        of Numerical Algorithms, 2002, §3.1), so an output moves by one ADC step only when it lies within that
+        distance of a quantisation threshold (tests: no flip at all in the cases of tests/test_speed.py).
+        Needs ``fusable``.
         """
         blocks = list(self._blocks())
         single = len(blocks) == 1
