@@ -485,7 +485,7 @@ class TileArray(_Reads):
         products agree within float32 rounding (``periphery.patch_pass``): BLAS may sum a chunk's dot products in
         another order, |dy| <= gamma_n sum_j |W_ij v_j| with gamma_n ~ n 2^-24 (Higham, Accuracy and Stability
         of Numerical Algorithms, 2002, §3.1), so an output moves by one ADC step only when it lies within that
-        distance of a quantisation threshold (tests: no flip at all in the cases of tests/test_speed.py).
+        distance of a quantisation threshold (observed: no flip in three test convolutions, deploy config).
         Needs ``fusable``.
         """
         blocks = list(self._blocks())
