@@ -39,7 +39,8 @@ PATCH_CHUNK = 1 << 23
 """Patch elements per chunk of ``TileArray.forward_patches`` (32 MB of float32): the bound of a convolution's
 working memory in inference, whatever the batch and image size. Large because every chunk costs three
 parallel regions: ResNet-20, batch 64, on the loaded 2-core machine took 4.7-5.1 s per forward with 2^18,
-2.1-3.2 s with 2^21 and 1.3-2.1 s with 2^23 (digital: 0.4-0.8 s; /tmp probe, same session)."""
+2.1-3.2 s with 2^21 and 1.3-2.1 s with 2^23 (digital: 0.4-0.8 s), timing three calls of
+``aimc.nn.bench.make_resnet`` (batch 64, 'deploy') at each value."""
 
 
 def _check_size(name: str, v) -> int:
