@@ -56,6 +56,43 @@ class DriftCompensation(str, enum.Enum):
     GLOBAL_EXACT = "global_exact"  # global, with ref from the ideal (target) weights instead of a noisy read
 
 
+class WireModel(str, enum.Enum):
+    """How the array's wires are modelled (``ArrayConfig.model``)."""
+
+    NONE = "none"              # ideal wires; the periphery's ir_drop must be 0
+    POLYNOMIAL = "polynomial"  # today's aihwkit-style IR-drop fit, scaled by IOConfig.ir_drop (0 = off)
+    CIRCUIT = "circuit"        # the array solved as a resistor network (aimc/crossbar.py)
+
+
+class CellKind(str, enum.Enum):
+    """The I-V of one cell in the circuit model."""
+
+    LINEAR = "linear"  # i = G v (an ideal switch in 1T1R, or a linear passive cell)
+    T1R1 = "1t1r"      # i = v / (1/G + access_ohm): the access transistor's on-resistance in series
+    SINH = "sinh"      # passive array with a selector-like I-V: i = G sinh(k v) / k (G = slope at 0 V)
+
+
+class PairLayout(str, enum.Enum):
+    """Where the devices of a weight (G+ / G-, or n pairs) sit in the circuit model."""
+
+    TWO_ARRAYS = "two_arrays"    # every device slice is its own array of in x out cells
+    INTERLEAVED = "interleaved"  # one array, the devices of an output side by side: columns [G+_0, G-_0, G+_1, ...]
+
+
+class ArrayGeometry(str, enum.Enum):
+    """Which array the circuit model solves."""
+
+    USED = "used"          # only the used rows and columns (in_size x out_size cells per array)
+    PHYSICAL = "physical"  # the physical max_in x max_out array, used block at the driver/sense corner
+
+
+class CircuitSolver(str, enum.Enum):
+    """Solver of the circuit model (aimc/crossbar.py)."""
+
+    FAST = "fast"    # Numba Newton + conjugate gradients, batched over inputs, tolerance ``tol``
+    EXACT = "exact"  # scipy.sparse nodal system (sparse LU; Newton for nonlinear cells): the reference
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the allowed values."""
 
@@ -311,6 +348,63 @@ class InferenceConfig(_Node):
 
 
 @dataclass(frozen=True)
+class ArrayConfig(_Node):
+    """The physical array as a circuit: wires, drivers, sense and cells (aimc/crossbar.py).
+
+    Wires belong to the array, not to one read direction. Geometry (forward read): input i drives word line
+    (row) i from its left end, column 0, through ``driver_ohm`` plus one ``wire_row_ohm`` segment; output j
+    is bit line (column) j, held at virtual ground (0 V) at its bottom end, below the last row, through one
+    ``wire_col_ohm`` segment plus ``sense_ohm``; neighbouring cells are one segment apart; the far ends are
+    open. The transposed read (backward) drives the bit lines from the bottom and senses the word lines at
+    the left, so the row/column resistances keep their lines. Input x (after the DAC) is the amplitude
+    x * ``v_read`` volts. ``model``: 'polynomial' keeps today's IOConfig.ir_drop model (default, so old JSON
+    loads unchanged), 'circuit' solves the network, 'none' has ideal wires. For linear cells the circuit is
+    solved once per programmed/drifted state into an effective weight matrix (a never-programmed tile uses
+    the ideal conductances its weights map to); sinh cells need a solve per input.
+    """
+
+    model: WireModel = WireModel.POLYNOMIAL
+    wire_row_ohm: float = 1.0      # word-line resistance per cell segment (Ohm)
+    wire_col_ohm: float = 1.0      # bit-line resistance per cell segment (Ohm)
+    driver_ohm: float = 0.0        # input driver source resistance (Ohm), in series with the first segment
+    sense_ohm: float = 0.0         # bit-line terminal resistance to the virtual ground (Ohm)
+    cell: CellKind = CellKind.LINEAR
+    access_ohm: float = 0.0        # 1T1R access-transistor on-resistance (Ohm); cell '1t1r' only
+    sinh_k: float = 2.71689828     # 1/V; i = G sinh(k v)/k. MemTorch Data_Driven2021 (I = a g sinh(b V), b)
+    v_read: float = 0.2            # V applied for input 1.0 (full-scale DAC)
+    pair_layout: PairLayout = PairLayout.TWO_ARRAYS
+    geometry: ArrayGeometry = ArrayGeometry.USED
+    solver: CircuitSolver = CircuitSolver.FAST
+    tol: float = 1e-5              # fast solver: relative residual |s (V - v - L F(v))| / |s V| (crossbar.py)
+    max_iter: int = 500            # fast solver: conjugate-gradient iterations per solve
+    fallback: bool = True          # fast solver failed: warn and use the exact solve (else raise)
+
+    def __post_init__(self):
+        o = "ArrayConfig"
+        for name, cls in (("model", WireModel), ("cell", CellKind), ("pair_layout", PairLayout),
+                          ("geometry", ArrayGeometry), ("solver", CircuitSolver)):
+            _enum(o, self, name, cls)
+        for name in ("wire_row_ohm", "wire_col_ohm", "driver_ohm", "sense_ohm", "access_ohm"):
+            _num(o, name, getattr(self, name), 0, 1e9)
+        _num(o, "sinh_k", self.sinh_k, 0, 1e3, lo_open=True)
+        _num(o, "v_read", self.v_read, 0, 100, lo_open=True)
+        _num(o, "tol", self.tol, 0, 0.1, lo_open=True)
+        _num(o, "max_iter", self.max_iter, 1, 10**6, integer=True)
+        if not isinstance(self.fallback, bool):
+            raise ConfigError(f"{o}.fallback must be true or false, got {self.fallback!r}")
+        if self.model == WireModel.CIRCUIT:
+            for wire, end in (("wire_row_ohm", "driver_ohm"), ("wire_col_ohm", "sense_ohm")):
+                if getattr(self, wire) == 0 and getattr(self, end) > 0:
+                    raise ConfigError(f"{o}.{wire} = 0 needs {end} = 0 (an ideal line), got {end} = "
+                                      f"{getattr(self, end)}: a line of zero-resistance segments is one node")
+        if self.cell == CellKind.T1R1 and self.access_ohm <= 0:
+            raise ConfigError(f"{o}.access_ohm = {self.access_ohm} must be > 0 for cell '1t1r'")
+        if self.cell != CellKind.T1R1 and self.access_ohm != 0:
+            raise ConfigError(f"{o}.access_ohm = {self.access_ohm} is only used by cell '1t1r' "
+                              f"(cell is {self.cell.value!r}); set it to 0")
+
+
+@dataclass(frozen=True)
 class TileConfig(_Node):
     """The root of the config tree for one layer's tiles.
 
@@ -324,9 +418,11 @@ class TileConfig(_Node):
     mapping: MappingConfig = field(default_factory=MappingConfig)
     backward_ideal: bool = True
     inference: InferenceConfig | None = None  # device physics for program/drift; None = ideal conductances
+    array: ArrayConfig = field(default_factory=ArrayConfig)  # wires and cells of the array (circuit model)
 
     def __post_init__(self):
-        for name, cls in (("forward", IOConfig), ("backward", IOConfig), ("mapping", MappingConfig)):
+        for name, cls in (("forward", IOConfig), ("backward", IOConfig), ("mapping", MappingConfig),
+                          ("array", ArrayConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"TileConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.backward_ideal, bool):
@@ -334,6 +430,15 @@ class TileConfig(_Node):
         if self.inference is not None and not isinstance(self.inference, InferenceConfig):
             raise ConfigError(f"TileConfig.inference must be an InferenceConfig or None, "
                               f"got {type(self.inference).__name__}")
+        if self.array.model != WireModel.POLYNOMIAL:
+            for name in ("forward", "backward"):
+                if getattr(self, name).ir_drop > 0:
+                    raise ConfigError(f"TileConfig.{name}.ir_drop = {getattr(self, name).ir_drop} (the polynomial "
+                                      f"IR-drop model) conflicts with array.model = {self.array.model.value!r}: "
+                                      f"set {name}.ir_drop = 0 or array.model = 'polynomial'")
+        if self.array.geometry == ArrayGeometry.PHYSICAL and (self.mapping.max_in == 0 or self.mapping.max_out == 0):
+            raise ConfigError("TileConfig.array.geometry = 'physical' needs mapping.max_in and mapping.max_out > 0 "
+                              "(the physical array size)")
 
     def save(self, path) -> None:
         """Write the config as JSON (atomic)."""
@@ -353,6 +458,7 @@ _SUBNODES: dict[tuple[type, str], type] = {
     (TileConfig, "forward"): IOConfig,
     (TileConfig, "backward"): IOConfig,
     (TileConfig, "mapping"): MappingConfig,
+    (TileConfig, "array"): ArrayConfig,
 }
 
 
