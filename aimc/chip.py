@@ -210,8 +210,9 @@ def load_chip(path, obj):
         raise ChipImageError(f"{path}: the model does not match the chip image: {_explain(saved, mine)}")
     for i, (name, module, arr) in enumerate(entries):
         a_meta = json.loads(tree[f"/a{i}"]["meta"])
-        if a_meta["config"] != arr.config.to_dict():
-            from .config import TileConfig
+        from .config import TileConfig
+        if a_meta["config"] != arr.config.to_dict() and TileConfig.from_dict(a_meta["config"]) != arr.config:
+            # (compared as configs: an image written before a config field existed holds its default)
             diff = TileConfig.from_dict(a_meta["config"]).diff(arr.config)
             raise ChipImageError(f"{path}: the config of {name or type(arr).__name__!r} differs from the chip "
                                  f"image's (saved values: {json.dumps(diff)})")

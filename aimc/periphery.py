@@ -23,15 +23,32 @@ class WeightView:
     """A weight matrix W (out x in, float32) seen by one read direction, with cached derived arrays.
 
     ``W`` may be a view (e.g. a transposed one for the backward read); nothing is copied until a stage
-    needs a derived array.
+    needs a derived array. With a circuit (``aimc.crossbar.ArrayCircuit``, ``ArrayConfig.model`` 'circuit')
+    the product is the array's: linear cells use the effective matrix of one state solve (computed at the
+    first read, then one BLAS product per forward); sinh cells solve the circuit per input (``W`` stays the
+    nominal matrix for the derived arrays, e.g. PCM read noise).
     """
 
-    __slots__ = ("W", "_absW", "_Wpos")
+    __slots__ = ("_W", "_absW", "_Wpos", "circuit")
 
-    def __init__(self, W: np.ndarray):
-        self.W = W
+    def __init__(self, W: np.ndarray, circuit=None):
+        self.circuit = circuit
+        self._W = None if circuit is not None and circuit.linear else W
         self._absW = None
         self._Wpos = None
+
+    @property
+    def W(self) -> np.ndarray:
+        if self._W is None:
+            We = self.circuit.effective()
+            self._W = We.T if self.circuit.transposed else We
+        return self._W
+
+    def product(self, v: np.ndarray) -> np.ndarray:
+        """W v for a batch v (R x in): one BLAS call, or the circuit solve of nonlinear cells."""
+        if self.circuit is not None and not self.circuit.linear:
+            return self.circuit.product(v)
+        return np.dot(v, self.W.T)
 
     @property
     def absW(self) -> np.ndarray:
@@ -52,14 +69,13 @@ class WeightView:
 
 def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.ndarray:
     """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out."""
-    W = view.W
     if io.is_perfect:
-        y = np.dot(x, W.T)
+        y = view.product(x)
         if io.out_scale != 1.0:
             y *= np.float32(io.out_scale)
         return y
     B, n = x.shape
-    m = W.shape[0]
+    m = view.W.shape[0]
     alpha = np.empty(B, np.float32)
     _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
     zero_rows = None
@@ -113,7 +129,7 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y)
     if ir:
         yin = np.dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
     else:
-        yin = np.dot(v, W.T)
+        yin = view.product(v)
     if pcm or ir:
         prod = np.dot(aux, view.absW.T)       # |W| v^2 (read-noise variance), |W| |v| (IR-drop load)
         s_el = prod[:R] if pcm else _EMPTY2

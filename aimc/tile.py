@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import mapping as _map
-from .config import DriftCompensation, TileConfig, as_config
+from .config import DriftCompensation, TileConfig, WireModel, as_config
+from .crossbar import tile_circuits
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
 from .periphery import WeightView, mvm
 from .rng import Stream, check_seed
@@ -127,9 +128,16 @@ class Tile(_Reads):
         return (self.out_size, self.in_size)
 
     def _set_normalised(self, w: np.ndarray) -> None:
+        """New weights to read: the nominal matrix, and with ``array.model`` 'circuit' the array circuits
+        built from the conductances as last read (or the ideal conductances of w if never programmed)."""
         self._w = w
-        self._fwd = WeightView(w)
-        self._bwd = WeightView(w.T)
+        if self.config.array.model == WireModel.CIRCUIT:
+            fwd, bwd = tile_circuits(self._G, self._map_params if self._G is not None else {"weights": w},
+                                     self.config, str(self.tile_id))
+        else:
+            fwd = bwd = None
+        self._fwd = WeightView(w, fwd)
+        self._bwd = WeightView(w.T, bwd)
 
     def _refresh_out(self) -> None:
         f = self._scale if self.config.mapping.weight_scaling_omega > 0 else None

@@ -44,107 +44,133 @@ NOT_FINITE = 2
 
 
 @njit(cache=True, fastmath=True)
-def _apply_L(c, q, p, out, ctot, acc_a, acc_p):
-    """out = L c (row drops + column rises) for one chunk; c, out (n_in, n_out, LANES)."""
-    n_in, n_out, nl = c.shape
+def _apply_L(c, q, p, out, ctot, acc_a, acc_p, vec):
+    """out = L c (row drops + column rises) for one chunk; c, out (n_in, n_out, LANES). On return
+    ``acc_a[b]`` holds the column sums sum_a c[a, b] (the output-line currents of c)."""
+    n_in, n_out = c.shape[0], c.shape[1]
     ctot[:, :] = 0.0
+    tot = vec[0]
+    run = vec[1]
+    cq = vec[2]
     for a in range(n_in):
         pa = p[a]
-        tot = np.zeros(nl, np.float32)
+        for l in range(LANES):
+            tot[l] = 0.0
+            run[l] = 0.0
+            cq[l] = 0.0
         for b in range(n_out):
-            for l in range(nl):
+            for l in range(LANES):
                 tot[l] += c[a, b, l]
-        run = np.zeros(nl, np.float32)
-        cq = np.zeros(nl, np.float32)
         for b in range(n_out):
             qb = q[b]
-            for l in range(nl):
+            for l in range(LANES):
                 x = c[a, b, l]
                 run[l] += x
                 cq[l] += x * qb
                 out[a, b, l] = cq[l] + qb * (tot[l] - run[l])
                 ctot[b, l] += x * pa
-    acc_a[:, :] = 0.0
-    acc_p[:, :] = 0.0
+    # column pass on flat rows (one contiguous loop over n_out x LANES vectorises; a nested 8-lane loop does not)
+    m = n_out * LANES
+    cf = c.reshape(n_in, m)
+    of = out.reshape(n_in, m)
+    ct = ctot.reshape(m)
+    aa = acc_a.reshape(m)
+    ap = acc_p.reshape(m)
+    aa[:] = 0.0
+    ap[:] = 0.0
     for a in range(n_in):
         pa = p[a]
-        for b in range(n_out):
-            for l in range(nl):
-                x = c[a, b, l]
-                acc_a[b, l] += x
-                acc_p[b, l] += x * pa
-                out[a, b, l] += pa * acc_a[b, l] + (ctot[b, l] - acc_p[b, l])
-
-
-@njit(cache=True, fastmath=True)
-def _cell(kind, g, ks, v):
-    """(current, small-signal conductance) of one cell: linear g v, or g sinh(ks v) / ks."""
-    if kind == CELL_LINEAR:
-        return g * v, g
-    e = math.exp(ks * v)
-    ei = 1.0 / e
-    return g * (e - ei) / (2.0 * ks), g * (e + ei) * 0.5
+        row = cf[a]
+        o = of[a]
+        for k in range(m):
+            x = row[k]
+            aa[k] += x
+            ap[k] += x * pa
+            o[k] += pa * aa[k] + (ct[k] - ap[k])
 
 
 @njit(cache=True, fastmath=True)
 def _solve_chunk(G, V, b0, nb, q, p, kind, ks, tol, max_newton, max_cg, dv_max, out, iters, status):
     n_in, n_out = G.shape
-    nl = LANES
-    shp = (n_in, n_out, nl)
-    v = np.empty(shp, np.float32)
+    shp = (n_in, n_out, LANES)
+    linear = kind == CELL_LINEAR
+    v = np.empty(shp if not linear else (1, 1, LANES), np.float32)
+    y = np.empty(shp if not linear else (1, 1, LANES), np.float32)
     s = np.empty(shp, np.float32)
-    y = np.zeros(shp, np.float32)
     r = np.empty(shp, np.float32)
     pc = np.empty(shp, np.float32)
     tmp = np.empty(shp, np.float32)
     ap = np.empty(shp, np.float32)
-    ctot = np.empty((n_out, nl), np.float32)
-    acc_a = np.empty((n_out, nl), np.float32)
-    acc_p = np.empty((n_out, nl), np.float32)
-    vin = np.zeros((n_in, nl), np.float32)
+    ctot = np.empty((n_out, LANES), np.float32)
+    acc_a = np.empty((n_out, LANES), np.float32)
+    acc_p = np.empty((n_out, LANES), np.float32)
+    vec = np.empty((3, LANES), np.float32)
+    vin = np.zeros((n_in, LANES), np.float32)
+    colsum = np.zeros((n_out, LANES), np.float64)
     for l in range(nb):
         for a in range(n_in):
             vin[a, l] = V[b0 + l, a]
-    # the drive norm |s V| per lane (the scale of the stopping rule)
-    for a in range(n_in):
-        for b in range(n_out):
-            for l in range(nl):
-                v[a, b, l] = vin[a, l]
-    done = np.zeros(nl, np.bool_)
-    for l in range(nb, nl):
+    if not linear:
+        for a in range(n_in):
+            for b in range(n_out):
+                for l in range(LANES):
+                    v[a, b, l] = vin[a, l]
+    done = np.zeros(LANES, np.bool_)
+    st = np.full(LANES, NOT_CONVERGED, np.int64)
+    for l in range(nb, LANES):
         done[l] = True
-    it_total = np.zeros(nl, np.int64)
-    st = np.full(nl, NOT_CONVERGED, np.int64)
-    for l in range(nb, nl):
         st[l] = CONVERGED
-    ref = np.zeros(nl, np.float64)
+    it_total = np.zeros(LANES, np.int64)
+    ref = np.zeros(LANES, np.float64)
+    bb = np.zeros(LANES, np.float64)
+    rr = np.zeros(LANES, np.float64)
+    stop2 = np.zeros(LANES, np.float64)
+    pap = np.zeros(LANES, np.float64)
+    rn = np.zeros(LANES, np.float64)
+    alpha = np.zeros(LANES, np.float32)
+    beta = np.zeros(LANES, np.float32)
+    active = np.zeros(LANES, np.bool_)
     for newton in range(max_newton):
-        # currents, conductances, residual res = V - v - L F(v) (stored in r), weighted norm
+        # cell currents (tmp) and sqrt of the small-signal conductances (s)
+        if linear:
+            for a in range(n_in):
+                for b in range(n_out):
+                    g = G[a, b]
+                    sg = math.sqrt(g)
+                    for l in range(LANES):
+                        tmp[a, b, l] = g * vin[a, l]
+                        s[a, b, l] = sg
+        else:
+            for a in range(n_in):
+                for b in range(n_out):
+                    g = G[a, b]
+                    for l in range(LANES):
+                        e = math.exp(ks * v[a, b, l])
+                        ei = np.float32(1.0) / e
+                        tmp[a, b, l] = g * (e - ei) / (np.float32(2.0) * ks)
+                        s[a, b, l] = math.sqrt(g * (e + ei) * np.float32(0.5))
+        _apply_L(tmp, q, p, ap, ctot, acc_a, acc_p, vec)
+        # residual r = s (V - v - L F(v)); CG starts at y = 0 with p = r (tmp = s p)
+        bb[:] = 0.0
         for a in range(n_in):
             for b in range(n_out):
-                g = G[a, b]
-                for l in range(nl):
-                    cur, k = _cell(kind, g, ks, v[a, b, l])
-                    tmp[a, b, l] = cur
-                    s[a, b, l] = math.sqrt(k)
-        _apply_L(tmp, q, p, ap, ctot, acc_a, acc_p)
-        bb = np.zeros(nl, np.float64)
-        for a in range(n_in):
-            for b in range(n_out):
-                for l in range(nl):
-                    res = (vin[a, l] - v[a, b, l] - ap[a, b, l]) * s[a, b, l]
+                for l in range(LANES):
+                    vv = vin[a, l] if linear else v[a, b, l]
+                    res = (vin[a, l] - vv - ap[a, b, l]) * s[a, b, l]
                     r[a, b, l] = res
                     pc[a, b, l] = res
-                    y[a, b, l] = 0.0
+                    tmp[a, b, l] = res * s[a, b, l]
                     bb[l] += res * res
                     if newton == 0:
                         sv = s[a, b, l] * vin[a, l]
                         ref[l] += sv * sv
+                    if not linear:
+                        y[a, b, l] = 0.0
         all_done = True
-        for l in range(nl):
+        for l in range(LANES):
             if done[l]:
                 continue
-            if not (math.isfinite(bb[l])):
+            if not math.isfinite(bb[l]):
                 st[l] = NOT_FINITE
                 done[l] = True
             elif newton > 0 and math.sqrt(bb[l]) <= tol * math.sqrt(ref[l]):
@@ -154,49 +180,48 @@ def _solve_chunk(G, V, b0, nb, q, p, kind, ks, tol, max_newton, max_cg, dv_max, 
                 all_done = False
         if all_done:
             break
-        # inner CG: (I + S L S) y = r; linear cells solve to tol, Newton steps to a forcing term
-        stop2 = np.zeros(nl, np.float64)
-        for l in range(nl):
-            eta = tol * math.sqrt(ref[l]) if kind == CELL_LINEAR else max(
-                0.05 * math.sqrt(bb[l]), 0.3 * tol * math.sqrt(ref[l]))
+        # inner CG on (I + S L S) y = r: linear cells to tol, Newton steps to a forcing term
+        for l in range(LANES):
+            eta = tol * math.sqrt(ref[l]) if linear else max(0.05 * math.sqrt(bb[l]), 0.3 * tol * math.sqrt(ref[l]))
             stop2[l] = eta * eta
-        rr = bb.copy()
-        active = np.zeros(nl, np.bool_)
-        for l in range(nl):
+            rr[l] = bb[l]
             active[l] = (not done[l]) and rr[l] > stop2[l]
+        colsum[:, :] = 0.0
         for it in range(max_cg):
             any_active = False
-            for l in range(nl):
+            for l in range(LANES):
                 any_active = any_active or active[l]
             if not any_active:
                 break
+            _apply_L(tmp, q, p, ap, ctot, acc_a, acc_p, vec)
+            pap[:] = 0.0
             for a in range(n_in):
                 for b in range(n_out):
-                    for l in range(nl):
-                        tmp[a, b, l] = s[a, b, l] * pc[a, b, l]
-            _apply_L(tmp, q, p, ap, ctot, acc_a, acc_p)
-            pap = np.zeros(nl, np.float64)
-            for a in range(n_in):
-                for b in range(n_out):
-                    for l in range(nl):
+                    for l in range(LANES):
                         x = pc[a, b, l] + s[a, b, l] * ap[a, b, l]
                         ap[a, b, l] = x
                         pap[l] += pc[a, b, l] * x
-            alpha = np.zeros(nl, np.float32)
-            for l in range(nl):
+            for l in range(LANES):
+                alpha[l] = 0.0
                 if active[l] and pap[l] > 0.0:
                     alpha[l] = rr[l] / pap[l]
                     it_total[l] += 1
-            rn = np.zeros(nl, np.float64)
+            if linear:
+                # output currents of the step: sum_a s y accumulates alpha * column sums of s p (= tmp)
+                for b in range(n_out):
+                    for l in range(LANES):
+                        colsum[b, l] += alpha[l] * acc_a[b, l]
+            rn[:] = 0.0
             for a in range(n_in):
                 for b in range(n_out):
-                    for l in range(nl):
-                        y[a, b, l] += alpha[l] * pc[a, b, l]
+                    for l in range(LANES):
+                        if not linear:
+                            y[a, b, l] += alpha[l] * pc[a, b, l]
                         x = r[a, b, l] - alpha[l] * ap[a, b, l]
                         r[a, b, l] = x
                         rn[l] += x * x
-            beta = np.zeros(nl, np.float32)
-            for l in range(nl):
+            for l in range(LANES):
+                beta[l] = 0.0
                 if active[l]:
                     if rr[l] > 0.0:
                         beta[l] = rn[l] / rr[l]
@@ -205,49 +230,45 @@ def _solve_chunk(G, V, b0, nb, q, p, kind, ks, tol, max_newton, max_cg, dv_max, 
                         active[l] = False
             for a in range(n_in):
                 for b in range(n_out):
-                    for l in range(nl):
-                        pc[a, b, l] = r[a, b, l] + beta[l] * pc[a, b, l]
-        if kind == CELL_LINEAR:
-            # one exact Newton step: currents G V + s y
-            for l in range(nl):
+                    for l in range(LANES):
+                        x = r[a, b, l] + beta[l] * pc[a, b, l]
+                        pc[a, b, l] = x
+                        tmp[a, b, l] = s[a, b, l] * x
+        if linear:
+            # one exact Newton step: currents G V + s y, summed per output line
+            for l in range(LANES):
                 if not done[l]:
                     st[l] = CONVERGED if rr[l] <= stop2[l] * 1.0000001 else NOT_CONVERGED
                     if not math.isfinite(rr[l]):
                         st[l] = NOT_FINITE
-                    done[l] = True
-            for b in range(n_out):
-                for l in range(nl):
-                    tmp[0, b, l] = 0.0
             for a in range(n_in):
                 for b in range(n_out):
                     g = G[a, b]
-                    for l in range(nl):
-                        tmp[0, b, l] += g * vin[a, l] + s[a, b, l] * y[a, b, l]
+                    for l in range(LANES):
+                        colsum[b, l] += g * vin[a, l]
             for l in range(nb):
                 for b in range(n_out):
-                    out[b0 + l, b] = tmp[0, b, l]
+                    out[b0 + l, b] = colsum[b, l]
                 iters[b0 + l] = it_total[l]
                 status[b0 + l] = st[l]
             return
         for a in range(n_in):
             for b in range(n_out):
-                for l in range(nl):
+                for l in range(LANES):
                     if not done[l] and s[a, b, l] > 0.0:
                         d = y[a, b, l] / s[a, b, l]
                         v[a, b, l] += min(max(d, -dv_max), dv_max)
     # nonlinear: output currents at the final voltages
-    for b in range(n_out):
-        for l in range(nl):
-            tmp[0, b, l] = 0.0
+    colsum[:, :] = 0.0
     for a in range(n_in):
         for b in range(n_out):
             g = G[a, b]
-            for l in range(nl):
-                cur, k = _cell(kind, g, ks, v[a, b, l])
-                tmp[0, b, l] += cur
+            for l in range(LANES):
+                e = math.exp(ks * v[a, b, l])
+                colsum[b, l] += g * (e - np.float32(1.0) / e) / (np.float32(2.0) * ks)
     for l in range(nb):
         for b in range(n_out):
-            out[b0 + l, b] = tmp[0, b, l]
+            out[b0 + l, b] = colsum[b, l]
         iters[b0 + l] = it_total[l]
         status[b0 + l] = st[l]
 
