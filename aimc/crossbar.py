@@ -349,3 +349,80 @@ def tile_circuits(G_dev, map_params, cfg: TileConfig, name: str):
         G_dev, map_params = _map.to_conductances(map_params["weights"], cfg.mapping)
     G_dev = np.asarray(G_dev, np.float64)
     return (ArrayCircuit(G_dev, map_params, cfg, False, name), ArrayCircuit(G_dev, map_params, cfg, True, name))
+
+
+def _f(x) -> str:
+    return format(float(x), ".17g")
+
+
+def read_physical(G_phys, acfg: ArrayConfig, V, transposed: bool = False, solver=None) -> np.ndarray:
+    """Currents (B, cols) in uA of a physical array G_phys (rows, cols) in uS read forward (V (B, rows) volts
+    on the word lines), or (B, rows) read transposed (V (B, cols) on the bit lines); geometry as in the module
+    docstring. ``solver`` defaults to ``acfg.solver``."""
+    G_phys = np.asarray(G_phys, np.float64)
+    xb = _crossbars(G_phys, acfg, transposed, "array")
+    solver = acfg.solver if solver is None else solver
+    V = np.atleast_2d(np.asarray(V, np.float64))
+    if not transposed:
+        return xb.solve(V, solver)
+    return xb.solve(V[:, ::-1], solver)[:, ::-1]
+
+
+def spice_netlist(G_phys, acfg: ArrayConfig, V, transposed: bool = False, title: str = "aimc crossbar") -> str:
+    """An ngspice netlist (``ngspice -b``) of the physical array G_phys (rows, cols) in uS driven by V (volts;
+    per row, or per column if ``transposed``), written directly in physical coordinates (independent of the
+    canonical mapping the solvers use). Prints the sensed currents ``i(vs<k>)`` in A with 15 digits.
+
+    Rows r<i>_<j>, columns c<i>_<j>; 1T1R cells get an internal node (cell, then access resistor); sinh cells
+    are behavioural sources ``I = g sinh(k V) / k``; zero-conductance cells are left open.
+    """
+    G_phys = np.asarray(G_phys, np.float64)
+    V = np.asarray(V, np.float64).ravel()
+    M, N = G_phys.shape
+    a = acfg
+    if a.wire_row_ohm <= 0 or a.wire_col_ohm <= 0:
+        raise ValueError("spice_netlist needs wire resistances > 0")
+    L = [f"* {title}: {M} x {N}, {'transposed' if transposed else 'forward'} read, cell {a.cell.value}"]
+    for i in range(M):
+        for j in range(1, N):
+            L.append(f"Rr{i}_{j} r{i}_{j - 1} r{i}_{j} {_f(a.wire_row_ohm)}")
+    for j in range(N):
+        for i in range(1, M):
+            L.append(f"Rc{i}_{j} c{i - 1}_{j} c{i}_{j} {_f(a.wire_col_ohm)}")
+    for i in range(M):
+        for j in range(N):
+            g = G_phys[i, j] * _US
+            if g <= 0:
+                continue
+            if a.cell == CellKind.SINH:
+                L.append(f"Bx{i}_{j} r{i}_{j} c{i}_{j} I={_f(g)}*sinh({_f(a.sinh_k)}*V(r{i}_{j},c{i}_{j}))/{_f(a.sinh_k)}")
+            elif a.cell == CellKind.T1R1:
+                L.append(f"Rx{i}_{j} r{i}_{j} m{i}_{j} {_f(1.0 / g)}")
+                L.append(f"Ra{i}_{j} m{i}_{j} c{i}_{j} {_f(a.access_ohm)}")
+            else:
+                L.append(f"Rx{i}_{j} r{i}_{j} c{i}_{j} {_f(1.0 / g)}")
+    if not transposed:  # rows driven at the left, columns sensed at the bottom
+        if V.size != M:
+            raise ValueError(f"V has {V.size} values, expected {M} (one per row)")
+        for i in range(M):
+            L.append(f"Vd{i} d{i} 0 DC {_f(V[i])}")
+            L.append(f"Rd{i} d{i} r{i}_0 {_f(a.driver_ohm + a.wire_row_ohm)}")
+        for j in range(N):
+            L.append(f"Rs{j} c{M - 1}_{j} s{j} {_f(a.wire_col_ohm + a.sense_ohm)}")
+            L.append(f"Vs{j} s{j} 0 DC 0")
+        n_out = N
+    else:  # columns driven at the bottom, rows sensed at the left
+        if V.size != N:
+            raise ValueError(f"V has {V.size} values, expected {N} (one per column)")
+        for j in range(N):
+            L.append(f"Vd{j} d{j} 0 DC {_f(V[j])}")
+            L.append(f"Rd{j} d{j} c{M - 1}_{j} {_f(a.driver_ohm + a.wire_col_ohm)}")
+        for i in range(M):
+            L.append(f"Rs{i} r{i}_0 s{i} {_f(a.wire_row_ohm + a.sense_ohm)}")
+            L.append(f"Vs{i} s{i} 0 DC 0")
+        n_out = M
+    L.append(".options reltol=1e-10 abstol=1e-18 vntol=1e-15")
+    L += [".control", "set numdgt=15", "op"]
+    L += [f"print i(vs{k})" for k in range(n_out)]
+    L += [".endc", ".end", ""]
+    return "\n".join(L)
