@@ -45,6 +45,7 @@ class MappingKind(str, enum.Enum):
     DIFFERENTIAL = "differential"    # G+ / G- pair, g_max scaling
     N_PAIRS = "n_pairs"              # several pairs with significance factors
     SINGLE_OFFSET = "single_offset"  # one device per weight plus an offset (reference) read digitally
+    SLICED = "sliced"                # bit slicing: weight_bits over cells of bits_per_cell, one ADC read per slice
 
 
 class DriftCompensation(str, enum.Enum):
@@ -270,6 +271,10 @@ class MappingConfig(_Node):
     weight_scaling_columnwise: bool = True
     max_in: int = 512                 # tile rows (inputs) at most; 0 = no split
     max_out: int = 512                # tile columns (outputs) at most; 0 = no split
+    weight_bits: int = 8              # sliced: signed weight bits B (integer weights +-(2^(B-1) - 1))
+    bits_per_cell: int = 2            # sliced: bits b per cell; ceil((B-1)/b) slices of G+/G- (balanced)
+    input_bits: int = 0               # bit-serial inputs: signed input bits (0 = inputs in one read)
+    input_bits_per_cycle: int = 1     # bit-serial inputs: bits per read cycle
 
     def __post_init__(self):
         o = "MappingConfig"
@@ -292,6 +297,33 @@ class MappingConfig(_Node):
             raise ConfigError(f"{o}.weight_scaling_columnwise must be true or false")
         _num(o, "max_in", self.max_in, 0, 2**31, integer=True)
         _num(o, "max_out", self.max_out, 0, 2**31, integer=True)
+        _num(o, "weight_bits", self.weight_bits, 2, 24, integer=True)
+        _num(o, "bits_per_cell", self.bits_per_cell, 1, 16, integer=True)
+        if self.kind == MappingKind.SLICED and self.bits_per_cell > self.weight_bits - 1:
+            raise ConfigError(f"{o}.bits_per_cell = {self.bits_per_cell} exceeds the weight_bits - 1 = "
+                              f"{self.weight_bits - 1} magnitude bits")
+        _num(o, "input_bits", self.input_bits, 0, 24, integer=True)
+        if self.input_bits == 1:
+            raise ConfigError(f"{o}.input_bits = 1 is out of range: use 0 (no bit-serial inputs) or 2..24")
+        _num(o, "input_bits_per_cycle", self.input_bits_per_cycle, 1, 24, integer=True)
+        if self.input_bits and self.input_bits_per_cycle > self.input_bits - 1:
+            raise ConfigError(f"{o}.input_bits_per_cycle = {self.input_bits_per_cycle} exceeds the input_bits - 1 "
+                              f"= {self.input_bits - 1} magnitude bits")
+
+    @property
+    def n_slices(self) -> int:
+        """Weight slices: ceil((weight_bits - 1) / bits_per_cell) for kind 'sliced', else 1."""
+        if self.kind != MappingKind.SLICED:
+            return 1
+        return -(-(self.weight_bits - 1) // self.bits_per_cell)
+
+    @property
+    def pair_factors(self) -> tuple:
+        """Significance of each G+/G- pair: (1,) differential, ``significance`` for n_pairs,
+        2^(k b) for slice k of a sliced mapping."""
+        if self.kind == MappingKind.SLICED:
+            return tuple(float(2 ** (k * self.bits_per_cell)) for k in range(self.n_slices))
+        return tuple(self.significance)
 
 
 @dataclass(frozen=True)
@@ -436,6 +468,10 @@ class TileConfig(_Node):
                     raise ConfigError(f"TileConfig.{name}.ir_drop = {getattr(self, name).ir_drop} (the polynomial "
                                       f"IR-drop model) conflicts with array.model = {self.array.model.value!r}: "
                                       f"set {name}.ir_drop = 0 or array.model = 'polynomial'")
+        if (self.array.model == WireModel.CIRCUIT and self.array.cell == CellKind.SINH
+                and self.mapping.kind == MappingKind.SLICED):
+            raise ConfigError("TileConfig.mapping.kind = 'sliced' with array.cell = 'sinh' is not supported "
+                              "(sliced reads need the effective matrix of linear cells)")
         if self.array.geometry == ArrayGeometry.PHYSICAL and (self.mapping.max_in == 0 or self.mapping.max_out == 0):
             raise ConfigError("TileConfig.array.geometry = 'physical' needs mapping.max_in and mapping.max_out > 0 "
                               "(the physical array size)")

@@ -271,6 +271,7 @@ class ArrayCircuit:
                 P[self.r0:, :out] = G_dev[d].T
             phys.append(P)
         self.inter = inter
+        self._stack = None
         self.arrays = [_crossbars(P, a, transposed, name if len(phys) == 1 else f"{name}[device {d}]")
                        for d, P in enumerate(phys)]
 
@@ -290,13 +291,20 @@ class ArrayCircuit:
             stack[d] = M[self.r0:, self._dev_cols(d)].T
         return stack
 
+    def effective_stack(self) -> np.ndarray:
+        """Effective conductances (devices, out, in) uS, float32 (linear cells; one state solve per array,
+        cached): device d's response of output j to input i, in the read direction of this circuit."""
+        if self._stack is None:
+            per = []
+            for xb in self.arrays:
+                E = xb.effective(self.acfg.solver)           # (n_out_c, n_in_c)
+                per.append(E.T if not self.transposed else E[::-1, ::-1])  # -> physical (rows, cols)
+            self._stack = self._stack_physical(per).astype(np.float32)
+        return self._stack
+
     def effective(self) -> np.ndarray:
-        """Normalised effective weights (out, in), float32 (linear cells; one state solve per array)."""
-        per = []
-        for xb in self.arrays:
-            E = xb.effective(self.acfg.solver)           # (n_out_c, n_in_c)
-            per.append(E.T if not self.transposed else E[::-1, ::-1])  # -> physical (rows, cols)
-        return _map.from_conductances(self._stack_physical(per).astype(np.float32), self.params, self.mcfg)
+        """Normalised effective weights (out, in), float32 (linear cells)."""
+        return _map.from_conductances(self.effective_stack(), self.params, self.mcfg)
 
     def product(self, v: np.ndarray) -> np.ndarray:
         """y (R, out) for v (R, in) (forward), or x' (R, in) for d (R, out) (transposed): one solve per input."""
@@ -330,7 +338,7 @@ def _combine(J, v, params, mcfg):
         vs = v.sum(axis=1, keepdims=True)
         return (J[0] - mcfg.g_min * vs) / s + params["w_min"] * vs
     y = np.zeros(J.shape[1:])
-    for k, f in enumerate(mcfg.significance):
+    for k, f in enumerate(mcfg.pair_factors):
         y += f * (J[2 * k] - J[2 * k + 1])
     return y / s
 

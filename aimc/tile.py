@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import mapping as _map
-from .config import DriftCompensation, TileConfig, WireModel, as_config
+from .config import DriftCompensation, MappingKind, TileConfig, WireModel, as_config
 from .crossbar import tile_circuits
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
 from .periphery import WeightView, mvm
@@ -129,15 +129,55 @@ class Tile(_Reads):
 
     def _set_normalised(self, w: np.ndarray) -> None:
         """New weights to read: the nominal matrix, and with ``array.model`` 'circuit' the array circuits
-        built from the conductances as last read (or the ideal conductances of w if never programmed)."""
+        built from the conductances as last read (or the ideal conductances of w if never programmed);
+        with a sliced mapping one view per weight slice (``_parts``)."""
         self._w = w
-        if self.config.array.model == WireModel.CIRCUIT:
-            fwd, bwd = tile_circuits(self._G, self._map_params if self._G is not None else {"weights": w},
-                                     self.config, str(self.tile_id))
-        else:
-            fwd = bwd = None
+        cfg = self.config
+        G, params = self._G, self._map_params
+        if cfg.mapping.kind == MappingKind.SLICED and G is None:
+            G, params = _map.to_conductances(w, cfg.mapping)
+        fwd = bwd = None
+        if cfg.array.model == WireModel.CIRCUIT:
+            fwd, bwd = tile_circuits(G, params if G is not None else {"weights": w}, cfg, str(self.tile_id))
         self._fwd = WeightView(w, fwd)
         self._bwd = WeightView(w.T, bwd)
+        self._fwd_parts = [(1.0, self._fwd)]
+        self._bwd_parts = [(1.0, self._bwd)]
+        if cfg.mapping.kind == MappingKind.SLICED:
+            span = float(cfg.mapping.g_max - cfg.mapping.g_min)
+            coef = [f * span / params["scale"] for f in cfg.mapping.pair_factors]
+            if fwd is None:
+                Wk = [(G[2 * k] - G[2 * k + 1]) / np.float32(span) for k in range(len(coef))]
+                self._fwd_parts = [(c, WeightView(np.ascontiguousarray(W))) for c, W in zip(coef, Wk)]
+                self._bwd_parts = [(c, WeightView(W.T)) for c, W in zip(coef, Wk)]
+            else:
+                self._fwd_parts = [(c, WeightView(None, _SliceCircuit(fwd, k, span))) for k, c in enumerate(coef)]
+                self._bwd_parts = [(c, WeightView(None, _SliceCircuit(bwd, k, span))) for k, c in enumerate(coef)]
+
+    def _read(self, parts, x: np.ndarray, io) -> np.ndarray:
+        """One analog read per weight slice and input cycle, shift-and-added digitally (circuits_and_cost.md
+        B.1-B.2). Bit-serial inputs (``mapping.input_bits`` > 0): x is quantised digitally to m = input_bits - 1
+        magnitude bits of its row's abs-max, sliced into cycles of ``input_bits_per_cycle`` bits (the sign on
+        every cycle), each cycle read through the periphery ``io``."""
+        m = self.config.mapping
+        if m.input_bits == 0:
+            cycles, amax = [(1.0, x)], None
+        else:
+            mb, sb = m.input_bits - 1, m.input_bits_per_cycle
+            amax = np.abs(x).max(axis=1, keepdims=True)
+            amax[amax == 0] = 1.0
+            xi = np.rint(np.abs(x) / amax * (2 ** mb - 1)).astype(np.int64)
+            sg, lv = np.sign(x), 2 ** sb - 1
+            cycles = [(2.0 ** (c * sb) * lv / (2 ** mb - 1), (sg * ((xi >> (c * sb)) & lv) / lv).astype(np.float32))
+                      for c in range(-(-mb // sb))]
+        y = None
+        for cc, xc in cycles:
+            for ck, view in parts:
+                yk = mvm(view, xc, io, self.stream)
+                if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None:
+                    return yk  # the plain read
+                y = yk * np.float32(cc * ck) if y is None else y + yk * np.float32(cc * ck)
+        return y if amax is None else y * amax.astype(np.float32)
 
     def _refresh_out(self) -> None:
         f = self._scale if self.config.mapping.weight_scaling_omega > 0 else None
@@ -213,7 +253,7 @@ class Tile(_Reads):
     def _readout(self) -> np.ndarray:
         """Compensation readout: one-hot inputs through the noisy forward (no digital scales)."""
         eye = np.eye(self.in_size, dtype=np.float32)
-        return compensation_readout(mvm(self._fwd, eye, self.config.forward, self.stream), self._comp_kind)
+        return compensation_readout(self._read(self._fwd_parts, eye, self.config.forward), self._comp_kind)
 
     # ------------------------------------------------------------------ state
     @property
@@ -303,7 +343,7 @@ class Tile(_Reads):
 
     # ------------------------------------------------------------------ reads
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        y = mvm(self._fwd, x, self.config.forward, self.stream)
+        y = self._read(self._fwd_parts, x, self.config.forward)
         if self._out is not None:
             y *= self._out
         return y
@@ -311,11 +351,24 @@ class Tile(_Reads):
     def _backward(self, d: np.ndarray) -> np.ndarray:
         if self.config.mapping.weight_scaling_omega > 0:
             d = d * self._scale
-        return mvm(self._bwd, d, self.config.backward, self.stream)
+        return self._read(self._bwd_parts, d, self.config.backward)
 
     def read_weights(self) -> np.ndarray:
         """The weights the tile currently computes with (digital scales applied), float32 (out, in)."""
         return self._w * self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else self._w.copy()
+
+
+class _SliceCircuit:
+    """The effective matrix of one weight slice k of a circuit: (G+_k - G-_k) / (g_max - g_min)."""
+
+    linear = True
+
+    def __init__(self, circuit, k: int, span: float):
+        self.circuit, self.k, self.span, self.transposed = circuit, k, span, circuit.transposed
+
+    def effective(self) -> np.ndarray:
+        E = self.circuit.effective_stack()
+        return (E[2 * self.k] - E[2 * self.k + 1]) / np.float32(self.span)
 
 
 class TileArray(_Reads):
