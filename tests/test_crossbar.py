@@ -286,3 +286,17 @@ def test_fast_solver_converges_where_fixed_point_relaxation_diverges(rng):
     assert np.abs(f - e).max() <= 1e-3 * np.abs(e).max()
     assert np.linalg.norm(V @ G - e) / np.linalg.norm(e) > 1.0   # a regime where the drop dominates
     assert info["iterations"].max() < 60
+
+
+def test_shipped_1t1r_pcm_config_loads_and_reads_through_the_circuit(rng):
+    from pathlib import Path
+    from aimc.config import as_config
+    cfg = as_config(str(Path(__file__).parent.parent / "configs" / "1t1r_pcm_wires.json"))
+    assert cfg.array.model == WireModel.CIRCUIT and cfg.array.cell.value == "1t1r" and cfg.inference is not None
+    tile = Tile(16, 24, cfg, seed=1)
+    W = rng.uniform(-1, 1, (16, 24)).astype(np.float32)
+    tile.program(W)
+    tile.drift(3600.0)
+    x = rng.uniform(-1, 1, (8, 24)).astype(np.float32)
+    y = tile.forward(x)
+    assert np.isfinite(y).all() and np.corrcoef(y.ravel(), (x @ W.T).ravel())[0, 1] > 0.9
