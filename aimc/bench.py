@@ -36,7 +36,7 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--size", type=int, default=512, help="layer is size x size")
     p.add_argument("--circuit-size", type=int, default=256,
-                   help="ir-drop: the array is N x N (batch 256; the exact baseline runs up to N = 512)")
+                   help="ir-drop: the array is N x N (batch 256; the exact baseline and errors up to N = 256)")
 
 
 def set_threads(n: int) -> None:

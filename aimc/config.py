@@ -80,6 +80,13 @@ class PairLayout(str, enum.Enum):
     INTERLEAVED = "interleaved"  # one array, the devices of an output side by side: columns [G+_0, G-_0, G+_1, ...]
 
 
+class InputEncoding(str, enum.Enum):
+    """How a DAC value x drives a line in the circuit model (the same for linear cells)."""
+
+    AMPLITUDE = "amplitude"      # x * v_read volts for the whole read
+    PULSE_WIDTH = "pulse_width"  # sign(x) v_read for a time |x| (of the full-scale pulse); charge integrated
+
+
 class ArrayGeometry(str, enum.Enum):
     """Which array the circuit model solves."""
 
@@ -389,7 +396,9 @@ class ArrayConfig(_Node):
     ``wire_col_ohm`` segment plus ``sense_ohm``; neighbouring cells are one segment apart; the far ends are
     open. The transposed read (backward) drives the bit lines from the bottom and senses the word lines at
     the left, so the row/column resistances keep their lines. Input x (after the DAC) is the amplitude
-    x * ``v_read`` volts. ``model``: 'polynomial' keeps today's IOConfig.ir_drop model (default, so old JSON
+    x * ``v_read`` volts (``input_encoding`` 'amplitude'), or sign(x) ``v_read`` for a fraction |x| of the
+    read ('pulse_width': the output is the integrated charge, solved per distinct pulse length; it differs
+    from amplitude only for nonlinear cells). ``model``: 'polynomial' keeps today's IOConfig.ir_drop model (default, so old JSON
     loads unchanged), 'circuit' solves the network, 'none' has ideal wires. For linear cells the circuit is
     solved once per programmed/drifted state into an effective weight matrix (a never-programmed tile uses
     the ideal conductances its weights map to); sinh cells need a solve per input.
@@ -404,6 +413,7 @@ class ArrayConfig(_Node):
     access_ohm: float = 0.0        # 1T1R access-transistor on-resistance (Ohm); cell '1t1r' only
     sinh_k: float = 2.71689828     # 1/V; i = G sinh(k v)/k. MemTorch Data_Driven2021 (I = a g sinh(b V), b)
     v_read: float = 0.2            # V applied for input 1.0 (full-scale DAC)
+    input_encoding: InputEncoding = InputEncoding.AMPLITUDE
     pair_layout: PairLayout = PairLayout.TWO_ARRAYS
     geometry: ArrayGeometry = ArrayGeometry.USED
     solver: CircuitSolver = CircuitSolver.FAST
@@ -414,6 +424,7 @@ class ArrayConfig(_Node):
     def __post_init__(self):
         o = "ArrayConfig"
         for name, cls in (("model", WireModel), ("cell", CellKind), ("pair_layout", PairLayout),
+                          ("input_encoding", InputEncoding),
                           ("geometry", ArrayGeometry), ("solver", CircuitSolver)):
             _enum(o, self, name, cls)
         for name in ("wire_row_ohm", "wire_col_ohm", "driver_ohm", "sense_ohm", "access_ohm"):

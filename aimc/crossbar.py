@@ -311,23 +311,54 @@ class ArrayCircuit:
         v = np.asarray(v, np.float64)
         R = v.shape[0]
         vr = self.acfg.v_read
+        drive, owner, dt = _encode(v, self.acfg.input_encoding)
         if not self.transposed:
-            V = np.zeros((R, self.rows))
-            V[:, self.r0:] = v * vr
+            V = np.zeros((drive.shape[0], self.rows))
+            V[:, self.r0:] = drive * vr
             J = np.empty((self.D, R, self.out))
             for d in range(self.D):
-                I = self.arrays[0 if self.inter else d].solve(V, self.acfg.solver)  # (R, cols)
-                J[d] = I[:, self._dev_cols(d)] / vr
+                I = self.arrays[0 if self.inter else d].solve(V, self.acfg.solver)  # (R', cols)
+                J[d] = _integrate(I[:, self._dev_cols(d)], owner, dt, R) / vr
             return _combine(J, v, self.params, self.mcfg).astype(np.float32)
         # transposed: one read per device (its columns driven, the others at 0 V), currents on the rows
         J = np.empty((self.D, R, self.inp))
         for d in range(self.D):
-            Vp = np.zeros((R, self.cols))
-            Vp[:, self._dev_cols(d)] = v * vr
+            Vp = np.zeros((drive.shape[0], self.cols))
+            Vp[:, self._dev_cols(d)] = drive * vr
             xb = self.arrays[0 if self.inter else d]
             I = xb.solve(Vp[:, ::-1], self.acfg.solver)   # canonical input a' = cols-1-j; output b' = rows-1-i
-            J[d] = I[:, ::-1][:, self.r0:] / vr
+            J[d] = _integrate(I[:, ::-1][:, self.r0:], owner, dt, R) / vr
         return _combine(J, v, self.params, self.mcfg).astype(np.float32)
+
+
+def _encode(v, encoding):
+    """Drive patterns (R', n) in units of v_read, the input each belongs to (R',) and its duration (R',).
+
+    Amplitude: the inputs themselves, duration 1. Pulse width: for each input, one pattern per distinct pulse
+    length t_1 < ... < t_K of |v|: during (t_(k-1), t_k] the lines with |v| >= t_k are at sign(v) v_read."""
+    from .config import InputEncoding
+    R = v.shape[0]
+    if InputEncoding(encoding) == InputEncoding.AMPLITUDE:
+        return v, np.arange(R), np.ones(R)
+    pats, owner, dt = [], [], []
+    a = np.abs(v)
+    for r in range(R):
+        t_prev = 0.0
+        for t in np.unique(a[r][a[r] > 0]):
+            pats.append(np.sign(v[r]) * (a[r] >= t))
+            owner.append(r)
+            dt.append(t - t_prev)
+            t_prev = t
+    if not pats:
+        return np.zeros((1, v.shape[1])), np.zeros(1, np.int64), np.zeros(1)
+    return np.array(pats), np.array(owner), np.array(dt)
+
+
+def _integrate(I, owner, dt, R):
+    """Per input, the sum of its patterns' currents times their durations (the collected charge)."""
+    out = np.zeros((R, I.shape[1]))
+    np.add.at(out, owner, I * dt[:, None])
+    return out
 
 
 def _combine(J, v, params, mcfg):

@@ -12,6 +12,8 @@ v_read 0.2 V; every timing in a process of its own):
 * ``max_error``: the fast solver's largest deviation from the exact solve over the largest exact output, for a
   batch of random inputs (``max_error_random``) and for all inputs on (``max_error_all_on``); sinh cells:
   ``nonlinear_max_error`` (two inputs, exact = sparse Newton).
+* ``slicing_cost_ratio``: the forward of 8-bit weights over 2-bit cells (4 slices, one read each) over 4 plain
+  forwards.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from types import SimpleNamespace
 import numpy as np
 
 BATCH = 256
-EXACT_MAX = 512  # the splu baseline / exact comparisons above this size take too long here
+SLICE_BITS = (8, 2)  # sliced contender: 8-bit weights over 2-bit cells = 4 slices, 4 reads per forward
+EXACT_MAX = 256  # the splu baseline / exact comparisons above this size take too long here (2 cores)
 
 
 def _array(n: int):
@@ -28,12 +31,15 @@ def _array(n: int):
     return rng.uniform(0, 25, (n, n))
 
 
-def _tile(n: int, model: str, cell: str = "linear"):
+def _tile(n: int, model: str, cell: str = "linear", sliced: bool = False):
     from .config import ArrayConfig, MappingConfig, TileConfig
     from .tile import Tile
     rng = np.random.default_rng(1)
     W = rng.uniform(-1, 1, (n, n)).astype(np.float32)
-    cfg = TileConfig(mapping=MappingConfig(max_in=0, max_out=0),
+    m = MappingConfig(max_in=0, max_out=0)
+    if sliced:
+        m = m.replace(kind="sliced", weight_bits=SLICE_BITS[0], bits_per_cell=SLICE_BITS[1])
+    cfg = TileConfig(mapping=m,
                      array=ArrayConfig(model=model, wire_row_ohm=1.0, wire_col_ohm=1.0, cell=cell))
     tile = Tile(n, n, cfg, seed=0)
     tile.set_weights(W)
@@ -41,8 +47,8 @@ def _tile(n: int, model: str, cell: str = "linear"):
     return tile, x
 
 
-def make_forward(args, n: int, model: str, cell: str = "linear"):
-    tile, x = _tile(n, model, cell)
+def make_forward(args, n: int, model: str, cell: str = "linear", sliced: bool = False):
+    tile, x = _tile(n, model, cell, sliced)
     return lambda: tile.forward(x)
 
 
@@ -92,7 +98,9 @@ def bench_ir_drop(args) -> dict:
     if n < 2:
         raise ValueError("--circuit-size must be >= 2")
     t = timeit_isolated({"plain": ("aimc.crossbar_bench:make_forward", {"n": n, "model": "none"}),
-                         "circuit": ("aimc.crossbar_bench:make_forward", {"n": n, "model": "circuit"})}, args)
+                         "circuit": ("aimc.crossbar_bench:make_forward", {"n": n, "model": "circuit"}),
+                         "sliced": ("aimc.crossbar_bench:make_forward", {"n": n, "model": "none", "sliced": True})},
+                        args)
     slow = SimpleNamespace(**{**vars(args), "repeats": 3})
     t.update(timeit_isolated({"sinh": ("aimc.crossbar_bench:make_forward",
                                        {"n": n, "model": "circuit", "cell": "sinh"}),
@@ -104,7 +112,9 @@ def bench_ir_drop(args) -> dict:
            "ratio": round(t["circuit"] / t["plain"], 3),
            "nonlinear_ms": round(t["sinh"], 1), "nonlinear_ratio": round(t["sinh"] / t["plain"], 1),
            "nonlinear_ms_per_input": round(t["sinh"] / BATCH, 3),
-           "state_solve_fast_ms": round(t["state_fast"], 1)}
+           "state_solve_fast_ms": round(t["state_fast"], 1),
+           "sliced_ms": round(t["sliced"], 3), "sliced_reads": 4,
+           "slicing_cost_ratio": round(t["sliced"] / (4 * t["plain"]), 3)}
     if n <= EXACT_MAX:
         once = SimpleNamespace(**{**vars(args), "repeats": 1})
         t.update(timeit_isolated({"state_exact": ("aimc.crossbar_bench:make_state_exact", {"n": n})},

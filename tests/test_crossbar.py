@@ -300,3 +300,27 @@ def test_shipped_1t1r_pcm_config_loads_and_reads_through_the_circuit(rng):
     x = rng.uniform(-1, 1, (8, 24)).astype(np.float32)
     y = tile.forward(x)
     assert np.isfinite(y).all() and np.corrcoef(y.ravel(), (x @ W.T).ravel())[0, 1] > 0.9
+
+
+def test_pulse_width_encoding_integrates_charge_and_differs_from_amplitude_only_for_nonlinear_cells(rng):
+    W = rng.uniform(-1, 1, (5, 7)).astype(np.float32)
+    x = np.round(rng.uniform(-1, 1, (3, 7)), 2).astype(np.float32)
+    x[0, :3] = x[0, 3]  # repeated pulse lengths share a pattern
+    out = {}
+    for cell in ("linear", "sinh"):
+        for enc in ("amplitude", "pulse_width"):
+            t = Tile(5, 7, circuit_cfg(wire_row_ohm=500.0, wire_col_ohm=500.0, cell=cell, input_encoding=enc,
+                                       v_read=0.5))
+            t.set_weights(W)
+            out[cell, enc] = t.forward(x)
+    assert np.allclose(out["linear", "amplitude"], out["linear", "pulse_width"], atol=1e-5)
+    assert np.abs(out["sinh", "amplitude"] - out["sinh", "pulse_width"]).max() > 1e-3
+    # one cell, ideal wires: amplitude gives g sinh(k x v)/k, pulse width |x| g sinh(k v)/k sign(x)
+    G = np.array([[20.0]])
+    k, v, xv = 2.71689828, 0.5, 0.4
+    for enc, ref in (("amplitude", 20 * np.sinh(k * xv * v) / k), ("pulse_width", xv * 20 * np.sinh(k * v) / k)):
+        a = ArrayConfig(model="circuit", wire_row_ohm=0.0, wire_col_ohm=0.0, cell="sinh", v_read=v,
+                        input_encoding=enc)
+        circ = ArrayCircuit(np.stack([G, np.zeros((1, 1))]), {"scale": 1.0, "w_min": 0.0},
+                            TileConfig(array=a), False, "one cell")
+        assert np.isclose(circ.product(np.array([[xv]]))[0, 0] * v, ref, rtol=1e-5)
