@@ -31,6 +31,13 @@ class BoundManagement(str, enum.Enum):
     ITERATIVE = "iterative"  # f = 1, 2, 4, ... until no output clips or the stop rule fires
 
 
+class ADCKind(str, enum.Enum):
+    """The output converter (physics.md §1.4; circuits_and_cost.md C.1, C.3)."""
+
+    UNIFORM = "uniform"  # ideal uniform quantiser: out_bits levels incl. zero (aihwkit)
+    SAR = "sar"          # SAR with binary CDAC: 2^out_bits mid-rise levels; capacitor mismatch, comparator offset
+
+
 class WeightNoiseType(str, enum.Enum):
     """Output-referred short-term weight noise; physics.md §1.5."""
 
@@ -222,6 +229,12 @@ class IOConfig(_Node):
     max_bm_res: float = 0.25          # ... or once f > max_bm_res / DAC step (f = 16 at 7 bits)
     bm_test_negative_bound: bool = True  # clipping at -out_bound also triggers BM
     out_scale: float = 1.0            # extra digital output factor
+    adc: ADCKind = ADCKind.UNIFORM    # converter model; 'sar' draws its errors once per chip (below)
+    adc_cap_mismatch: float = 0.0     # sar: sigma of a unit capacitor (relative); a 2^n cap gets sigma 2^(n/2)
+    adc_comparator_offset: float = 0.0  # sar: comparator offset sigma, fraction of out_bound (per ADC)
+    adc_group: int = 8                # sar: columns sharing one CDAC + comparator (CrossSim group_size)
+    adc_gain_std: float = 0.0         # per-column gain variation sigma (gain 1 + sigma xi), drawn once
+    adc_offset_std: float = 0.0       # per-column offset sigma, fraction of out_bound, drawn once
 
     def __post_init__(self):
         o = "IOConfig"
@@ -244,6 +257,18 @@ class IOConfig(_Node):
         _enum(o, self, "w_noise_type", WeightNoiseType)
         _enum(o, self, "noise_management", NoiseManagement)
         _enum(o, self, "bound_management", BoundManagement)
+        _enum(o, self, "adc", ADCKind)
+        for name in ("adc_cap_mismatch", "adc_comparator_offset", "adc_gain_std", "adc_offset_std"):
+            _num(o, name, getattr(self, name), 0, 1.0)
+        _num(o, "adc_group", self.adc_group, 1, 2**20, integer=True)
+        if self.adc == ADCKind.SAR and (self.out_bits < 2 or self.out_bound <= 0):
+            raise ConfigError(f"{o}.adc = 'sar' needs out_bits >= 2 and out_bound > 0 "
+                              f"(got {self.out_bits}, {self.out_bound})")
+        if self.adc_drawn and self.out_sto_round:
+            raise ConfigError(f"{o}.out_sto_round is not supported with converter errors (adc 'sar', "
+                              f"adc_gain_std or adc_offset_std > 0)")
+        if self.adc_offset_std > 0 and self.out_bound <= 0:
+            raise ConfigError(f"{o}.adc_offset_std is a fraction of out_bound, which is 0 (infinite)")
         if self.noise_management != NoiseManagement.NONE and self.inp_bound != 1.0 and not self.is_perfect:
             raise ConfigError(f"{o}.inp_bound must be 1.0 when noise_management is {self.noise_management.value!r} "
                               f"(got {self.inp_bound})")
@@ -255,6 +280,11 @@ class IOConfig(_Node):
     def inp_step(self) -> float:
         """DAC step 2*inp_bound/(2^inp_bits - 2); 0 = no quantisation."""
         return 0.0 if self.inp_bits == 0 else 2.0 * self.inp_bound / (2**self.inp_bits - 2)
+
+    @property
+    def adc_drawn(self) -> bool:
+        """Whether the converters have per-chip random errors (drawn once, stored in the chip image)."""
+        return not self.is_perfect and (self.adc == ADCKind.SAR or self.adc_gain_std > 0 or self.adc_offset_std > 0)
 
     @property
     def out_step(self) -> float:

@@ -67,8 +67,29 @@ class WeightView:
         return self._Wpos
 
 
-def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.ndarray:
-    """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out."""
+def draw_adc(io: IOConfig, n_out: int, stream: Stream) -> dict:
+    """The per-chip converter errors of ``n_out`` columns, drawn once (circuits_and_cost.md C.3):
+    ``gain`` = 1 + adc_gain_std xi and ``offset`` = adc_offset_std out_bound xi per column; for SAR, per group of
+    ``adc_group`` columns, binary CDAC ``caps`` C_n = 2^n + adc_cap_mismatch 2^(n/2) xi (unit capacitors, the
+    mismatch of a 2^n-unit capacitor grows as its square root) and a comparator offset ``comp`` (fraction of
+    out_bound). float32 arrays, stored in chip images."""
+    z = stream.normal((2, n_out))
+    out = {"gain": (1.0 + io.adc_gain_std * z[0]).astype(np.float32),
+           "offset": (io.adc_offset_std * io.out_bound * z[1]).astype(np.float32)}
+    groups = -(-n_out // io.adc_group)
+    bits = max(io.out_bits, 1)
+    n = np.arange(bits)
+    zc = stream.normal((groups, bits + 1))
+    out["caps"] = np.maximum(2.0 ** n + io.adc_cap_mismatch * 2.0 ** (n / 2) * zc[:, :bits], 0).astype(np.float32) \
+        if io.adc.value == "sar" else np.zeros((0, bits), np.float32)
+    out["comp"] = (io.adc_comparator_offset * zc[:, bits]).astype(np.float32)
+    return out
+
+
+def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, adc: dict | None = None) -> np.ndarray:
+    """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out.
+
+    ``adc``: the chip's converter errors (``draw_adc``) when ``io.adc_drawn``."""
     if io.is_perfect:
         y = view.product(x)
         if io.out_scale != 1.0:
@@ -93,7 +114,7 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.nda
     if inp_step > 0:
         max_f = min(max_f, io.max_bm_res / inp_step)
     while True:
-        clipped = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y)
+        clipped = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, adc)
         if not iterative:
             break
         # stop rule (physics.md §1.7): after a pass with factor f, stop if f > max_bm_factor or
@@ -109,7 +130,7 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.nda
     return y
 
 
-def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y) -> np.ndarray:
+def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, adc=None) -> np.ndarray:
     """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
 
     Returns the per-row clip flags.
@@ -143,8 +164,13 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y)
     _, _, cn2 = stream.next_call()
     _, _, cu2 = stream.next_call()
     clipped = np.empty(R, np.int8)
+    drawn = adc is not None and io.adc_drawn
     _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
                     np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
-                    io.out_step, io.out_bound, io.out_sto_round, io.bm_test_negative_bound,
-                    k0, k1, cn2, cu2, clipped, y)
+                    0.0 if drawn else io.out_step, 0.0 if drawn else io.out_bound, io.out_sto_round,
+                    io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y)
+    if drawn:
+        sar = io.adc.value == "sar"
+        _k.adc_stage(y, rows, adc["gain"], adc["offset"], io.out_step, io.out_bound, sar, io.out_bits,
+                     adc["caps"].astype(np.float64), adc["comp"], io.adc_group, io.bm_test_negative_bound, clipped)
     return clipped

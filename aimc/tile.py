@@ -31,7 +31,7 @@ from . import mapping as _map
 from .config import DriftCompensation, MappingKind, TileConfig, WireModel, as_config
 from .crossbar import tile_circuits
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
-from .periphery import WeightView, mvm
+from .periphery import WeightView, draw_adc, mvm
 from .rng import Stream, check_seed
 
 
@@ -121,6 +121,7 @@ class Tile(_Reads):
         self._compensate = True
         self._fused = None        # device engine: None = fused kernels where supported, False = device_models
         self._out = None          # digital output factor of the forward: scale (omega > 0) x alpha, or None
+        self._adc = {}            # per-chip converter errors per direction (draw_adc), drawn at the first read
         self._set_normalised(np.zeros((self.out_size, self.in_size), np.float32))
 
     @property
@@ -154,12 +155,24 @@ class Tile(_Reads):
                 self._fwd_parts = [(c, WeightView(None, _SliceCircuit(fwd, k, span))) for k, c in enumerate(coef)]
                 self._bwd_parts = [(c, WeightView(None, _SliceCircuit(bwd, k, span))) for k, c in enumerate(coef)]
 
-    def _read(self, parts, x: np.ndarray, io) -> np.ndarray:
+    def _adc_of(self, direction: str):
+        """The converter errors of a read direction ('forward' or 'backward'; None without any), drawn once
+        from a stream of their own (drawing them does not move the tile's main stream; kept in chip images)."""
+        io = getattr(self.config, direction)
+        if not io.adc_drawn:
+            return None
+        if direction not in self._adc:
+            n_out = self.out_size if direction == "forward" else self.in_size
+            self._adc[direction] = draw_adc(io, n_out, Stream(self.seed, f"{self.tile_id}/adc/{direction}"))
+        return self._adc[direction]
+
+    def _read(self, parts, x: np.ndarray, direction: str) -> np.ndarray:
         """One analog read per weight slice and input cycle, shift-and-added digitally (circuits_and_cost.md
         B.1-B.2). Bit-serial inputs (``mapping.input_bits`` > 0): x is quantised digitally to m = input_bits - 1
         magnitude bits of its row's abs-max, sliced into cycles of ``input_bits_per_cycle`` bits (the sign on
-        every cycle), each cycle read through the periphery ``io``."""
+        every cycle), each cycle read through the periphery of ``direction`` ('forward' / 'backward')."""
         m = self.config.mapping
+        io, adc = getattr(self.config, direction), self._adc_of(direction)
         if m.input_bits == 0:
             cycles, amax = [(1.0, x)], None
         else:
@@ -173,7 +186,7 @@ class Tile(_Reads):
         y = None
         for cc, xc in cycles:
             for ck, view in parts:
-                yk = mvm(view, xc, io, self.stream)
+                yk = mvm(view, xc, io, self.stream, adc)
                 if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None:
                     return yk  # the plain read
                 y = yk * np.float32(cc * ck) if y is None else y + yk * np.float32(cc * ck)
@@ -253,7 +266,7 @@ class Tile(_Reads):
     def _readout(self) -> np.ndarray:
         """Compensation readout: one-hot inputs through the noisy forward (no digital scales)."""
         eye = np.eye(self.in_size, dtype=np.float32)
-        return compensation_readout(self._read(self._fwd_parts, eye, self.config.forward), self._comp_kind)
+        return compensation_readout(self._read(self._fwd_parts, eye, "forward"), self._comp_kind)
 
     # ------------------------------------------------------------------ state
     @property
@@ -294,6 +307,10 @@ class Tile(_Reads):
                 "compensation": self._comp_kind.value,
                 "engine": None if self._device is None else ("fused" if self._device.fused else "numpy")}
         arrays = {"scale": self._scale}
+        for key in ("forward", "backward"):  # converter errors (drawn once per chip)
+            draws = self._adc_of(key)
+            if draws is not None:
+                arrays.update({f"adc_{key}_{k}": v for k, v in draws.items()})
         if self._device is None:
             arrays["w"] = self._w
         else:
@@ -310,6 +327,11 @@ class Tile(_Reads):
         st = meta["stream"]
         stream = Stream(st["seed"], st["stream_id"], st["call"])
         scale = np.ascontiguousarray(arrays["scale"], np.float32)
+        self._adc = {}
+        for key in ("forward", "backward"):
+            if f"adc_{key}_gain" in arrays:
+                self._adc[key] = {k: np.ascontiguousarray(arrays[f"adc_{key}_{k}"])
+                                  for k in ("gain", "offset", "caps", "comp")}
         if not meta["programmed"]:
             w = np.ascontiguousarray(arrays["w"], np.float32)
             self._G = self._map_params = self._device = self._time = None
@@ -343,7 +365,7 @@ class Tile(_Reads):
 
     # ------------------------------------------------------------------ reads
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        y = self._read(self._fwd_parts, x, self.config.forward)
+        y = self._read(self._fwd_parts, x, "forward")
         if self._out is not None:
             y *= self._out
         return y
@@ -351,7 +373,7 @@ class Tile(_Reads):
     def _backward(self, d: np.ndarray) -> np.ndarray:
         if self.config.mapping.weight_scaling_omega > 0:
             d = d * self._scale
-        return self._read(self._bwd_parts, d, self.config.backward)
+        return self._read(self._bwd_parts, d, "backward")
 
     def read_weights(self) -> np.ndarray:
         """The weights the tile currently computes with (digital scales applied), float32 (out, in)."""

@@ -145,3 +145,50 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
                 row[i] = min(max(v, -bound), bound)
             flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
         clipped[r] = flag
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def adc_stage(y, rows, gain, offset, step, bound, sar, bits, caps, comp, group, test_neg, clipped):
+    """Converters with per-chip errors, in place on y[rows[r]] (after noise; replaces the uniform ADC of
+    ``output_stage``, which then ran with step 0 and no bound): u = gain_i y_i + offset_i, clip flag as in
+    ``output_stage``, then
+
+    * uniform: rint(u / step) step clipped to +-bound (step 0: clip only);
+    * SAR (circuits_and_cost.md C.3, CrossSim SarADC): binary search over ``bits`` cycles against the CDAC of
+      the column's group g = i // group, V_dac(code) = -bound + 2 bound sum_{n in code} caps[g, n] / C_tot
+      (C_tot = sum caps[g] + 1 dummy unit), keeping bit n if u + comp[g] bound >= V_dac; output the mid-rise
+      level 2 bound (code + 1/2) / 2^bits - bound. Ideal caps (2^n) and no offset: a uniform mid-rise
+      quantiser with thresholds midway between its 2^bits levels.
+    """
+    m = y.shape[1]
+    nlev = 2 ** bits
+    bound = np.float32(bound)
+    step = np.float32(step)
+    for r in prange(rows.shape[0]):
+        b = rows[r]
+        flag = 0
+        for i in range(m):
+            u = gain[i] * y[b, i] + offset[i]
+            if bound > 0 and (u > bound or (test_neg and u < -bound)):
+                flag = 1
+            if sar:
+                g = i // group
+                ctot = 1.0
+                for n in range(bits):
+                    ctot += caps[g, n]
+                v = u + comp[g] * bound
+                code = 0
+                acc = 0.0
+                for n in range(bits - 1, -1, -1):
+                    trial = acc + caps[g, n]
+                    if v >= -bound + 2.0 * bound * trial / ctot:
+                        code |= 1 << n
+                        acc = trial
+                u = np.float32(2.0 * bound * (code + 0.5) / nlev - bound)
+            else:
+                if step > 0:
+                    u = np.float32(np.rint(u / step) * step)
+                if bound > 0:
+                    u = min(max(u, -bound), bound)
+            y[b, i] = u
+        clipped[r] = flag
