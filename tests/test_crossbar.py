@@ -324,3 +324,21 @@ def test_pulse_width_encoding_integrates_charge_and_differs_from_amplitude_only_
         circ = ArrayCircuit(np.stack([G, np.zeros((1, 1))]), {"scale": 1.0, "w_min": 0.0},
                             TileConfig(array=a), False, "one cell")
         assert np.isclose(circ.product(np.array([[xv]]))[0, 0] * v, ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["linear", "sinh"])
+def test_tile_backward_is_the_transposed_read_of_the_physical_array(rng, cell):
+    """The backward read drives the bit lines from the bottom and senses the word lines (read_physical with
+    transposed=True, the path validated against ngspice), one read per device slice."""
+    from aimc.crossbar import read_physical
+    W = rng.uniform(-1, 1, (6, 9)).astype(np.float32)
+    cfg = circuit_cfg(wire_row_ohm=40.0, wire_col_ohm=400.0, driver_ohm=300.0, sense_ohm=30.0, cell=cell,
+                      v_read=0.4)
+    tile = Tile(6, 9, cfg)
+    tile.set_weights(W)
+    d = rng.uniform(-1, 1, (3, 6)).astype(np.float32)
+    G, params = _map.to_conductances(W, cfg.mapping)
+    J = [read_physical(Gd.T.astype(np.float64), cfg.array, d * 0.4, transposed=True, solver="exact") / 0.4
+         for Gd in G]
+    ref = (J[0] - J[1]) / params["scale"]
+    assert np.abs(tile.backward(d) - ref).max() <= 1e-4 * np.abs(ref).max()
