@@ -17,6 +17,7 @@ from .rng import Stream
 _NM_CODE = {NoiseManagement.NONE: _k.NM_NONE, NoiseManagement.ABS_MAX: _k.NM_ABS_MAX,
             NoiseManagement.MAX: _k.NM_MAX, NoiseManagement.CONSTANT: _k.NM_CONSTANT}
 _EMPTY2 = np.zeros((0, 0), np.float32)
+_EMPTY1 = np.zeros(0, np.float32)
 
 
 class WeightView:
@@ -50,8 +51,29 @@ class WeightView:
         return self._Wpos
 
 
-def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.ndarray:
-    """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out."""
+def adc_arrays(io: IOConfig, bounds=None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, bounds) float32 arrays of the ADC: the config's (length 1) or calibrated ``bounds`` (a scalar
+    for the whole tile or one per output column), each with step 2 b / (2^out_bits - 2); bound 0 = no ADC."""
+    if bounds is None:
+        return np.array([io.out_step], np.float32), np.array([io.out_bound], np.float32)
+    b = np.ascontiguousarray(np.atleast_1d(bounds), np.float32)
+    steps = b * np.float32(2.0 / (2**io.out_bits - 2)) if io.out_bits > 0 else np.zeros_like(b)
+    return np.ascontiguousarray(steps, np.float32), b
+
+
+NO_ADC = (np.zeros(1, np.float32), np.zeros(1, np.float32))
+
+
+def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, *, inp_range: float | None = None,
+        adc: tuple[np.ndarray, np.ndarray] | None = None, counts: np.ndarray | None = None) -> np.ndarray:
+    """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out.
+
+    Calibrated state of the tile (``aimc.calibration``) overrides two stages: ``inp_range`` r (a static DAC
+    range: x is clipped at +-r, i.e. a constant noise-management scale r / inp_bound in place of the
+    config's), ``adc`` (steps, bounds) from :func:`adc_arrays` (per-column or per-tile ADC ranges;
+    ``NO_ADC`` reads the analog outputs before the ADC). ``counts`` (int64 (2,)) accumulates
+    [outputs beyond the ADC range, ADC conversions].
+    """
     W = view.W
     if io.is_perfect:
         y = np.dot(x, W.T)
@@ -61,13 +83,17 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.nda
     B, n = x.shape
     m = W.shape[0]
     alpha = np.empty(B, np.float32)
-    _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
     zero_rows = None
-    if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
-        zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
-        if zero.any():
-            zero_rows = zero
-            alpha[zero] = 1.0
+    if inp_range is not None:
+        alpha.fill(np.float32(inp_range / io.inp_bound))
+    else:
+        _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
+        if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
+            zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
+            if zero.any():
+                zero_rows = zero
+                alpha[zero] = 1.0
+    steps, bounds = adc if adc is not None else adc_arrays(io)
     f = np.ones(B, np.float32)
     y = np.empty((B, m), np.float32)
     rows = np.arange(B, dtype=np.int64)
@@ -77,7 +103,10 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.nda
     if inp_step > 0:
         max_f = min(max_f, io.max_bm_res / inp_step)
     while True:
-        clipped = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y)
+        clipped, nclip = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, steps, bounds)
+        if counts is not None:
+            counts[0] += int(nclip.sum())
+            counts[1] += rows.shape[0] * m
         if not iterative:
             break
         # stop rule (physics.md §1.7): after a pass with factor f, stop if f > max_bm_factor or
@@ -93,10 +122,10 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.nda
     return y
 
 
-def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y) -> np.ndarray:
+def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, steps, bounds):
     """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
 
-    Returns the per-row clip flags.
+    Returns the per-row clip flags and counts of clipped outputs.
     """
     R, n = rows.shape[0], x.shape[1]
     W = view.W
@@ -121,14 +150,22 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y)
     else:
         s_el = a_mat = _EMPTY2
     sig2 = np.full(R, np.float32(io.out_noise) ** 2, np.float32)
-    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+    additive = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT
+    if additive:
         sig2 += np.float32(io.w_noise) ** 2 * v2  # iid weight noise == one normal per output, sigma ||v||
     nl = io.out_nonlinearity / (io.out_bound if io.out_bound > 0 else 1.0)
     _, _, cn2 = stream.next_call()
     _, _, cu2 = stream.next_call()
+    if nl > 0:   # weight noise goes before the nonlinearity: its own normals (physics.md §1.2)
+        _, _, cw = stream.next_call()
+        sig_w = np.float32(io.w_noise) * np.sqrt(v2) if additive else np.zeros(R, np.float32)
+    else:
+        cw, sig_w = 0, _EMPTY1
     clipped = np.empty(R, np.int8)
+    nclip = np.empty(R, np.int32)
     _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
                     np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
-                    io.out_step, io.out_bound, io.out_sto_round, io.bm_test_negative_bound,
-                    k0, k1, cn2, cu2, clipped, y)
-    return clipped
+                    steps, bounds, io.out_sto_round, io.bm_test_negative_bound,
+                    k0, k1, cn2, cu2, clipped, y, np.ascontiguousarray(sig_w, np.float32),
+                    np.float32(io.out_noise), cw, nclip)
+    return clipped, nclip
