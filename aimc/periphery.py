@@ -65,14 +65,16 @@ NO_ADC = (np.zeros(1, np.float32), np.zeros(1, np.float32))
 
 
 def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, *, inp_range: float | None = None,
-        adc: tuple[np.ndarray, np.ndarray] | None = None, counts: np.ndarray | None = None) -> np.ndarray:
+        adc: tuple[np.ndarray, np.ndarray] | None = None, counts: np.ndarray | None = None,
+        raw: bool = False) -> np.ndarray:
     """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out.
 
     Calibrated state of the tile (``aimc.calibration``) overrides two stages: ``inp_range`` r (a static DAC
     range: x is clipped at +-r, i.e. a constant noise-management scale r / inp_bound in place of the
     config's), ``adc`` (steps, bounds) from :func:`adc_arrays` (per-column or per-tile ADC ranges;
     ``NO_ADC`` reads the analog outputs before the ADC). ``counts`` (int64 (2,)) accumulates
-    [outputs beyond the ADC range, ADC conversions].
+    [outputs beyond the ADC range, ADC conversions]. ``raw``: return the outputs in ADC units, before the
+    digital rescale by the noise-management and bound-management factors and ``out_scale``.
     """
     W = view.W
     if io.is_perfect:
@@ -116,6 +118,8 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, *, inp_ra
             break
         rows = rows[redo]
         f[rows] *= 2.0
+    if raw:
+        return y
     y *= (alpha * f * np.float32(io.out_scale))[:, None]
     if zero_rows is not None:
         y[zero_rows] = 0.0
