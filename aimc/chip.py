@@ -17,6 +17,9 @@ bytes), so a flipped byte anywhere in the payload is detected on load.
 Writes are atomic (temp file + rename) and never replace an existing file unless ``overwrite=True``.
 Loading checks format, version, integrity, then the target's identity (names, shapes, grids, configs)
 before changing anything; every failure is a ``ChipImageError`` (a ``ValueError``) naming the problem.
+Configs match up to the calibration method (the calibrated ranges are tile state, datasets
+``cal_input_range`` / ``cal_adc_range``), so an image written before calibration existed loads into a model
+converted with a calibrating config, and keeps its uncalibrated periphery.
 """
 from __future__ import annotations
 
@@ -210,7 +213,7 @@ def load_chip(path, obj):
         raise ChipImageError(f"{path}: the model does not match the chip image: {_explain(saved, mine)}")
     for i, (name, module, arr) in enumerate(entries):
         a_meta = json.loads(tree[f"/a{i}"]["meta"])
-        if a_meta["config"] != arr.config.to_dict():
+        if a_meta["config"] != arr.config.to_dict() and not _same_chip(a_meta["config"], arr.config):
             from .config import TileConfig
             diff = TileConfig.from_dict(a_meta["config"]).diff(arr.config)
             raise ChipImageError(f"{path}: the config of {name or type(arr).__name__!r} differs from the chip "
@@ -231,6 +234,16 @@ def load_chip(path, obj):
             except AttributeError:  # a read-only property
                 pass
     return obj
+
+
+def _same_chip(saved: dict, cfg) -> bool:
+    """The saved config describes the same chip as ``cfg``: equal after parsing (fields added since the image
+    was written take their defaults) up to the calibration method (``config.same_chip_config``)."""
+    from .config import ConfigError, same_chip_config
+    try:
+        return same_chip_config(type(cfg).from_dict(saved), cfg)
+    except (ConfigError, TypeError):
+        return False
 
 
 def _explain(saved: list[dict], mine: list[dict]) -> str:

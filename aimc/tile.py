@@ -368,7 +368,8 @@ class Tile(_Reads):
                 self._comp_ref = self._alpha = None
             self._clear_calibration()   # images written before calibration existed hold none
             inp = arrays.get("cal_input_range")
-            self._set_calibration(None if inp is None else float(np.asarray(inp)), arrays.get("cal_adc_range"))
+            self._set_calibration(None if inp is None else float(np.asarray(inp).reshape(-1)[0]),
+                                  arrays.get("cal_adc_range"))
         self.seed = stream.seed
         self.stream = stream
         self._refresh_out()

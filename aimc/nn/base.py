@@ -98,7 +98,8 @@ class AnalogModule(nn.Module):
         if int(state.get("version", 0)) > 1:
             raise ValueError(f"{name}: analog state version {state.get('version')} is newer than this aimc reads (1)")
         saved_cfg = type(self.config).from_json(state["config"])  # InsituConfig too
-        if saved_cfg != self.config:
+        from ..config import same_chip_config
+        if not same_chip_config(saved_cfg, self.config):
             raise ValueError(f"{name}: the state dict was saved with another TileConfig (saved values that differ: "
                              f"{json.dumps(saved_cfg.diff(self.config))}); build the model with the same config")
         tiles = list(self.tiles.all_tiles())
