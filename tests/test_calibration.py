@@ -268,3 +268,27 @@ def test_calibrated_default_deployment_behaves_physically(mnist):
     assert abs(m[0] - res.digital_accuracy) <= 0.007
     assert all(f[0] < 0.01 for f in res.clip_fraction_mean.values()) and not res.warnings
     assert len(res.calibration["ranges"]) == 10 and res.calibration["source"] == "train split"
+
+
+def test_cli_deploy_reports_clipping_and_calibration(mnist, tmp_path, capsys):
+    import json
+
+    from aimc.cli import main
+    base = ["deploy", "--times", "1s,1y", "--repeats", "1", "--no-progress", "--threads", "1"]
+    assert main(base + ["--no-files", "--no-calibrate", "--clip-warn", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "not calibrated (--no-calibrate)" in out and "| fc1 |" in out
+    assert "WARNING: layer 'fc1': clipped ADC outputs" in out and "the chip is not calibrated" in out
+    assert main(base + ["--out", str(tmp_path / "r"), "--calib-samples", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated on 300 samples (train split)" in out and "WARNING" not in out
+    res = json.loads((tmp_path / "r" / "run-001" / "results.json").read_text())
+    assert set(res["clip_fraction"]) == {"fc1", "fc2", "fc3"} and len(res["clip_fraction"]["fc1"]) == 2
+    assert res["calibration"]["method"]["out"] == "mse" and res["config"]["calibration"]["samples"] == 300
+    assert len(res["calibration"]["ranges"][0]["fc1"]["adc_range"]) == 2     # fc1: 784 inputs on two tiles
+    assert main(base + ["--no-files", "--calib-data", "test"]) == 0
+    assert "shares 1000 of its 1000 samples with the test split" in capsys.readouterr().out
+    for bad, msg in ((["--clip-warn", "200"], "--clip-warn is a percentage"),
+                     (["--calib-samples", "0"], "--calib-samples must be >= 1")):
+        assert main(base + ["--no-files"] + bad) == 2
+        assert msg in capsys.readouterr().err
