@@ -936,15 +936,21 @@ def deploy_copy(model: nn.Module, config: TileConfig | str | None = None, seed: 
 
 
 def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None = None, times=("1s", "1h", "1d", "1y"),
-                       repeats: int = 5, *, seed: int = 0, batch_size: int = 1000):
+                       repeats: int = 5, *, seed: int = 0, batch_size: int = 1000, calibration=None):
     """``aimc.deploy.evaluate_over_time`` for an HWA-trained analog model (which keeps its learned input ranges
     and output scales): for chip r = 0..repeats-1, ``deploy_copy(model, config, seed + r)``, program, drift
     to each time (eval mode: drift compensation on), test accuracy. Returns ``aimc.deploy.DeployResults``
     (``digital_accuracy``: the same model with a perfect forward, i.e. floating point with its input-range
-    clipping and output scales, no analog noise)."""
+    clipping and output scales, no analog noise).
+
+    With ``config.calibration`` (e.g. ``CalibrationConfig(inp="learned")``: the learned input ranges, ADC
+    ranges from the programmed chip) each chip is calibrated after programming on ``calibration`` (default:
+    the training split; see ``aimc.deploy.calibration_set``), and the clipped fractions are reported."""
     from .. import __version__, zoo
-    from ..convert import drift, program
-    from ..deploy import DeployResults, _xy, parse_times
+    import warnings
+
+    from ..convert import calibrate, clip_fractions, drift, program, reset_clip_counts
+    from ..deploy import DeployResults, _xy, calibration_set, parse_times
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     secs, labels = parse_times(times)
@@ -955,21 +961,34 @@ def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None =
     x = torch.as_tensor(np.asarray(x, np.float32))
     y = torch.as_tensor(np.asarray(y, np.int64))
     ideal = cfg.replace(forward=cfg.forward.replace(is_perfect=True), inference=None)
-    digital = zoo.evaluate(deploy_copy(model, ideal, seed), x, y, batch_size)  # no analog noise, ranges kept
+    digital = zoo.evaluate(deploy_copy(model, ideal.replace(calibration=None), seed), x, y, batch_size)
+    x_cal, notes, cal_info, clip = None, [], None, {}
+    if cfg.calibration is not None:
+        x_cal, source, warn = calibration_set(data, calibration, cfg.calibration.samples, x)
+        if warn:
+            warnings.warn(warn, stacklevel=2)
+            notes.append(warn)
+        x_cal = torch.as_tensor(x_cal)
+        cal_info = {"method": cfg.calibration.to_dict(), "samples": int(len(x_cal)), "source": source, "ranges": []}
     acc = [[0.0] * repeats for _ in secs]
     t0 = time.perf_counter()
     for r in range(repeats):
         chip = deploy_copy(model, cfg, seed + r)
         chip.eval()
         program(chip)
+        if x_cal is not None:
+            cal_info["ranges"].append(calibrate(chip, x_cal))
         for i, t in enumerate(secs):
             drift(chip, t)
+            reset_clip_counts(chip)
             acc[i][r] = zoo.evaluate(chip, x, y, batch_size)
+            for n, f in clip_fractions(chip).items():
+                clip.setdefault(n, [[0.0] * repeats for _ in secs])[i][r] = f
     meta = {"aimc": __version__, "torch": str(torch.__version__), "wall_s": round(time.perf_counter() - t0, 3),
             "hwa_config": _first_hwa_config(model)}
     return DeployResults(times=secs, time_labels=labels, accuracy=acc, digital_accuracy=digital,
                          seeds=[seed + r for r in range(repeats)], config=cfg.to_dict(), n_test=int(len(y)),
-                         meta=meta)
+                         meta=meta, clip_fraction=clip, calibration=cal_info, warnings=notes)
 
 
 def _first_hwa_config(model) -> dict | None:
