@@ -292,3 +292,20 @@ def test_cli_deploy_reports_clipping_and_calibration(mnist, tmp_path, capsys):
                      (["--calib-samples", "0"], "--calib-samples must be >= 1")):
         assert main(base + ["--no-files"] + bad) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_hwa_model_calibrates_adc_with_its_learned_input_ranges():
+    torch = _torch()
+    pytest.importorskip("sklearn")
+    from aimc import datasets
+    from aimc.train import hwa
+    ds = datasets.load("digits")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    model = hwa.prepare(net, "standard-hwa", seed=0)
+    cfg = hwa.deploy_config(model).replace(calibration=CalibrationConfig(inp="learned", samples=200))
+    res = hwa.evaluate_over_time(model, ds, cfg, ["1s"], 1)
+    rep = res.calibration["ranges"][0]
+    assert set(rep) == {"0", "2"} and rep["0"]["input_range"] == [None]    # the learned range scales the input
+    assert len(rep["0"]["adc_range"][0]) == 16 and res.calibration["samples"] == 200
+    assert set(res.clip_fraction) == {"0", "2"}
