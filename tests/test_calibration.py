@@ -303,6 +303,8 @@ def test_hwa_model_calibrates_adc_with_its_learned_input_ranges():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
     model = hwa.prepare(net, "standard-hwa", seed=0)
+    assert hwa.deploy_config(model).calibration.inp.value == "learned"        # the default for HWA models
+    assert hwa.deploy_config(model, calibrate=False).calibration is None
     cfg = hwa.deploy_config(model).replace(calibration=CalibrationConfig(inp="learned", samples=200))
     res = hwa.evaluate_over_time(model, ds, cfg, ["1s"], 1)
     rep = res.calibration["ranges"][0]

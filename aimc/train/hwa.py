@@ -8,7 +8,7 @@ The three verbs::
     hwa.hook_optimizer(opt, model)                     # or call hwa.post_step(model) after opt.step()
     ... your own training loop ...
     hwa.save_checkpoint(model, "net.pt")               # loadable by aimc.zoo and by hwa.load_checkpoint
-    res = hwa.evaluate_over_time(model, dataset)       # PCM chips over time, global drift compensation
+    res = hwa.evaluate_over_time(model, dataset)       # calibrated PCM chips over time, global drift compensation
 
 (*) channel-wise remapping keeps max |w| = 1 per column, so Adam's step is relative to 1: use a learning rate
 about 3-10x the floating-point one (fine-tuning a trained FP model: ~3e-3; from scratch: ~1e-2).
@@ -907,14 +907,23 @@ def load_checkpoint(path, *, analog: bool = True):
 
 # ============================================================================================ deployment
 
-def deploy_config(model: nn.Module, device: str = "pcm-joshi2020", compensation: str = "global") -> TileConfig:
+def deploy_config(model: nn.Module, device: str = "pcm-joshi2020", compensation: str = "global",
+                  calibrate: bool = True) -> TileConfig:
     """The TileConfig to deploy an HWA-trained ``model`` on: its own (training) TileConfig with an inference
-    section (device card, drift compensation) added; the forward periphery stays what HWA trained with."""
-    from ..config import InferenceConfig
+    section (device card, drift compensation) added; the forward periphery stays what HWA trained with.
+    ``calibrate`` (default, as ``aimc deploy``): per-column MSE ADC ranges chosen on each programmed chip, and
+    the learned input ranges (``inp='learned'``) if the model has them, else a static DAC range at the
+    99.99th percentile (``aimc.calibration``)."""
+    from ..config import CalibrationConfig, InferenceConfig
     layers = analog_layers(model)
     if not layers:
         raise ValueError("deploy_config: the model has no analog layers")
-    return layers[0][1].config.replace(inference=InferenceConfig(device=device, compensation=compensation))
+    cal = None
+    if calibrate:
+        learned = bool(input_ranges(model))
+        cal = CalibrationConfig(inp="learned" if learned else "percentile")
+    return layers[0][1].config.replace(inference=InferenceConfig(device=device, compensation=compensation),
+                                       calibration=cal)
 
 
 def deploy_copy(model: nn.Module, config: TileConfig | str | None = None, seed: int = 0) -> nn.Module:
