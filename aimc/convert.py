@@ -305,7 +305,8 @@ def calibrate(model: nn.Module, x, cal=None) -> dict:
     ``{layer name: TileArray.calibration_report()}``.
 
     Raises ValueError for an empty ``x``, NaN/inf, inputs the model does not accept, a 'learned' input range
-    on a layer without HWA-learned ranges, or no layer to calibrate; RuntimeError if not programmed.
+    on a layer without HWA-learned ranges, or no layer to calibrate; RuntimeError if not programmed. After a
+    failure no layer keeps a calibration (the earlier one is gone too: recalibrate).
     """
     from .config import CalibrationConfig, InputCalibration
     holders = _holders(model, "calibrate")
@@ -350,6 +351,11 @@ def calibrate(model: nn.Module, x, cal=None) -> dict:
             raise ValueError(f"calibrate: the model does not accept the calibration set of shape "
                              f"{tuple(x.shape)} ({first})") from None
         return {n: m.tiles.finish_calibration(c) for n, m, c in todo}
+    except BaseException:
+        for _, m, _ in todo:   # all or nothing: a failed calibration leaves no layer half-calibrated
+            for t in m.tiles.all_tiles():
+                t._clear_calibration()
+        raise
     finally:
         for _, m, _ in todo:
             for t in m.tiles.all_tiles():
