@@ -1,5 +1,5 @@
-"""Post-training calibration of DAC/ADC ranges (aimc.calibration), the periphery order of weight noise and
-the output nonlinearity, and chip images written before calibration existed. Core tests need no torch."""
+"""Post-training calibration of DAC/ADC ranges (aimc.calibration) and chip images written before calibration
+existed. Core tests need no torch. (The order weight noise -> output nonlinearity: tests/test_periphery_order.py.)"""
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 import aimc
 from aimc.calibration import adc_bound
 from aimc.config import (BoundManagement, CalibrationConfig, ConfigError, InferenceConfig, IOConfig,
-                         NoiseManagement, TileConfig, WeightNoiseType, same_chip_config)
+                         NoiseManagement, TileConfig, chip_identity)
 
 DATA = Path(__file__).parent / "data"
 
@@ -42,8 +42,8 @@ def test_config_round_trip_and_errors():
     with pytest.raises(ConfigError, match="TileConfig.calibration must be a CalibrationConfig"):
         TileConfig(calibration={"inp": "max"})
     # the calibration method is not part of a chip's identity
-    assert same_chip_config(cfg, cfg.replace(calibration=None))
-    assert not same_chip_config(cfg, cfg.replace(forward=cfg.forward.replace(out_bits=6)))
+    assert chip_identity(cfg.to_dict()) == chip_identity(cfg.replace(calibration=None).to_dict())
+    assert chip_identity(cfg.to_dict()) != chip_identity(cfg.replace(forward=cfg.forward.replace(out_bits=6)).to_dict())
 
 
 def test_static_dac_range_clips_inputs_at_r():
@@ -147,32 +147,6 @@ def test_calibrated_tile_survives_a_chip_image(tmp_path):
     aimc.load_chip(tmp_path / "c.h5", b)
     assert b.calibration_report() == a.calibration_report() and b.calibrated
     np.testing.assert_array_equal(b.forward(x), a.forward(x))
-
-
-def test_weight_noise_is_added_before_the_output_nonlinearity():
-    """physics.md §1.2: IR drop -> weight noise -> nonlinearity -> out noise. Inverting the nonlinearity
-    must give W v + N(0, (w_noise ||v||)^2) exactly; noise added after it would be scaled by g'^{-1}."""
-    sigma, nl, bound = 0.05, 2.0, 10.0
-    io = IOConfig(inp_bits=0, out_bits=0, out_bound=bound, out_noise=0.0, w_noise=sigma,
-                  w_noise_type=WeightNoiseType.ADDITIVE_CONSTANT, out_nonlinearity=nl,
-                  noise_management=NoiseManagement.NONE, bound_management=BoundManagement.NONE)
-    tile = aimc.Tile(3, 4, config=TileConfig(forward=io), seed=3)
-    W = np.array([[1.0, 1.0, 1.0, 1.0], [0.5, -0.5, 0.25, 0.0], [-1.0, -1.0, -1.0, -0.5]], np.float32)
-    tile.set_weights(W)
-    v = np.array([0.9, 0.8, 0.7, 0.9], np.float32)
-    n = 20000
-    y = tile.forward(np.tile(v, (n, 1))).astype(np.float64)
-    k = nl / bound
-    u = y / (1 - k * np.abs(y))                                       # inverse of y = u / (1 + k |u|)
-    s = sigma * np.linalg.norm(v)
-    np.testing.assert_allclose(u.mean(0), W @ v, atol=3 * s / np.sqrt(n) + 1e-4)
-    se_sd = s / np.sqrt(2 * (n - 1))
-    assert np.all(np.abs(u.std(0, ddof=1) - s) < 3 * se_sd + 1e-4 * s)
-    # without a nonlinearity the (unchanged) combined draw has the same distribution
-    tile2 = aimc.Tile(3, 4, config=TileConfig(forward=io.replace(out_nonlinearity=0.0)), seed=3)
-    tile2.set_weights(W)
-    y2 = tile2.forward(np.tile(v, (n, 1))).astype(np.float64)
-    assert np.all(np.abs(y2.std(0, ddof=1) - s) < 3 * se_sd + 1e-4 * s)
 
 
 # ------------------------------------------------------------------------------------------- torch side

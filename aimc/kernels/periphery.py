@@ -1,7 +1,7 @@
 """Fused element-wise passes of the analog MVM (physics.md §1.2): the matrix product itself goes to BLAS.
 
 ``input_stage``: x / (alpha f) -> DAC quantise -> clip -> + input noise, and sum v^2 per row, in one sweep.
-``output_stage``: IR drop -> nonlinearity -> + output/weight noise -> ADC quantise -> clip, and a clip flag
+``output_stage``: IR drop -> + weight noise -> nonlinearity -> + output noise -> ADC quantise -> clip, and a clip flag
 per row, in one sweep. Randomness is keyed by the *original* batch row, so bound-management re-reads of a
 subset of rows and any thread count give the same numbers.
 """
@@ -91,33 +91,32 @@ def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n,
 
 @njit(parallel=True, fastmath=False, cache=True)
 def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl,
-                 steps, bounds, sto, test_neg, k0, k1, call_n, call_u, clipped, y,
-                 sig_w_row, out_noise, call_w, nclip):
+                 steps, bounds, sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip):
     """From the product yin (R x M) into y[rows[r]] (B x M), for each row r, stage by stage over the row
     (each stage a simple loop over L1-resident data, so LLVM vectorises it):
 
     yin[:, :M] is W v; with IR drop, yin[:, p_off:p_off + M] is (W * position) v.
     IR drop (ir_drop > 0): a = ir_a_scale * a_mat; y -= ir_drop * a (0.5 - 0.2 a + 0.05 a^2) * (W*pos) v
-    weight noise, then nonlinearity, then output noise (physics.md §1.2 steps 6-7). Without a nonlinearity
-    (nl = 0) weight and output noise are one Gaussian: sigma^2 = sig_row[r]^2 + w_noise2 * s_el[r, i]
-    (sig_row = sqrt(out_noise^2 + additive weight-noise variance); s_el empty: sig_row alone). With nl > 0
-    the weight noise (sig_w_row[r]^2 + w_noise2 * s_el[r, i], normals of stream call ``call_w``) is added
-    before y <- y / (1 + |nl y|) and out_noise (normals of ``call_n``) after it.
+    weight noise before the nonlinearity (aihwkit's order), only if ``sw_row`` is not empty: y += sigma_w z_w with
+    sigma_w^2 = w_noise2 * s_el[r, i] (pcm_read) or sw_row[r]^2 (additive), z_w from the counter call ``call_w``
+    nonlinearity (nl > 0): y <- y / (1 + |nl y|)
+    noise: sigma^2 = sig_row[r]^2 + w_noise2 * s_el[r, i] (s_el empty or weight noise drawn above: sig_row alone);
+    without a nonlinearity the caller folds the weight noise in here (one normal per output, same distribution)
     ADC: quantise with steps[i], clip to +-bounds[i] (per column; length-1 arrays: one for all columns;
-    bound 0: no clip); clipped[r] = 1 if any output exceeded +bound (or -bound, if test_neg);
-    nclip[r] = the number of outputs of row r beyond +-bound.
+    bound 0: no clip); clipped[r] = 1 if any output exceeded +bound (or -bound, if test_neg); nclip[r] = the
+    number of outputs of row r beyond +-bound.
     """
     m = y.shape[1]
     per_col = bounds.shape[0] > 1
-    step0 = np.float32(steps[0])
-    inv_step0 = np.float32(1.0 / step0) if step0 > 0 else np.float32(0.0)
-    bound0 = np.float32(bounds[0])
+    step = np.float32(steps[0])
+    inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
+    bound = np.float32(bounds[0])
     ir_drop = np.float32(ir_drop)
     ir_a_scale = np.float32(ir_a_scale)
     nl = np.float32(nl)
     w_noise2 = np.float32(w_noise2)
-    out_noise = np.float32(out_noise)
-    per_el = s_el.shape[0] > 0
+    w_first = sw_row.shape[0] > 0
+    per_el = s_el.shape[0] > 0 and not w_first
     for r in prange(rows.shape[0]):
         b = rows[r]
         row = y[b]
@@ -127,47 +126,52 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
             for i in range(m):
                 a = ir_a_scale * a_mat[r, i]
                 row[i] -= ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a) * yin[r, p_off + i]
-        z = np.empty(m, np.float32)
-        if nl > 0:
-            sw = sig_w_row[r] * sig_w_row[r]
-            if per_el or sw > 0:
-                normals_row(z, k0, k1, call_w, b)
+        if w_first:
+            zw = np.empty(m, np.float32)
+            normals_row(zw, k0, k1, call_w, b)
+            if s_el.shape[0] > 0:
                 for i in range(m):
-                    s2 = sw + w_noise2 * s_el[r, i] if per_el else sw
-                    row[i] += np.sqrt(s2) * z[i]
+                    row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
+            else:
+                for i in range(m):
+                    row[i] += sw_row[r] * zw[i]
+        if nl > 0:
             for i in range(m):
                 row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
-            if out_noise > 0:
-                normals_row(z, k0, k1, call_n, b)
-                for i in range(m):
-                    row[i] += out_noise * z[i]
-        else:
-            normals_row(z, k0, k1, call_n, b)
-            s0 = sig_row[r] * sig_row[r]
-            if per_el:
-                for i in range(m):
-                    row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
-            elif s0 > 0:
-                s = np.sqrt(s0)
-                for i in range(m):
-                    row[i] += s * z[i]
+        z = np.empty(m, np.float32)
+        normals_row(z, k0, k1, call_n, b)
+        s0 = sig_row[r] * sig_row[r]
+        if per_el:
+            for i in range(m):
+                row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
+        elif s0 > 0:
+            s = np.sqrt(s0)
+            for i in range(m):
+                row[i] += s * z[i]
+        flag = 0
+        cnt = 0
         if not per_col:
-            _quantise_row(row, step0, inv_step0, sto, k0, k1, call_u, b)
-        else:
+            _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b)
+            if bound > 0:
+                hi = np.float32(-np.inf)
+                lo = np.float32(np.inf)
+                for i in range(m):
+                    v = row[i]
+                    hi = max(hi, v)
+                    lo = min(lo, v)
+                    if v > bound or v < -bound:
+                        cnt += 1
+                    row[i] = min(max(v, -bound), bound)
+                flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+        else:   # calibrated per-column ADC ranges (aimc.calibration)
+            u = np.zeros(m, np.float32)
             if sto:
-                u = np.empty(m, np.float32)
                 uniforms_row(u, k0, k1, call_u, b)
             for i in range(m):
                 st = np.float32(steps[i])
                 if st > 0:
-                    if sto:
-                        row[i] = np.rint(row[i] / st + u[i] - np.float32(0.5)) * st
-                    else:
-                        row[i] = np.rint(row[i] / st) * st
-        flag = 0
-        cnt = 0
-        if per_col:
-            for i in range(m):
+                    shift = u[i] - np.float32(0.5) if sto else np.float32(0.0)
+                    row[i] = np.rint(row[i] / st + shift) * st
                 v = row[i]
                 bd = np.float32(bounds[i])
                 if bd > 0:
@@ -176,16 +180,5 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
                         if v > bd or test_neg:
                             flag = 1
                     row[i] = min(max(v, -bd), bd)
-        elif bound0 > 0:
-            hi = np.float32(-np.inf)
-            lo = np.float32(np.inf)
-            for i in range(m):
-                v = row[i]
-                hi = max(hi, v)
-                lo = min(lo, v)
-                if v > bound0 or v < -bound0:
-                    cnt += 1
-                row[i] = min(max(v, -bound0), bound0)
-            flag = 1 if (hi > bound0 or (test_neg and lo < -bound0)) else 0
         clipped[r] = flag
         nclip[r] = cnt
