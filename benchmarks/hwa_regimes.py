@@ -22,7 +22,7 @@ static DAC range at the 99.99th percentile and per-column MSE ADC ranges, HWA mo
 ranges and per-column MSE ADC ranges. Global drift compensation. Accuracy on the MNIST-5k test split (1,000
 images), mean +- std over ``--chips`` chips (seeds 0..N-1).
 
-    python benchmarks/hwa_regimes.py --chips 5 --epochs 3      # the README table (~15 min on 2 loaded cores)
+    python benchmarks/hwa_regimes.py --chips 5 --epochs 10 --threads 1   # the README table (11 min, loaded 2 cores)
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def condition(name: str):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--chips", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=3, help="HWA fine-tuning epochs per condition")
+    p.add_argument("--epochs", type=int, default=10, help="HWA fine-tuning epochs per condition")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--conditions", default="pcm,pcm-1y,si-x20,si-x30,bits3",
                    help="comma list of pcm, pcm-1y, si-xK (K: noise scale), bitsB (B: DAC/ADC bits)")
