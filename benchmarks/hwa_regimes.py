@@ -40,7 +40,6 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
 
 from aimc import datasets, zoo  # noqa: E402
 from aimc._io import atomic_write_text  # noqa: E402
