@@ -24,6 +24,10 @@ an exclusive ``mkdir``, so no earlier result is ever overwritten, also by two ru
 * ``accuracy.png``: accuracy mean +- std against time (log axis), the digital accuracy dashed;
 * ``chip.h5``: the chip image (``aimc.chip.save_chip``) of the last chip instance at the last time.
 
+With a technology card (``--tech``, default ``hermes-pcm-14nm``; ``none`` to skip) the tiles take the card's
+core size and every evaluation is costed (``aimc.cost``): the table and ``results.json`` give the energy per
+inference and the latency at each time (energy changes as the conductances drift), mean over chips.
+
 Times are seconds or strings with a unit: ``s``, ``min``, ``h``, ``d``, ``w``, ``y`` (Julian year,
 365.25 d), e.g. ``1s,1h,1d,1y,10y``; they must increase (a chip only drifts forward).
 """
@@ -137,6 +141,10 @@ class DeployResults:
     calibration: dict | None = None  # method, samples, source, per-chip ranges; None if not calibrated
     warnings: list = field(default_factory=list)
     last_model: Any = field(default=None, repr=False, compare=False)  # the last chip at the last time
+    cost: dict | None = None  # aimc.cost per time and chip: card, energy_pJ[i][r], latency_ns[i][r], area_mm2
+
+    def _cost_mean(self, key: str) -> list[float]:
+        return [sum(v) / len(v) for v in self.cost[key]] if self.cost else []
 
     @property
     def mean(self) -> list[float]:
@@ -159,7 +167,9 @@ class DeployResults:
                 "digital_accuracy": self.digital_accuracy, "seeds": self.seeds, "repeats": len(self.seeds),
                 "n_test": self.n_test, "config": self.config, "meta": self.meta,
                 "clip_fraction": self.clip_fraction, "clip_fraction_mean": self.clip_fraction_mean,
-                "calibration": self.calibration, "warnings": self.warnings}
+                "calibration": self.calibration, "warnings": self.warnings,
+                **({"cost": {**self.cost, "energy_pJ_mean": self._cost_mean("energy_pJ"),
+                             "latency_ns_mean": self._cost_mean("latency_ns")}} if self.cost else {})}
 
     @property
     def clip_fraction_mean(self) -> dict:
@@ -176,11 +186,17 @@ class DeployResults:
         return "\n".join(rows)
 
     def table(self) -> str:
-        """A markdown table: time | accuracy mean +- std (%)."""
-        rows = ["| time | accuracy (%) |", "|---|---|",
-                f"| digital | {100 * self.digital_accuracy:.2f} |"]
-        for lab, m, s in zip(self.time_labels, self.mean, self.std):
-            rows.append(f"| {lab} | {100 * m:.2f} ± {100 * s:.2f} |")
+        """A markdown table: time | accuracy mean +- std (%) [| energy per inference (nJ) | latency (ns)]."""
+        if not self.cost:
+            rows = ["| time | accuracy (%) |", "|---|---|", f"| digital | {100 * self.digital_accuracy:.2f} |"]
+            for lab, m, s in zip(self.time_labels, self.mean, self.std):
+                rows.append(f"| {lab} | {100 * m:.2f} ± {100 * s:.2f} |")
+            return "\n".join(rows)
+        rows = ["| time | accuracy (%) | energy / inference (nJ) | latency (ns) |", "|---|---|---|---|",
+                f"| digital | {100 * self.digital_accuracy:.2f} | | |"]
+        for lab, m, s, e, t in zip(self.time_labels, self.mean, self.std, self._cost_mean("energy_pJ"),
+                                   self._cost_mean("latency_ns")):
+            rows.append(f"| {lab} | {100 * m:.2f} ± {100 * s:.2f} | {e / 1e3:.3f} | {t:.0f} |")
         return "\n".join(rows)
 
 
@@ -269,7 +285,7 @@ def calibration_set(data, calibration, n: int, x_test) -> tuple[Any, str, str | 
 def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES, repeats: int = 5, *,
                        seed: int = 0, batch_size: int = 1000, progress: bool = False,
                        convert_kwargs: dict | None = None, keep_last: bool = False, calibration=None,
-                       clip_warn: float = DEFAULT_CLIP_WARN) -> DeployResults:
+                       clip_warn: float = DEFAULT_CLIP_WARN, tech=None) -> DeployResults:
     """Accuracy of ``model`` on ``data`` after programming, at each of ``times``, over ``repeats`` chips.
 
     Args:
@@ -286,6 +302,9 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
         calibration: the calibration set when the config calibrates (see :func:`calibration_set`; default:
             ``config.calibration.samples`` samples of ``data``'s training split).
         clip_warn: warn when a layer's clipped fraction of ADC conversions (mean over chips) exceeds it.
+        tech: a technology card (``aimc.cost``; name, path or ``TechCard``): tiles are fitted to its core size
+            and the energy per inference and latency are reported at every time and chip (``results.cost``).
+            None: no cost, tiles as ``config`` says.
     Returns:
         :class:`DeployResults` (with ``clip_fraction`` per layer and time, the calibrated ranges, warnings).
     """
@@ -305,6 +324,11 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
                          "aimc.deploy.deploy_config('pcm-joshi2020')")
     if isinstance(clip_warn, bool) or not isinstance(clip_warn, (int, float)) or not 0 <= clip_warn <= 1:
         raise ValueError(f"clip_warn must be a fraction in [0, 1], got {clip_warn!r}")
+    card = None
+    if tech is not None:
+        from .cost import fit_config, load_card
+        card = load_card(tech) if isinstance(tech, (str, Path)) else tech
+        cfg = fit_config(cfg, card)
     x, y = _xy(data)
     x = torch.as_tensor(x, dtype=torch.float32)
     y = torch.as_tensor(y, dtype=torch.int64)
@@ -329,6 +353,9 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
     digital = evaluate(model, x, y, batch_size)
     acc = [[0.0] * repeats for _ in secs]
     clip: dict = {}
+    energy = [[0.0] * repeats for _ in secs]
+    latency = [[0.0] * repeats for _ in secs]
+    area = None
     bar = _Progress(repeats * (len(secs) + 1), "deploy", progress)
     t0 = _time.perf_counter()
     last = None
@@ -343,7 +370,16 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
             for i, t in enumerate(secs):
                 drift(chip, t)
                 reset_clip_counts(chip)
-                acc[i][r] = evaluate(chip, x, y, batch_size)
+                if card is None:
+                    acc[i][r] = evaluate(chip, x, y, batch_size)
+                else:  # energy changes as conductances drift: cost every evaluation
+                    from .cost import count_digital, prepare
+                    prepare(chip, card)
+                    with count_digital(chip) as dig:
+                        acc[i][r] = evaluate(chip, x, y, batch_size)
+                    rep = dig.report(int(len(y)), card)
+                    energy[i][r], latency[i][r] = rep.energy_per_inference * 1e12, rep.latency * 1e9
+                    area = rep.area * 1e6
                 for n, f in clip_fractions(chip).items():
                     clip.setdefault(n, [[0.0] * repeats for _ in secs])[i][r] = f
                 bar.update()
@@ -354,7 +390,9 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
             "wall_s": round(_time.perf_counter() - t0, 3)}
     res = DeployResults(times=secs, time_labels=labels, accuracy=acc, digital_accuracy=digital,
                         seeds=[seed + r for r in range(repeats)], config=cfg.to_dict(), n_test=int(len(y)),
-                        meta=meta, clip_fraction=clip, calibration=cal_info, last_model=last if keep_last else None)
+                        meta=meta, clip_fraction=clip, calibration=cal_info, last_model=last if keep_last else None,
+                        cost=None if card is None else {"card": card.name, "energy_pJ": energy,
+                                                        "latency_ns": latency, "area_mm2": area})
     for n, per_t in res.clip_fraction_mean.items():
         over = [f"{100 * f:.2f} % at {lab}" for lab, f in zip(labels, per_t) if f > clip_warn]
         if over:
@@ -457,6 +495,9 @@ def add_arguments(p) -> None:
     p.add_argument("--clip-warn", type=float, default=100 * DEFAULT_CLIP_WARN,
                    help="warn when a layer clips more than this percentage of its ADC outputs at a time "
                         "(default: %(default)g)")
+    p.add_argument("--tech", default="hermes-pcm-14nm",
+                   help="technology card for energy per inference and latency (aimc cost --cards); tiles take its "
+                        "core size; 'none': no cost (default: %(default)s)")
     p.add_argument("--out", default="aimc-results",
                    help="folder for results; each run writes a fresh run-NNN subfolder (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
@@ -525,7 +566,8 @@ def run(args) -> int:
             res = evaluate_over_time(model, data, cfg, labels, args.repeats,
                                      seed=args.seed, progress=not args.no_progress and not args.json,
                                      keep_last=run_dir is not None, calibration=cal_set,
-                                     clip_warn=args.clip_warn / 100)
+                                     clip_warn=args.clip_warn / 100,
+                                     tech=None if args.tech == "none" else args.tech)
     except BaseException:
         if run_dir is not None and not any(run_dir.iterdir()):
             run_dir.rmdir()
@@ -549,6 +591,10 @@ def run(args) -> int:
           f"{cfg.inference.device}, compensation {cfg.inference.compensation.value}, {len(res.seeds)} chips "
           f"({res.meta['wall_s']:.1f} s)")
     print(res.table())
+    if res.cost:
+        from .cost import ASSUMPTIONS
+        print(f"cost: card {res.cost['card']}, {res.cost['area_mm2']:.3g} mm2 of cores; energy and latency per "
+              f"inference, mean over chips (`aimc cost` gives the per-layer table); {ASSUMPTIONS[0]}")
     if res.calibration:
         c = res.calibration
         m = c["method"] or {}
