@@ -247,7 +247,7 @@ def test_cli_deploy_reports_clipping_and_calibration(mnist, tmp_path, capsys):
     import json
 
     from aimc.cli import main
-    base = ["deploy", "--times", "1s,1y", "--repeats", "1", "--no-progress", "--threads", "1"]
+    base = ["deploy", "--times", "1s,1y", "--repeats", "1", "--no-progress", "--threads", "1", "--tech", "none"]
     assert main(base + ["--no-files", "--no-calibrate", "--clip-warn", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "not calibrated (--no-calibrate)" in out and "| fc1 |" in out
