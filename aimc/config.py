@@ -365,6 +365,8 @@ class MappingConfig(_Node):
         _num(o, "g_min", self.g_min, 0, 1e6)
         if self.g_min >= self.g_max:
             raise ConfigError(f"{o}.g_min = {self.g_min} must be below g_max = {self.g_max}")
+        if not isinstance(self.significance, (list, tuple)):
+            raise ConfigError(f"{o}.significance must be a list of factors, got {self.significance!r}")
         sig = tuple(self.significance)
         object.__setattr__(self, "significance", sig)
         if not sig:
