@@ -36,33 +36,8 @@ __all__ = ["DEFAULT_TIMES", "DeployResults", "deploy_config", "evaluate_over_tim
 
 DEFAULT_TIMES = ("1s", "1h", "1d", "1y", "10y")
 
-_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0,
-          "y": 365.25 * 86400.0}
-_TIME_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_time(t) -> float:
-    """Seconds from a number or a string with a unit (``"1h"``, ``"10y"``, ``"30min"``, ``"2.5d"``, ``"60"``).
-
-    Raises ValueError naming the bad value (unknown unit, negative, not a number).
-    """
-    if isinstance(t, bool):
-        raise ValueError(f"bad time {t!r}: expected seconds or a number with a unit ({', '.join(_UNITS)})")
-    if isinstance(t, (int, float)):
-        v = float(t)
-    elif isinstance(t, str):
-        m = _TIME_RE.match(t)
-        if not m:
-            raise ValueError(f"bad time {t!r}: expected a number with an optional unit, e.g. 1s, 1h, 1d, 1y, 10y")
-        unit = m.group(2).lower() or "s"
-        if unit not in _UNITS:
-            raise ValueError(f"bad time {t!r}: unknown unit {m.group(2)!r}; use one of {', '.join(_UNITS)}")
-        v = float(m.group(1)) * _UNITS[unit]
-    else:
-        raise ValueError(f"bad time {t!r}: expected seconds or a string such as '1h'")
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"bad time {t!r}: must be a finite time >= 0 s after programming")
-    return v
+from .times import UNITS as _UNITS  # noqa: E402  (the one time parser: aimc/times.py)
+from .times import format_time, parse_time  # noqa: E402,F401
 
 
 def parse_times(spec) -> tuple[list[float], list[str]]:
@@ -77,15 +52,6 @@ def parse_times(spec) -> tuple[list[float], list[str]]:
                              f"(a chip only drifts forward)")
     labels = [s if isinstance(s, str) else format_time(s) for s in items]
     return secs, labels
-
-
-def format_time(seconds: float) -> str:
-    """A short label: 1s, 1h, 1d, 1y, 10y, 2.5d, 90s ..."""
-    for unit in ("y", "d", "h", "min", "s"):
-        v = seconds / _UNITS[unit]
-        if v >= 1 and abs(v - round(v, 2)) < 1e-9 * max(1, v):
-            return f"{round(v, 2):g}{unit}"
-    return f"{seconds:g}s"
 
 
 def deploy_config(device: str = "pcm-joshi2020", compensation: str = "global", base=None):
@@ -401,8 +367,8 @@ def run(args) -> int:
     from .bench import set_threads
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    from .bench import check_threads
+    check_threads(args.threads)
     secs, labels = parse_times(args.times)
     cfg = _resolve_config(args)
     data = _load_data(args.data)

@@ -98,6 +98,10 @@ class Tile(_Reads):
         tile = aimc.Tile(64, 128, config=aimc.presets.default(), seed=1)
         tile.program(W)          # W: (64, 128)
         y = tile.forward(x)      # x: (batch, 128) -> (batch, 64)
+
+    A new tile is an erased array: all weights 0 until ``set_weights`` or ``program``, so ``forward``
+    before either returns the periphery's response to zero weights (output noise only), as a fresh chip would.
+    This is intended; ``tile.programmed`` tells whether the array holds a physical write.
     """
 
     def __init__(self, out_size: int, in_size: int, config: TileConfig | str | None = None, seed: int = 0,
