@@ -111,6 +111,26 @@ def test_layer_granularity_shares_one_range_across_tiles():
     assert len(set(rep["input_range"])) == 3                        # each tile has its own DAC range
 
 
+def test_calibrated_tile_is_bit_identical_on_1_and_2_threads():
+    import numba
+    cal = CalibrationConfig()   # per-column MSE ranges; the ADC rounds stochastically (per-column kernel path)
+    io = IOConfig(inp_bits=8, out_bits=6, out_bound=10.0, out_noise=0.04, out_sto_round=True,
+                  bound_management=BoundManagement.NONE)
+    x = np.random.default_rng(8).uniform(0, 1, (57, 40)).astype(np.float32)
+    n0 = numba.get_num_threads()
+    outs = []
+    try:
+        for nt in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(nt)
+            t, _ = _tile(io, cal, seed=5)
+            rep = t.calibrate(x)
+            outs.append((np.asarray(rep["adc_range"]), t.forward(x), t.clip_counts()))
+    finally:
+        numba.set_num_threads(n0)
+    for a, b in zip(outs[0], outs[1]):
+        assert np.array_equal(a, b)
+
+
 def test_calibration_bad_input_and_state_lifecycle():
     t, W = _tile(_quiet_io(), CalibrationConfig())
     with pytest.raises(ValueError, match="empty"):
