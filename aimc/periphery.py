@@ -68,12 +68,25 @@ class WeightView:
         return self._Wpos
 
 
+def adc_arrays(io: IOConfig, bounds=None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, bounds) float32 arrays of the ADC: the config's (length 1) or calibrated ``bounds`` (a scalar
+    for the whole tile or one per output column), each with step 2 b / (2^out_bits - 2); bound 0 = no ADC."""
+    if bounds is None:
+        return np.array([io.out_step], np.float32), np.array([io.out_bound], np.float32)
+    b = np.ascontiguousarray(np.atleast_1d(bounds), np.float32)
+    steps = b * np.float32(2.0 / (2**io.out_bits - 2)) if io.out_bits > 0 else np.zeros_like(b)
+    return np.ascontiguousarray(steps, np.float32), b
+
+
+NO_ADC = (np.zeros(1, np.float32), np.zeros(1, np.float32))
+
+
 def draw_adc(io: IOConfig, n_out: int, stream: Stream) -> dict:
     """The per-chip converter errors of ``n_out`` columns, drawn once (circuits_and_cost.md C.3):
     ``gain`` = 1 + adc_gain_std xi and ``offset`` = adc_offset_std out_bound xi per column; for SAR, per group of
     ``adc_group`` columns, binary CDAC ``caps`` C_n = 2^n + adc_cap_mismatch 2^(n/2) xi (unit capacitors, the
     mismatch of a 2^n-unit capacitor grows as its square root) and a comparator offset ``comp`` (fraction of
-    out_bound). float32 arrays, stored in chip images."""
+    the ADC bound). float32 arrays, stored in chip images."""
     z = stream.normal((2, n_out))
     out = {"gain": (1.0 + io.adc_gain_std * z[0]).astype(np.float32),
            "offset": (io.adc_offset_std * io.out_bound * z[1]).astype(np.float32)}
@@ -87,25 +100,50 @@ def draw_adc(io: IOConfig, n_out: int, stream: Stream) -> dict:
     return out
 
 
-def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, adc: dict | None = None) -> np.ndarray:
+def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=None, g=None, *,
+        inp_range: float | None = None, adc: tuple[np.ndarray, np.ndarray] | None = None,
+        clip_counts: np.ndarray | None = None, raw: bool = False, conv: dict | None = None) -> np.ndarray:
     """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out.
 
-    ``adc``: the chip's converter errors (``draw_adc``) when ``io.adc_drawn``."""
+    ``counts`` (an ``aimc.cost.Counts``) records what the read did; ``g`` (in,) is the conductance per input
+    line in uS that its array-energy sums weight the applied inputs with (``aimc.cost.counters``). A perfect
+    read counts the conversions a physical array would need and the inputs as an abs-max-scaled DAC applies them.
+
+    Calibrated state of the tile (``aimc.calibration``) overrides two stages: ``inp_range`` r (a static DAC
+    range: x is clipped at +-r, i.e. a constant noise-management scale r / inp_bound in place of the
+    config's), ``adc`` (steps, bounds) from :func:`adc_arrays` (per-column or per-tile ADC ranges;
+    ``NO_ADC`` reads the analog outputs before the ADC). ``clip_counts`` (int64 (2,)) accumulates
+    [outputs beyond the ADC range, ADC conversions]. ``raw``: return the outputs in ADC units, before the
+    digital rescale by the noise-management and bound-management factors and ``out_scale``. ``conv``: the
+    chip's converter errors (:func:`draw_adc`) when ``io.adc_drawn``.
+    """
+    W = view.W
+    B, n = x.shape
+    m = W.shape[0]
     if io.is_perfect:
         y = view.product(x)
         if io.out_scale != 1.0:
             y *= np.float32(io.out_scale)
+        if counts is not None:
+            amax = np.abs(x).max(axis=1) if n else np.zeros(B, np.float32)
+            inv = np.divide(1.0, amax, out=np.zeros(B, np.float32), where=amax > 0).astype(np.float32)
+            counts.mvms += B
+            counts.add_pass(x, inv, g, io.inp_step, m)
         return y
-    B, n = x.shape
-    m = view.W.shape[0]
     alpha = np.empty(B, np.float32)
-    _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
     zero_rows = None
-    if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
-        zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
-        if zero.any():
-            zero_rows = zero
-            alpha[zero] = 1.0
+    if inp_range is not None:
+        alpha.fill(np.float32(inp_range / io.inp_bound))
+    else:
+        _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
+        if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
+            zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
+            if zero.any():
+                zero_rows = zero
+                alpha[zero] = 1.0
+    steps, bounds = adc if adc is not None else adc_arrays(io)
+    if adc is NO_ADC:
+        conv = None  # a raw read (analog outputs before the ADC) skips the converters too
     f = np.ones(B, np.float32)
     y = np.empty((B, m), np.float32)
     rows = np.arange(B, dtype=np.int64)
@@ -114,8 +152,16 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, adc: dict
     max_f = io.max_bm_factor
     if inp_step > 0:
         max_f = min(max_f, io.max_bm_res / inp_step)
+    managed = io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE
+    if counts is not None:
+        counts.mvms += B
+        counts.dig_out += B * m if managed or io.out_scale != 1.0 else 0
     while True:
-        clipped = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, adc)
+        clipped, nclip = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, counts, g, steps, bounds,
+                                   conv)
+        if clip_counts is not None:
+            clip_counts[0] += int(nclip.sum())
+            clip_counts[1] += rows.shape[0] * m
         if not iterative:
             break
         # stop rule (physics.md §1.7): after a pass with factor f, stop if f > max_bm_factor or
@@ -125,16 +171,19 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, adc: dict
             break
         rows = rows[redo]
         f[rows] *= 2.0
+    if raw:
+        return y
     y *= (alpha * f * np.float32(io.out_scale))[:, None]
     if zero_rows is not None:
         y[zero_rows] = 0.0
     return y
 
 
-def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, adc=None) -> np.ndarray:
+def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g, steps, bounds,
+              conv=None):
     """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
 
-    Returns the per-row clip flags.
+    Returns the per-row clip flags and counts of clipped outputs.
     """
     R, n = rows.shape[0], x.shape[1]
     W = view.W
@@ -148,6 +197,10 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     aux = np.empty(((pcm + ir) * R, n), np.float32)
     _k.input_stage(x, rows, scale, io.inp_step, io.inp_bound, io.inp_sto_round, io.inp_noise,
                    k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1)
+    if counts is not None:
+        if io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE:
+            counts.dig_in += R * n      # x / (alpha f) before the DAC
+        counts.add_pass(v, np.ones(R, np.float32), g, io.inp_step, m)
     if ir:
         yin = np.dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
     else:
@@ -176,13 +229,14 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     _, _, cu2 = stream.next_call()
     cw = stream.next_call()[2] if w_first else 0
     clipped = np.empty(R, np.int8)
-    drawn = adc is not None and io.adc_drawn
+    nclip = np.empty(R, np.int32)
+    drawn = conv is not None and io.adc_drawn
     _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
                     np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
-                    0.0 if drawn else io.out_step, 0.0 if drawn else io.out_bound, io.out_sto_round,
-                    io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y, sw, cw)
+                    NO_ADC[0] if drawn else steps, NO_ADC[1] if drawn else bounds, io.out_sto_round,
+                    io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y, sw, cw, nclip)
     if drawn:
-        sar = io.adc.value == "sar"
-        _k.adc_stage(y, rows, adc["gain"], adc["offset"], io.out_step, io.out_bound, sar, io.out_bits,
-                     adc["caps"].astype(np.float64), adc["comp"], io.adc_group, io.bm_test_negative_bound, clipped)
-    return clipped
+        _k.adc_stage(y, rows, conv["gain"], conv["offset"], steps, bounds, io.adc.value == "sar", io.out_bits,
+                     conv["caps"].astype(np.float64), conv["comp"], io.adc_group, io.bm_test_negative_bound,
+                     clipped, nclip)
+    return clipped, nclip

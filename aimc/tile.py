@@ -22,16 +22,24 @@ Lifecycle of a programmed tile (``config.inference``; physics.md §3, §4; ``aim
   switches it off in training mode; ``backward`` never applies it; ``set_weights`` clears it.
 
 Without ``config.inference`` (None) ``program`` writes ideal conductances and ``drift`` only moves the clock.
+
+Calibration (``calibrate(x)``, ``config.calibration``; ``aimc.calibration``): on the programmed tile, a static
+DAC range and ADC ranges are chosen from calibration inputs and kept as tile state for every later time
+(saved in chip images); ``program`` and ``set_weights`` drop them (a new chip needs a new calibration). The
+tile counts its ADC conversions and the outputs beyond the ADC range (``clip_counts``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import mapping as _map
-from .config import DriftCompensation, MappingKind, TileConfig, WireModel, as_config
+from . import calibration as _cal
+from .config import (CalibrationConfig, CalibrationGranularity, DriftCompensation, MappingKind, TileConfig,
+                     WireModel, as_config)
 from .crossbar import tile_circuits
+from .cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
-from .periphery import WeightView, draw_adc, mvm
+from .periphery import NO_ADC, WeightView, adc_arrays, draw_adc, mvm
 from .rng import Stream, check_seed
 
 
@@ -125,7 +133,15 @@ class Tile(_Reads):
         self._compensate = True
         self._fused = None        # device engine: None = fused kernels where supported, False = device_models
         self._out = None          # digital output factor of the forward: scale (omega > 0) x alpha, or None
-        self._adc = {}            # per-chip converter errors per direction (draw_adc), drawn at the first read
+        self._cal_inp = None      # calibrated static DAC range (float) or None (config's noise management)
+        self._cal_adc = None      # calibrated ADC ranges, float32 (1,) or (out,), or None (config's out_bound)
+        self._adc = None          # (steps, bounds) handed to mvm for _cal_adc
+        self._cal_pending = None  # a CalibrationConfig: calibrate on the next forward's inputs
+        self._cal_sample = None   # analog outputs kept for a layer-wide ADC range (TileArray.finish_calibration)
+        self._clip = np.zeros(2, np.int64)  # [outputs beyond the ADC range, ADC conversions] of the forward
+        self.counts = Counts()    # what the forward reads did (aimc.cost); reset with counts.reset()
+        self.counts_backward = Counts()
+        self._conv = {}           # per-chip converter errors per direction (draw_adc), drawn at the first read
         self._set_normalised(np.zeros((self.out_size, self.in_size), np.float32))
 
     @property
@@ -135,8 +151,9 @@ class Tile(_Reads):
     def _set_normalised(self, w: np.ndarray) -> None:
         """New weights to read: the nominal matrix, and with ``array.model`` 'circuit' the array circuits
         built from the conductances as last read (or the ideal conductances of w if never programmed);
-        with a sliced mapping one view per weight slice (``_parts``)."""
+        with a sliced mapping one view per weight slice (``_fwd_parts``, ``_bwd_parts``)."""
         self._w = w
+        self._gline = {}
         cfg = self.config
         G, params = self._G, self._map_params
         if cfg.mapping.kind == MappingKind.SLICED and G is None:
@@ -159,24 +176,25 @@ class Tile(_Reads):
                 self._fwd_parts = [(c, WeightView(None, _SliceCircuit(fwd, k, span))) for k, c in enumerate(coef)]
                 self._bwd_parts = [(c, WeightView(None, _SliceCircuit(bwd, k, span))) for k, c in enumerate(coef)]
 
-    def _adc_of(self, direction: str):
+    def _conv_of(self, direction: str):
         """The converter errors of a read direction ('forward' or 'backward'; None without any), drawn once
         from a stream of their own (drawing them does not move the tile's main stream; kept in chip images)."""
         io = getattr(self.config, direction)
         if not io.adc_drawn:
             return None
-        if direction not in self._adc:
+        if direction not in self._conv:
             n_out = self.out_size if direction == "forward" else self.in_size
-            self._adc[direction] = draw_adc(io, n_out, Stream(self.seed, f"{self.tile_id}/adc/{direction}"))
-        return self._adc[direction]
+            self._conv[direction] = draw_adc(io, n_out, Stream(self.seed, f"{self.tile_id}/adc/{direction}"))
+        return self._conv[direction]
 
-    def _read(self, parts, x: np.ndarray, direction: str) -> np.ndarray:
-        """One analog read per weight slice and input cycle, shift-and-added digitally (circuits_and_cost.md
-        B.1-B.2). Bit-serial inputs (``mapping.input_bits`` > 0): x is quantised digitally to m = input_bits - 1
-        magnitude bits of its row's abs-max, sliced into cycles of ``input_bits_per_cycle`` bits (the sign on
-        every cycle), each cycle read through the periphery of ``direction`` ('forward' / 'backward')."""
+    def _read(self, parts, x: np.ndarray, direction: str, **kw) -> np.ndarray:
+        """One analog read (``mvm`` with ``kw``) per weight slice and input cycle, shift-and-added digitally
+        (circuits_and_cost.md B.1-B.2). Bit-serial inputs (``mapping.input_bits`` > 0): x is quantised
+        digitally to m = input_bits - 1 magnitude bits of its row's abs-max, sliced into cycles of
+        ``input_bits_per_cycle`` bits (the sign on every cycle), each cycle read through the periphery of
+        ``direction`` ('forward' / 'backward')."""
         m = self.config.mapping
-        io, adc = getattr(self.config, direction), self._adc_of(direction)
+        io, conv = getattr(self.config, direction), self._conv_of(direction)
         if m.input_bits == 0:
             cycles, amax = [(1.0, x)], None
         else:
@@ -190,11 +208,32 @@ class Tile(_Reads):
         y = None
         for cc, xc in cycles:
             for ck, view in parts:
-                yk = mvm(view, xc, io, self.stream, adc)
+                yk = mvm(view, xc, io, self.stream, conv=conv, **kw)
                 if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None:
                     return yk  # the plain read
                 y = yk * np.float32(cc * ck) if y is None else y + yk * np.float32(cc * ck)
         return y if amax is None else y * amax.astype(np.float32)
+
+    def line_conductance(self, direction: str = "forward") -> np.ndarray:
+        """Conductance per input line of a read in uS, float32: g_j = sum of G over every cell (all devices)
+        that input line j drives — (in,) for the forward, (out,) for the transposed read.
+
+        From the conductances as last read (``program``/``drift``: programmed and drifted) or, before
+        ``program``, those the mapping would write. This is the ideal array, used for the array energy
+        (``aimc.cost.counters``); a circuit model of the wired array hooks in here by returning the
+        conductance each line's driver really sees.
+        """
+        if direction not in ("forward", "backward"):
+            raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+        g = self._gline.get(direction)
+        if g is None:
+            axis = 0 if direction == "forward" else 1
+            if self._G is not None:
+                g = self._G.sum(axis=(0, axis + 1), dtype=np.float64).astype(np.float32)
+            else:
+                g = _map.line_conductance(self._w, self.config.mapping, axis)
+            self._gline[direction] = g
+        return g
 
     def _refresh_out(self) -> None:
         f = self._scale if self.config.mapping.weight_scaling_omega > 0 else None
@@ -209,6 +248,7 @@ class Tile(_Reads):
         self._scale = _map.column_scales(W, self.config.mapping)
         self._G = self._map_params = self._device = self._time = None
         self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
+        self._clear_calibration()
         self._set_normalised(W / self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else W.copy())
         self._refresh_out()
 
@@ -233,6 +273,7 @@ class Tile(_Reads):
         device = DeviceArray.program(self.device_model(), g_target, self.stream, fused=self._fused)
         self._scale, self._map_params, self._device = scale, params, device
         self._time = 0.0
+        self._clear_calibration()
         self._comp_kind = cfg.inference.compensation if cfg.inference is not None else DriftCompensation.NONE
         self._comp_ref = self._alpha = None
         self._read_at(0.0)
@@ -271,6 +312,71 @@ class Tile(_Reads):
         """Compensation readout: one-hot inputs through the noisy forward (no digital scales)."""
         eye = np.eye(self.in_size, dtype=np.float32)
         return compensation_readout(self._read(self._fwd_parts, eye, "forward"), self._comp_kind)
+
+    # ------------------------------------------------------------------ calibration
+    def _clear_calibration(self) -> None:
+        self._cal_inp = self._cal_adc = self._adc = self._cal_pending = self._cal_sample = None
+
+    def _set_calibration(self, inp, adc) -> None:
+        self._cal_inp = None if inp is None else float(inp)
+        self._cal_adc = None if adc is None else np.ascontiguousarray(np.atleast_1d(adc), np.float32)
+        self._adc = None if self._cal_adc is None else adc_arrays(self.config.forward, self._cal_adc)
+
+    def _calibration_cfg(self, cal) -> CalibrationConfig:
+        cal = self.config.calibration if cal is None else cal
+        if not isinstance(cal, CalibrationConfig):
+            raise ValueError(f"tile {self.tile_id!r}: no calibration method: set TileConfig.calibration or pass "
+                             f"a CalibrationConfig (got {type(cal).__name__})")
+        if not self.programmed:
+            raise RuntimeError(f"tile {self.tile_id!r} is not programmed: calibrate the programmed chip "
+                               f"(call program(W) first)")
+        if self.config.forward.is_perfect:
+            raise ValueError(f"tile {self.tile_id!r}: a perfect forward (is_perfect) has no converters to calibrate")
+        return cal
+
+    def analog_outputs(self, x, *, inp_range: float | None = None) -> np.ndarray:
+        """The tile's analog outputs before the ADC (ADC units; B x out) for inputs x (B x in): the forward
+        with no ADC, the given static DAC range (None: the config's noise management), noise included."""
+        x, _ = check_batch(x, self.in_size, "x")
+        return mvm(self._fwd, x, self.config.forward, self.stream, inp_range=inp_range, adc=NO_ADC, raw=True)
+
+    def calibrate(self, x, cal: CalibrationConfig | None = None, *, keep_sample: bool = False) -> dict:
+        """Choose the static DAC range and the ADC ranges of the programmed tile from inputs x (rows, in),
+        by ``cal`` (default ``config.calibration``; see ``aimc.calibration``). Returns the ranges and the
+        fraction of calibration inputs / analog outputs beyond them. The ranges hold until ``program``.
+        """
+        cal = self._calibration_cfg(cal)
+        x = _cal.check_calibration_inputs(x, self.in_size)
+        r = _cal.input_range(x, cal)
+        idx = _cal.rows_for(x.shape[0], cal.max_rows)
+        xs = x if idx is None else np.ascontiguousarray(x[idx])
+        y = self.analog_outputs(xs, inp_range=r)
+        b = _cal.adc_bound(y, cal, self.config.forward,
+                           cal.out_granularity == CalibrationGranularity.COLUMN)
+        self._set_calibration(r, b)
+        self._cal_sample = y if keep_sample else None
+        return self._cal_report(x, y)
+
+    def _cal_report(self, x, y) -> dict:
+        r, b = self._cal_inp, self._cal_adc
+        bound = b if b is not None else np.float32(self.config.forward.out_bound or np.inf)
+        return {"input_range": r, "adc_range": None if b is None else [float(v) for v in b],
+                "input_clip": float(np.mean(np.abs(x) > r)) if r is not None else 0.0,
+                "adc_clip_t0": float(np.mean(np.abs(y) > bound))}
+
+    @property
+    def calibration(self) -> dict | None:
+        """{"input_range": r or None, "adc_range": float32 array or None}; None if never calibrated."""
+        if self._cal_inp is None and self._cal_adc is None:
+            return None
+        return {"input_range": self._cal_inp, "adc_range": self._cal_adc}
+
+    def clip_counts(self) -> tuple[int, int]:
+        """(outputs beyond the ADC range, ADC conversions) of the forward reads since the last reset."""
+        return int(self._clip[0]), int(self._clip[1])
+
+    def reset_clip_counts(self) -> None:
+        self._clip[:] = 0
 
     # ------------------------------------------------------------------ state
     @property
@@ -312,7 +418,7 @@ class Tile(_Reads):
                 "engine": None if self._device is None else ("fused" if self._device.fused else "numpy")}
         arrays = {"scale": self._scale}
         for key in ("forward", "backward"):  # converter errors (drawn once per chip)
-            draws = self._adc_of(key)
+            draws = self._conv_of(key)
             if draws is not None:
                 arrays.update({f"adc_{key}_{k}": v for k, v in draws.items()})
         if self._device is None:
@@ -323,6 +429,10 @@ class Tile(_Reads):
             if self._comp_ref is not None:
                 arrays["comp_ref"] = np.asarray(self._comp_ref, np.float32)
                 arrays["comp_alpha"] = np.asarray(self._alpha, np.float32)
+            if self._cal_inp is not None:
+                arrays["cal_input_range"] = np.asarray(self._cal_inp, np.float32)
+            if self._cal_adc is not None:
+                arrays["cal_adc_range"] = self._cal_adc
         return meta, arrays
 
     def _set_state(self, meta: dict, arrays: dict) -> None:
@@ -331,15 +441,16 @@ class Tile(_Reads):
         st = meta["stream"]
         stream = Stream(st["seed"], st["stream_id"], st["call"])
         scale = np.ascontiguousarray(arrays["scale"], np.float32)
-        self._adc = {}
+        self._conv = {}
         for key in ("forward", "backward"):
             if f"adc_{key}_gain" in arrays:
-                self._adc[key] = {k: np.ascontiguousarray(arrays[f"adc_{key}_{k}"])
-                                  for k in ("gain", "offset", "caps", "comp")}
+                self._conv[key] = {k: np.ascontiguousarray(arrays[f"adc_{key}_{k}"])
+                                   for k in ("gain", "offset", "caps", "comp")}
         if not meta["programmed"]:
             w = np.ascontiguousarray(arrays["w"], np.float32)
             self._G = self._map_params = self._device = self._time = None
             self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
+            self._clear_calibration()
             self._scale = scale
             self._set_normalised(w)
         else:
@@ -356,6 +467,10 @@ class Tile(_Reads):
                 self._alpha = np.asarray(arrays["comp_alpha"], np.float32)
             else:
                 self._comp_ref = self._alpha = None
+            self._clear_calibration()   # images written before calibration existed hold none
+            inp = arrays.get("cal_input_range")
+            self._set_calibration(None if inp is None else float(np.asarray(inp).reshape(-1)[0]),
+                                  arrays.get("cal_adc_range"))
         self.seed = stream.seed
         self.stream = stream
         self._refresh_out()
@@ -369,15 +484,22 @@ class Tile(_Reads):
 
     # ------------------------------------------------------------------ reads
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        y = self._read(self._fwd_parts, x, "forward")
+        if self._cal_pending is not None:
+            cal, self._cal_pending = self._cal_pending, None
+            self.calibrate(x, cal, keep_sample=cal.out_granularity == CalibrationGranularity.LAYER)
+        y = self._read(self._fwd_parts, x, "forward", counts=self.counts, g=self.line_conductance("forward"),
+                       inp_range=self._cal_inp, adc=self._adc, clip_counts=self._clip)
         if self._out is not None:
             y *= self._out
+            self.counts.dig_comp += y.size
         return y
 
     def _backward(self, d: np.ndarray) -> np.ndarray:
         if self.config.mapping.weight_scaling_omega > 0:
             d = d * self._scale
-        return self._read(self._bwd_parts, d, "backward")
+            self.counts_backward.dig_comp += d.size
+        return self._read(self._bwd_parts, d, "backward", counts=self.counts_backward,
+                          g=self.line_conductance("backward"))
 
     def read_weights(self) -> np.ndarray:
         """The weights the tile currently computes with (digital scales applied), float32 (out, in)."""
@@ -418,6 +540,26 @@ class TileArray(_Reads):
         self._ci = np.concatenate([[0], np.cumsum(self.in_splits)])
         self.tiles = [[Tile(o, i, self.config, self.seed, f"{name}/tile({r},{c})")
                        for c, i in enumerate(self.in_splits)] for r, o in enumerate(self.out_splits)]
+        self._partial = Counts()          # digital additions of partial sums across input splits
+        self._partial_backward = Counts()
+
+    def counts(self, direction: str = "forward") -> Counts:
+        """The counts of all tiles of the array summed, with the digital partial-sum additions (``aimc.cost``)."""
+        if direction not in ("forward", "backward"):
+            raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+        fwd = direction == "forward"
+        total = Counts() + (self._partial if fwd else self._partial_backward)
+        for t in self.all_tiles():
+            total += t.counts if fwd else t.counts_backward
+        return total
+
+    def reset_counts(self) -> None:
+        """Zero the counts of every tile and of the partial sums."""
+        self._partial.reset()
+        self._partial_backward.reset()
+        for t in self.all_tiles():
+            t.counts.reset()
+            t.counts_backward.reset()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -482,6 +624,80 @@ class TileArray(_Reads):
         for t in self.all_tiles():
             t.compensate = on
 
+    # ------------------------------------------------------------------ calibration (aimc.calibration)
+    def _cal_of(self, cal) -> CalibrationConfig:
+        cal = self.config.calibration if cal is None else cal
+        if not isinstance(cal, CalibrationConfig):
+            raise ValueError(f"tile array {self.name!r}: no calibration method: set TileConfig.calibration or "
+                             f"pass a CalibrationConfig (got {type(cal).__name__})")
+        if not self.programmed:
+            raise RuntimeError(f"tile array {self.name!r} is not programmed: calibrate the programmed chip "
+                               f"(program it first)")
+        return cal
+
+    def calibrate(self, x, cal: CalibrationConfig | None = None) -> dict:
+        """Calibrate every tile on its slice of the inputs x (rows, in) (``Tile.calibrate``); with
+        ``out_granularity`` 'layer' one ADC range for all tiles. Returns ``calibration_report()``."""
+        cal = self._cal_of(cal)
+        x = _cal.check_calibration_inputs(x, self.in_size, f"calibration inputs of {self.name or 'the array'!r}")
+        layer = cal.out_granularity == CalibrationGranularity.LAYER
+        for _, cs, tile in self._blocks():
+            tile.calibrate(np.ascontiguousarray(x[:, cs]), cal, keep_sample=layer)
+        return self.finish_calibration(cal)
+
+    def calibrate_on_next_forward(self, cal: CalibrationConfig | None = None) -> None:
+        """Let every tile calibrate itself on the inputs of its next forward read (used by
+        ``aimc.convert.calibrate``: layer after layer, each on the outputs of the calibrated layers before
+        it); ``finish_calibration`` completes it."""
+        cal = self._cal_of(cal)
+        for tile in self.all_tiles():
+            tile._clear_calibration()
+            tile._cal_pending = cal
+
+    def finish_calibration(self, cal: CalibrationConfig | None = None) -> dict:
+        """Complete a calibration: check every tile was calibrated; for 'layer' granularity set the one ADC
+        range chosen from all tiles' analog outputs (the layer's outputs during the calibration pass were
+        read with per-tile ranges). Returns ``calibration_report()``."""
+        cal = self.config.calibration if cal is None else cal
+        missing = [t.tile_id for t in self.all_tiles() if t._cal_pending is not None]
+        if missing:
+            for t in self.all_tiles():
+                t._cal_pending = None
+            raise RuntimeError(f"tile array {self.name!r}: tiles {missing[:4]} saw no input during calibration "
+                               f"(the calibration forward never reached them)")
+        if cal is not None and cal.out_granularity == CalibrationGranularity.LAYER:
+            samples = [t._cal_sample for t in self.all_tiles()]
+            if all(y is not None for y in samples):
+                pooled = np.concatenate([y.reshape(-1) for y in samples])[:, None]
+                b = _cal.adc_bound(pooled, cal, self.config.forward, False)
+                for t in self.all_tiles():
+                    t._set_calibration(t._cal_inp, b)
+        for t in self.all_tiles():
+            t._cal_sample = None
+        return self.calibration_report()
+
+    def calibration_report(self) -> dict:
+        """{"input_range": [per tile], "adc_range": [per tile: list or None]} in tile order (row-major)."""
+        out = {"input_range": [], "adc_range": []}
+        for t in self.all_tiles():
+            c = t.calibration or {"input_range": None, "adc_range": None}
+            out["input_range"].append(c["input_range"])
+            out["adc_range"].append(None if c["adc_range"] is None else [float(v) for v in c["adc_range"]])
+        return out
+
+    @property
+    def calibrated(self) -> bool:
+        return all(t.calibration is not None for t in self.all_tiles())
+
+    def clip_counts(self) -> tuple[int, int]:
+        """(outputs beyond the ADC ranges, ADC conversions) summed over the tiles since the last reset."""
+        c = [t.clip_counts() for t in self.all_tiles()]
+        return sum(a for a, _ in c), sum(b for _, b in c)
+
+    def reset_clip_counts(self) -> None:
+        for t in self.all_tiles():
+            t.reset_clip_counts()
+
     def read_weights(self) -> np.ndarray:
         W = np.empty(self.shape, np.float32)
         for rs, cs, tile in self._blocks():
@@ -494,6 +710,7 @@ class TileArray(_Reads):
         y = np.zeros((x.shape[0], self.out_size), np.float32)
         for rs, cs, tile in self._blocks():
             y[:, rs] += tile._forward(np.ascontiguousarray(x[:, cs]))
+        self._partial.dig_partial += x.shape[0] * self.out_size * (len(self.in_splits) - 1)
         return y
 
     def _backward(self, d: np.ndarray) -> np.ndarray:
@@ -502,4 +719,5 @@ class TileArray(_Reads):
         x = np.zeros((d.shape[0], self.in_size), np.float32)
         for rs, cs, tile in self._blocks():
             x[:, cs] += tile._backward(np.ascontiguousarray(d[:, rs]))
+        self._partial_backward.dig_partial += d.shape[0] * self.in_size * (len(self.out_splits) - 1)
         return x

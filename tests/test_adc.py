@@ -57,7 +57,7 @@ def test_gain_offset_apply_before_the_adc_and_do_not_move_the_main_stream(rng):
     io = IOConfig(out_bits=0, out_bound=0.0, adc_gain_std=0.05, **IDEAL_IN)
     t = tile_with(io, W, seed=4)
     y = t.forward(x)
-    g = t._adc["forward"]["gain"]
+    g = t._conv["forward"]["gain"]
     assert np.allclose(y, (x @ W.T) * g, rtol=1e-5, atol=1e-6)
     plain = tile_with(IOConfig(out_bits=0, out_bound=0.0, **IDEAL_IN), W, seed=4)
     plain.forward(x)
@@ -70,10 +70,10 @@ def test_converter_errors_round_trip_through_the_chip_image(rng, tmp_path):
     t = tile_with(io, W, seed=8, tile_id="a")
     save_chip(t, tmp_path / "adc.h5")
     other = tile_with(io, W, seed=9, tile_id="a")   # another chip (seed): other draws
-    assert not np.array_equal(other._adc_of("forward")["caps"], t._adc["forward"]["caps"])
+    assert not np.array_equal(other._conv_of("forward")["caps"], t._conv["forward"]["caps"])
     load_chip(tmp_path / "adc.h5", other)
     for k in ("gain", "offset", "caps", "comp"):
-        assert np.array_equal(other._adc["forward"][k], t._adc["forward"][k])
+        assert np.array_equal(other._conv["forward"][k], t._conv["forward"][k])
 
 
 @pytest.mark.parametrize("kw, field", [(dict(adc="flash"), "adc"), (dict(adc_cap_mismatch=-0.1), "adc_cap_mismatch"),
