@@ -73,12 +73,16 @@ def _threads(n: int):
     """numba, BLAS and torch limited to ``n`` threads inside the block (restored after)."""
     import numba
     import torch
-    from threadpoolctl import threadpool_limits
+    try:
+        from threadpoolctl import threadpool_limits
+        blas = threadpool_limits(n)
+    except ImportError:  # comes with scikit-learn; without it BLAS keeps its pool (OPENBLAS_NUM_THREADS)
+        blas = contextlib.nullcontext()
     nb, tt = numba.get_num_threads(), torch.get_num_threads()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(n)
     try:
-        with threadpool_limits(n):
+        with blas:
             yield
     finally:
         numba.set_num_threads(nb)
