@@ -8,6 +8,8 @@ one chip programmed, drifted, evaluated). Each contender runs in a process of it
 on every worker (imports, Numba cache, data), so start-up is reported apart from throughput:
 
 * ``loop``: ``aimc.sweep.run_task`` called in a plain loop (no records, no Dask), 1 thread;
+* ``loop-trim``: the same loop with ``MALLOC_TRIM_THRESHOLD_=65536``, what Dask sets for its workers by
+  default (``aimc.sweep.run.local_cluster`` unsets it);
 * ``loop-x2``: two such loops in two processes, half the tasks each, started together: what two cores give
   without any engine (the ceiling of a 2-worker run on this machine at this load);
 * ``serial``: ``run_sweep(serial=True)``: the same loop plus an atomic record per task and the table files;
@@ -105,17 +107,24 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only", help="comma list of contenders (default: all)")
     ap.add_argument("--contender", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.contender:
         print(json.dumps(contender(a.contender, a.tasks)))
         return 0
-    names = ["loop", "loop-x2", "serial", "dask-1", "dask-2"]
+    names = ["loop", "loop-trim", "loop-x2", "serial", "dask-1", "dask-2"]
+    names = a.only.split(",") if a.only else names
     best: dict = {}
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     for _ in range(a.rounds):
         for name in names:
-            if name == "loop-x2":
+            if name == "loop-trim":   # the loop in the malloc setting Dask gives its workers by default
+                out = subprocess.run([sys.executable, __file__, "--contender", "loop", "--tasks", str(a.tasks)],
+                                     capture_output=True, text=True, env={**env, "MALLOC_TRIM_THRESHOLD_": "65536"},
+                                     cwd=ROOT)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+            elif name == "loop-x2":
                 r = _two_loops(a.tasks, env)
             else:
                 out = subprocess.run([sys.executable, __file__, "--contender", name, "--tasks", str(a.tasks)],
@@ -149,6 +158,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for name in names:
         r = best.get(name, {})
+        if not r:
+            continue
         if "error" in r:
             print(f"| {name} | failed: {r['error']} | | | | |")
             continue
