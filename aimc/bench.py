@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import statistics
-import time
+
+from .timing import timeit  # noqa: F401  (re-exported: benchmarks of other modules import it from aimc.timing)
 
 BENCHES: dict[str, str] = {
     "drift": "aimc.inference:bench_drift",
@@ -36,8 +36,20 @@ def add_arguments(p) -> None:
     p.add_argument("--size", type=int, default=512, help="layer is size x size")
 
 
+MAX_THREADS = 1024
+
+
+def check_threads(n, what: str = "--threads") -> int:
+    """A thread count as an int in [1, MAX_THREADS], or a ValueError naming ``what``."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"{what} must be an integer in [1, {MAX_THREADS}] (this machine has {os.cpu_count()} "
+                         f"CPUs), got {str(n)[:40]}")
+    return n
+
+
 def set_threads(n: int) -> None:
     """Fix numba, BLAS and torch thread counts to ``n`` (so the pools do not fight)."""
+    n = check_threads(n)
     import numba
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
@@ -50,20 +62,6 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
     except ImportError:
         pass
-
-
-def timeit(contenders: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median ms per contender, interleaving the contenders on every repeat."""
-    for f in contenders.values():
-        for _ in range(warmup):
-            f()
-    times = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for k, f in contenders.items():
-            t = time.perf_counter()
-            f()
-            times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 2) -> dict[str, float]:

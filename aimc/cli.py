@@ -1,7 +1,8 @@
 """The ``aimc`` command: one sub-command per user verb, each defined next to the code it drives.
 
-Each entry of ``COMMANDS`` names a module with ``add_arguments(parser)`` and ``run(args) -> int``;
-modules are imported only when their command runs (torch is not imported for ``aimc bench forward``).
+Each entry of ``COMMANDS`` names a module (or ``module:OBJECT``) with ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs (torch is not imported for
+``aimc bench forward``).
 """
 from __future__ import annotations
 
@@ -11,12 +12,20 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("aimc.bench", "time aimc against a plain torch baseline (and aihwkit when installed)"),
+    "cost": ("aimc.cost.cli", "energy, latency and area of a model on a technology card (per-layer table)"),
     "deploy": ("aimc.deploy", "accuracy of a trained model on simulated analog chips over time (drift)"),
-    "devices": ("aimc.devices_cli", "list the device cards (inference statistics and pulse responses)"),
-    "device": ("aimc.device_cli", "show one device card (`aimc device show CARD [--plot FILE]`)"),
+    "devices": ("aimc.card_commands:LIST", "list the device cards (inference statistics and pulse responses)"),
+    "device": ("aimc.card_commands:SHOW", "show one device card (`aimc device show CARD [--plot FILE]`)"),
     "sweep": ("aimc.sweep.cli", "run a sweep spec (models x devices x variants x times x chips) on Dask or serially"),
     "train": ("aimc.train.cli", "train a model for analog hardware (--method hwa, ...) on built-in data"),
 }
+
+
+def _command(spec: str):
+    """The object with ``add_arguments``/``run`` that a ``COMMANDS`` entry names."""
+    module, _, attr = spec.partition(":")
+    m = importlib.import_module(module)
+    return getattr(m, attr) if attr else m
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(sp)
+        _command(module).add_arguments(sp)
     return p
 
 
@@ -36,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
+        return int(_command(args._module).run(args) or 0)
+    except (ValueError, TypeError, OSError) as e:  # OSError: missing, existing, read-only, folder-not-file paths
         print(f"aimc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(f"aimc {args.command}: error: input nested too deeply", file=sys.stderr)
         return 2
 
 

@@ -60,10 +60,59 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the allowed values."""
 
 
+MAX_DEPTH = 32  # nesting of config JSON/TOML beyond this is refused (the tree is 3 levels deep)
+
+
+def _short(v, n: int = 60) -> str:
+    """repr(v) cut to n characters (a 5000-digit integer in an error message helps nobody)."""
+    try:
+        r = repr(v) if not (isinstance(v, int) and v.bit_length() > 200) else f"<integer of {len(str(v))} digits>"
+    except ValueError:  # int too large to print (Python's digit limit)
+        r = f"<integer of more than {v.bit_length() * 3 // 10} digits>"
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def check_depth(obj, what: str, limit: int = MAX_DEPTH) -> None:
+    """Raise ConfigError if dicts/lists in ``obj`` nest deeper than ``limit`` (iterative, no recursion)."""
+    stack = [(obj, 0)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            items = o.values()
+        elif isinstance(o, (list, tuple)):
+            items = o
+        else:
+            continue
+        if d >= limit:
+            raise ConfigError(f"{what}: nested more than {limit} levels deep")
+        stack.extend((v, d + 1) for v in items)
+
+
+def loads_json(text, what: str):
+    """json.loads with clear errors (not valid JSON, integers beyond 4300 digits, too deep nesting)."""
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{what}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{what}: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as e:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise ConfigError(f"{what}: not valid JSON ({e})") from None
+    check_depth(d, what)
+    return d
+
+
 def _num(owner, name, v, lo=-math.inf, hi=math.inf, *, lo_open=False, integer=False):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
-        kind = "an integer" if integer else "a number"
+    kind = "an integer" if integer else "a number"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{owner}.{name} must be {kind}, got {_short(v)}")
+    try:
+        fv = float(v)
+    except OverflowError:  # an int beyond float range
+        raise ConfigError(f"{owner}.{name} = {_short(v)} is out of range [{lo}, {hi}]") from None
+    if integer and not fv.is_integer():
         raise ConfigError(f"{owner}.{name} must be {kind}, got {v!r}")
+    v = fv if not isinstance(v, int) else v
     if math.isnan(v) or (lo_open and v <= lo) or v < lo or v > hi:
         lb = "(" if lo_open else "["
         raise ConfigError(f"{owner}.{name} = {v!r} is out of range {lb}{lo}, {hi}]")
@@ -78,6 +127,33 @@ def _enum(owner, obj, name, cls):
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in cls)
         raise ConfigError(f"{owner}.{name} = {v!r} is not one of {allowed}") from None
+
+
+def _plain(v):
+    """A field value as ``to_dict`` writes it (nodes to dicts, enums to values, tuples to lists)."""
+    if isinstance(v, _Node):
+        return v.to_dict()
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def dict_diff(a, b, path: str = "") -> list[str]:
+    """Where two (normalised) config dicts differ: ["forward.out_bits: 9 vs 8", ...]."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            p = f"{path}.{k}" if path else str(k)
+            if k not in a:
+                out.append(f"{p}: absent vs {_short(b[k])}")
+            elif k not in b:
+                out.append(f"{p}: {_short(a[k])} vs absent")
+            else:
+                out.extend(dict_diff(a[k], b[k], p))
+        return out
+    return [] if a == b else [f"{path or 'value'}: {_short(a)} vs {_short(b)}"]
 
 
 class _Node:
@@ -101,6 +177,8 @@ class _Node:
         path = _path or cls.__name__
         if not isinstance(d, dict):
             raise ConfigError(f"{path} must be a JSON object, got {type(d).__name__}")
+        if _path is None:
+            check_depth(d, path)
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
@@ -120,11 +198,31 @@ class _Node:
 
     @classmethod
     def from_json(cls, text: str):
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{cls.__name__}: not valid JSON ({e})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(loads_json(text, cls.__name__))
+
+    @classmethod
+    def normalised_dict(cls, d, _path: str | None = None):
+        """``d`` (a saved ``to_dict``) with every missing field filled with its default, without building
+        (or validating) a node: two configs are the same iff their normalised dicts are equal, so a file
+        written before a field existed still matches a config that leaves the field at its default.
+        Never reads files (a device card named inside ``d`` is not opened)."""
+        path = _path or cls.__name__
+        if not isinstance(d, dict):
+            return d
+        out = {}
+        for f in fields(cls):
+            sub = _SUBNODES.get((cls, f.name))
+            if f.name in d:
+                v = d[f.name]
+                out[f.name] = sub.normalised_dict(v, f"{path}.{f.name}") if sub is not None and isinstance(v, dict) \
+                    else (list(v) if isinstance(v, tuple) else v)
+            else:
+                dv = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                out[f.name] = _plain(dv)
+        for k in d:
+            if k not in out:
+                out[k] = d[k]  # an unknown field stays, so it shows up as a difference
+        return out
 
     def diff(self, other=None) -> dict:
         """The fields that differ from ``other`` (default: a default-constructed node), nested."""
@@ -342,11 +440,13 @@ class TileConfig(_Node):
 
     @classmethod
     def load(cls, path) -> "TileConfig":
-        from pathlib import Path
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
-        return cls.from_json(p.read_text())
+        from ._io import read_regular_text
+        try:
+            text = read_regular_text(path, "config file")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        d = loads_json(text, f"config file {str(path)!r}")
+        return cls.from_dict(d)
 
 
 _SUBNODES: dict[tuple[type, str], type] = {

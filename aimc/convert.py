@@ -270,14 +270,12 @@ def drift(model: nn.Module, t) -> nn.Module:
     Time only moves forward: an error (before any layer moves) if ``t`` is earlier than a layer's clock,
     or if a layer was not programmed.
     """
-    from .deploy import parse_time
-    t = parse_time(t) if isinstance(t, str) else t
+    from .inference import check_time
+    t = check_time(t)  # seconds or "1h", "10y", ... (aimc.times.parse_time), before any layer moves
     holders = _holders(model, "drift")
     missing = [n or "<model>" for n, m in holders if not m.programmed]
     if missing:
         raise RuntimeError(f"drift: layers {missing[:5]} are not programmed; call program(model) first")
-    from .inference import check_time
-    t = check_time(t)
     for n, m in holders:
         now = m.tiles.time
         if now is not None and t < now:

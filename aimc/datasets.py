@@ -37,6 +37,7 @@ from __future__ import annotations
 import gzip
 import importlib
 import importlib.util
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -201,6 +202,9 @@ def _load_digits(path, seed, test_fraction) -> Dataset:
 # ---------------------------------------------------------------------------------------------------------
 # IDX files
 
+MAX_IDX_BYTES = 2**31  # one IDX file, compressed or decompressed: 2 GiB at most
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (``.gz`` compressed or plain, decided by the gzip magic bytes).
 
@@ -212,11 +216,24 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         FileNotFoundError: no such file.
         IDXFormatError: bad magic, unknown type, truncated data or trailing bytes, corrupt gzip stream.
     """
+    from ._io import open_regular
     path = Path(path)
-    raw = path.read_bytes()
+    try:
+        with open_regular(path, "IDX file") as f:
+            raw = f.read(MAX_IDX_BYTES + 1)
+    except ValueError as e:
+        raise IDXFormatError(str(e)) from None
+    if len(raw) > MAX_IDX_BYTES:
+        raise IDXFormatError(f"{path}: larger than {MAX_IDX_BYTES} bytes")
     if raw[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = d.decompress(raw, MAX_IDX_BYTES + 1)
+            if len(out) > MAX_IDX_BYTES:
+                raise IDXFormatError(f"{path}: decompresses to more than {MAX_IDX_BYTES} bytes")
+            if not d.eof:
+                raise EOFError("compressed stream ended early")
+            raw = out
         except (OSError, EOFError, zlib.error) as exc:
             raise IDXFormatError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
     if len(raw) < 4:
@@ -229,7 +246,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) < header:
         raise IDXFormatError(f"{path}: truncated header ({len(raw)} bytes, {ndim} dimensions need {header})")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     have = len(raw) - header
     if have < expected:
         raise IDXFormatError(f"{path}: truncated: header says shape {dims} ({expected} data bytes) "
@@ -273,6 +290,18 @@ def _find_idx(folder: Path, stem: str) -> Path:
                             f"(needs {', '.join(v + '[.gz]' for v in _IDX_FILES.values())})")
 
 
+def _ranges(v: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1..3, 7'."""
+    out, start = [], None
+    for i, x in enumerate(v):
+        if start is None:
+            start = x
+        if i + 1 == len(v) or v[i + 1] != x + 1:
+            out.append(f"{start}..{x}" if x > start else f"{x}")
+            start = None
+    return ", ".join(out[:8]) + (", ..." if len(out) > 8 else "")
+
+
 def _load_mnist_idx(path, seed, test_fraction) -> Dataset:
     if path is None:
         raise ValueError("Data set 'mnist-idx' needs path=<folder with train-images-idx3-ubyte[.gz], "
@@ -305,6 +334,12 @@ def _load_mnist_idx(path, seed, test_fraction) -> Dataset:
         x = images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255.0)
         parts[split] = (x, labels.astype(np.int64))
     n_classes = int(max(parts["train"][1].max(), parts["test"][1].max())) + 1
+    absent = sorted(set(range(n_classes)) - set(np.unique(parts["train"][1]).tolist()))
+    if absent:
+        top = int(max(parts["train"][1].max(), parts["test"][1].max()))
+        raise IDXFormatError(f"{folder}: labels must be the classes 0..K-1 with every class in the train split; "
+                             f"the largest label is {top} but classes {_ranges(absent)} never occur in the train "
+                             f"labels (labels out of range?)")
     return Dataset(x_train=parts["train"][0], y_train=parts["train"][1], x_test=parts["test"][0],
                    y_test=parts["test"][1], name="mnist-idx", shape=shape, n_classes=n_classes)
 

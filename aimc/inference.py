@@ -26,24 +26,16 @@ import numpy as np
 
 from .config import DriftCompensation, InferenceConfig, MappingConfig
 from .rng import Stream
+from .times import MAX_TIME_S, parse_time
 
-__all__ = ["DeviceArray", "DriftCompensation", "InferenceConfig", "build_device_model", "check_time",
+__all__ = ["DeviceArray", "DriftCompensation", "InferenceConfig", "MAX_TIME_S", "build_device_model", "check_time",
            "compensation_readout", "bench_drift"]
 
 
 def check_time(t, what: str = "t") -> float:
-    """A time in seconds after programming as a float, or a clear error (type, NaN/inf, negative)."""
-    if isinstance(t, (bool, np.bool_)) or (hasattr(t, "ndim") and np.ndim(t) != 0):
-        raise TypeError(f"{what} must be a scalar time in seconds, got {t!r}")
-    try:
-        tv = float(t)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a scalar time in seconds, got {t!r}") from None
-    if math.isnan(tv):
-        raise ValueError(f"{what} is NaN: pass a time in seconds >= 0")
-    if math.isinf(tv) or tv < 0:
-        raise ValueError(f"{what} = {tv} s must be a finite time >= 0 s after programming")
-    return tv
+    """A time after programming in seconds (a number, or a string such as ``"1h"``; ``aimc.times``) as a
+    float in [0, MAX_TIME_S], or a clear error (type, NaN, negative, beyond 1000 years)."""
+    return parse_time(t, what)
 
 
 def build_device_model(cfg: InferenceConfig | None, mapping: MappingConfig):
@@ -227,7 +219,7 @@ def bench_drift(args) -> dict:
     ``drift(t)`` alone (read + weights, the step repeated over a deployment's times) against the numpy read
     formula, and the ``device_models`` numpy engine (the oracle) through the same tile.
     """
-    from .bench import timeit
+    from .timing import timeit
     from .config import IOConfig, MappingConfig, TileConfig
     from .tile import Tile
 

@@ -231,7 +231,7 @@ def _pulsed_step_bench(name: str, args, algorithm: str, **cfg_kw) -> dict:
     """
     from device_models.pulsed import SoftBounds
 
-    from .bench import timeit
+    from .timing import timeit
     from .nn import AnalogLinear
     n, B = args.size, args.batch
     lr = 0.1

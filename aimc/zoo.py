@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -45,9 +44,14 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "mnist5k_
 _ARCH_ATTR = "_aimc_arch"
 
 
+MAX_DIM = 2**24  # one layer dimension (features, channels, classes) at most
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be a positive integer, got {str(value)[:40]}")
+    if value > MAX_DIM:
+        raise ValueError(f"{name} = {str(value)[:40]} is larger than {MAX_DIM}")
     return int(value)
 
 
@@ -58,6 +62,8 @@ def _int_tuple(name: str, value: Any, allow_empty: bool = True) -> tuple[int, ..
         items = tuple(value)
     except TypeError:
         raise ValueError(f"{name} must be a sequence of positive integers, got {value!r}") from None
+    if len(items) > 1024:
+        raise ValueError(f"{name} has {len(items)} entries; at most 1024")
     if not items and not allow_empty:
         raise ValueError(f"{name} must not be empty")
     return tuple(_positive_int(f"{name}[{i}]", v) for i, v in enumerate(items))
@@ -147,6 +153,33 @@ def build(arch: str, **kwargs) -> nn.Module:
         raise ValueError(f"bad arguments for architecture {arch!r}: {exc}") from None
 
 
+#: The largest model a checkpoint may describe (parameters): 2**28 float32 values = 1 GiB.
+MAX_PARAMETERS = 2**28
+
+
+def parameter_count(arch: str, kwargs: dict, where: str = "checkpoint") -> int:
+    """Parameters of ``build(arch, **kwargs)``, counted on torch's meta device (nothing allocated);
+    an error naming ``where`` if the arguments are invalid or the model exceeds ``MAX_PARAMETERS``."""
+    from .config import ConfigError, check_depth
+    try:
+        check_depth(kwargs, f"{where}: kwargs", limit=4)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    try:
+        with torch.device("meta"):
+            model = build(arch, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    except (RuntimeError, OverflowError, TypeError, MemoryError) as e:
+        raise ValueError(f"{where}: architecture {arch!r} with {str(kwargs)[:200]} cannot be built: "
+                         f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}") from None
+    n = sum(int(p.numel()) for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"{where}: architecture {arch!r} would have {n} parameters, more than the "
+                         f"{MAX_PARAMETERS} aimc loads from a checkpoint")
+    return n
+
+
 # ---------------------------------------------------------------------------------------------------------
 # training and evaluation
 
@@ -189,6 +222,10 @@ def evaluate(model: nn.Module, x, y, batch_size: int = 1000) -> float:
         correct = 0
         for i in range(0, len(y), batch_size):
             logits = model(x[i:i + batch_size].to(device))
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError(f"evaluate: the model's outputs hold NaN or inf (samples {i}.."
+                                         f"{min(i + batch_size, len(y)) - 1}); no accuracy is reported for them "
+                                         f"(weights or inputs out of range?)")
             correct += int((logits.argmax(dim=1).cpu() == y[i:i + batch_size]).sum())
     finally:
         model.train(was_training)
@@ -316,24 +353,14 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
     state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": name,
                "kwargs": _plain(dict(kwargs), "kwargs"), "state_dict": state, "meta": meta}
-    if path.exists() and not overwrite:
+    if path.is_dir():
+        raise IsADirectoryError(f"save_checkpoint: {str(path)!r} is a folder; give a file name")
+    if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"save_checkpoint: folder {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from ._io import atomic_write
+    atomic_write(path, lambda tmp: torch.save(payload, tmp), overwrite=overwrite)  # exclusive unless overwrite
     return path
 
 
@@ -347,8 +374,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             an unknown architecture, or weights that do not fit the architecture.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no checkpoint file {str(path)!r}")
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} is not a regular file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError / ... for bad files
@@ -367,9 +396,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing:
         raise ValueError(f"{path}: corrupt aimc checkpoint, missing {', '.join(missing)}")
     name = payload["arch"]
-    if name not in ARCHITECTURES:
-        raise ValueError(f"{path}: unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
-    model = build(name, **payload["kwargs"])
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        raise ValueError(f"{path}: unknown architecture {str(name)[:40]!r}; known: {', '.join(ARCHITECTURES)}")
+    kwargs, state = payload["kwargs"], payload["state_dict"]
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ValueError(f"{path}: corrupt aimc checkpoint: kwargs must be a dict of named arguments")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: corrupt aimc checkpoint: state_dict must map names to tensors")
+    n = parameter_count(name, kwargs, where=str(path))
+    stored = sum(int(v.numel()) for v in state.values())
+    if n > stored:  # before building: a 1 KB file must not make us allocate gigabytes
+        raise ValueError(f"{path}: weights do not fit architecture {name!r} {kwargs}: it has {n} parameters but "
+                         f"the checkpoint stores only {stored} values (corrupt or forged checkpoint)")
+    model = build(name, **kwargs)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:

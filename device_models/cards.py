@@ -15,7 +15,12 @@ allowed range). ``load`` turns unknown or missing fields into errors that name t
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import os
+import re
+import stat
 import sys
 from pathlib import Path
 
@@ -42,26 +47,97 @@ def register(family: str):
     return deco
 
 
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+_NAMES_ONLY: contextvars.ContextVar[str | None] = contextvars.ContextVar("device_models_names_only", default=None)
+MAX_CARD_BYTES = 4 * 2**20
+
+
+@contextlib.contextmanager
+def names_only(source: str):
+    """Within this block a card must be a shipped card's *name*: paths are refused. Used while reading
+    configs out of saved files (``source`` names the file in the error), so a file never makes aimc open
+    another file it names."""
+    token = _NAMES_ONLY.set(source)
+    try:
+        yield
+    finally:
+        _NAMES_ONLY.reset(token)
+
+
+def is_card_path(name) -> bool:
+    """Whether ``name`` is written as a path (a separator or a ``.toml`` suffix) rather than a card name."""
+    s = os.fspath(name)
+    return isinstance(name, Path) or "/" in s or "\\" in s or s.endswith(".toml")
+
+
 def _card_path(name: str | Path) -> Path:
-    p = Path(name)
-    if p.suffix == ".toml" and p.exists():
+    """A card name (``CARD_DIR/<name>.toml``) or, where the user wrote it, a path to a regular ``.toml`` file.
+
+    A name is a name: letters, digits, ``_.+-``, no path separator, not starting with a dot (so
+    ``../x`` never reaches outside the cards folder). Paths are refused inside ``names_only`` blocks.
+    """
+    if not isinstance(name, (str, Path)) or not os.fspath(name) or "\0" in os.fspath(name):
+        raise ValueError(f"device card must be a card name or a path to a .toml file, got {name!r}")
+    s = os.fspath(name)
+    if is_card_path(name):
+        source = _NAMES_ONLY.get()
+        if source is not None:
+            raise ValueError(f"device card {s!r} in {source} is a path; a card named inside a saved file must "
+                             f"be the name of a shipped card ({', '.join(available())})")
+        p = Path(s)
+        if p.suffix != ".toml":
+            raise ValueError(f"device card {s!r}: a card name has no path separators, and a path to a card must "
+                             f"end in .toml; available names: {', '.join(available())}")
+        try:
+            st = os.stat(p)
+        except OSError:
+            raise ValueError(f"device card file {s!r} not found") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"device card {s!r} is not a regular file")
         return p
-    q = CARD_DIR / f"{name}.toml"
-    if q.exists():
+    if not _NAME_RE.match(s):
+        raise ValueError(f"device card name {s[:80]!r} is not a name (letters, digits and _.+- only, no path "
+                         f"separators); available: {', '.join(available())}")
+    q = CARD_DIR / f"{s}.toml"
+    if q.is_file():
         return q
-    raise ValueError(f"unknown device card {str(name)!r}; available: {', '.join(available())}")
+    raise ValueError(f"unknown device card {s!r}; available: {', '.join(available())}")
+
+
+def _read_text(path: Path) -> str:
+    """A regular file's text (never blocks on a FIFO: opened non-blocking, checked, then read)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"device card {str(path)!r} is not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_CARD_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CARD_BYTES:
+        raise ValueError(f"device card {str(path)!r} is larger than {MAX_CARD_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"device card {str(path)!r} is not UTF-8 text ({e})") from None
 
 
 def read_card(name: str | Path) -> dict:
     """The raw card as a dict (name, kind, family, citation, provenance, params), validated for form."""
     path = _card_path(name)
     try:
-        card = tomllib.loads(path.read_text())
+        card = tomllib.loads(_read_text(path))
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"device card {path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ValueError(f"device card {path}: nested too deeply") from None
     for key in ("name", "kind", "family", "citation", "provenance", "params"):
         if key not in card:
             raise ValueError(f"device card {path}: missing field {key!r}")
+    if not isinstance(card["params"], dict):
+        raise ValueError(f"device card {path}: [params] must be a table")
     if card["kind"] not in KINDS:
         raise ValueError(f"device card {path}: kind {card['kind']!r} is not one of {KINDS}")
     if card["family"] not in FAMILIES:
@@ -84,7 +160,12 @@ def from_params(family: str, params: dict, *, source: str = "params"):
     )
     if missing:
         raise ValueError(f"{source}: missing required field(s) {missing} for family {family!r}")
-    return cls(**params)
+    try:
+        return cls(**params)
+    except OverflowError as e:  # an integer beyond float range
+        raise ValueError(f"{source}: a parameter is out of range ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{source}: a parameter is nested too deeply") from None
 
 
 def load(name: str | Path, **overrides):

@@ -175,7 +175,7 @@ def test_overwrite_is_refused_unless_asked(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     import aimc.chip as chip
 
-    def boom(tmp, tree, meta):
+    def boom(tmp, *rest):
         tmp.write_bytes(b"partial")
         raise OSError("disk full")
 

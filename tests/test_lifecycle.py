@@ -208,7 +208,8 @@ def test_clock_errors_name_the_problem():
     with pytest.raises(ValueError, match="earlier than the tile's clock"):
         arr.tiles[0][1].drift(50.0)
     for bad, exc, msg in [(-1.0, ValueError, ">= 0"), (float("nan"), ValueError, "NaN"),
-                          (float("inf"), ValueError, "finite"), ("1h", TypeError, "scalar time"),
+                          (float("inf"), ValueError, "beyond"), ("1 fortnight", ValueError, "bad time"),
+                              (1e300, ValueError, "1000 years"), ("1e300y", ValueError, "1000 years"),
                           (np.array([1.0, 2.0]), TypeError, "scalar time"), (True, TypeError, "scalar time")]:
         with pytest.raises(exc, match=msg):
             arr.drift(bad)

@@ -84,7 +84,9 @@ class AnalogModule(nn.Module):
             out.append({"meta": json.dumps(meta, sort_keys=True),
                         "arrays": {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()
                                    if v is not None}})
+        from ..chip import _model_record
         return {"format": "aimc-analog-state", "version": 1, "config": self.config.to_json(),
+                "device_model": json.dumps(_model_record(tiles.tiles[0][0].device_model())),
                 "programmed": bool(self.programmed), "grid": list(tiles.grid), "tiles": out}
 
     def set_extra_state(self, state) -> None:
@@ -95,24 +97,45 @@ class AnalogModule(nn.Module):
         name = type(self).__name__
         if not isinstance(state, dict) or state.get("format") != "aimc-analog-state":
             raise ValueError(f"{name}: the state dict's _extra_state is not an aimc analog state")
-        if int(state.get("version", 0)) > 1:
+        if not isinstance(state.get("version"), int) or state["version"] > 1:
             raise ValueError(f"{name}: analog state version {state.get('version')} is newer than this aimc reads (1)")
-        saved_cfg = type(self.config).from_json(state["config"])  # InsituConfig too
-        if saved_cfg != self.config:
-            raise ValueError(f"{name}: the state dict was saved with another TileConfig (saved values that differ: "
-                             f"{json.dumps(saved_cfg.diff(self.config))}); build the model with the same config")
+        from ..chip import ChipImageError, _model_from_record, check_tile_state, restore_tiles
+        from ..config import ConfigError, dict_diff, loads_json
+        try:  # compared as normalised dicts: no config is built from the file, so no card it names is opened
+            saved = loads_json(state.get("config"), f"{name}: saved config") if isinstance(state.get("config"), str) \
+                else None
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        if not isinstance(saved, dict):
+            raise ValueError(f"{name}: the state dict's analog config must be a JSON object")
+        a, b = type(self.config).normalised_dict(saved), self.config.to_dict()
+        if a != b:
+            raise ValueError(f"{name}: the state dict was saved with another TileConfig (saved vs this layer: "
+                             f"{'; '.join(dict_diff(a, b)[:12])}); build the model with the same config")
         tiles = list(self.tiles.all_tiles())
-        if list(state["grid"]) != list(self.tiles.grid) or len(state["tiles"]) != len(tiles):
-            raise ValueError(f"{name}: the state dict holds a tile grid {state['grid']}, this layer has "
+        entries = state.get("tiles")
+        if list(state.get("grid", [])) != list(self.tiles.grid) or not isinstance(entries, list) \
+                or len(entries) != len(tiles):
+            raise ValueError(f"{name}: the state dict holds a tile grid {state.get('grid')}, this layer has "
                              f"{list(self.tiles.grid)}")
-        metas = [json.loads(e["meta"]) for e in state["tiles"]]
-        for tile, meta in zip(tiles, metas):
-            if list(meta["shape"]) != list(tile.shape):
-                raise ValueError(f"{name}: saved tile {meta.get('tile_id')!r} has shape {meta['shape']}, "
-                                 f"this layer's has {list(tile.shape)}")
-        for tile, meta, e in zip(tiles, metas, state["tiles"]):
-            tile._set_state(meta, {k: v.numpy() for k, v in e["arrays"].items()})
-        self.programmed = bool(state["programmed"])
+        try:
+            rec = state.get("device_model")
+            model = _model_from_record(loads_json(rec, f"{name}: device_model"), tiles[0], name) \
+                if isinstance(rec, str) else tiles[0].device_model()   # older state dicts: this layer's config
+            plan = []
+            for tile, e in zip(tiles, entries):
+                where = f"{name} tile {tile.tile_id!r}"
+                if not isinstance(e, dict) or not isinstance(e.get("meta"), str) or not isinstance(e.get("arrays"), dict):
+                    raise ChipImageError(f"{where}: malformed analog state entry")
+                meta = loads_json(e["meta"], f"{where} meta")
+                arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+                          for k, v in e["arrays"].items()}
+                check_tile_state(tile, meta, arrays, model, where)
+                plan.append((tile, meta, arrays, model))
+        except (ChipImageError, ConfigError) as e:
+            raise ValueError(f"{name}: bad analog state in the state dict: {e}") from None
+        restore_tiles(plan, name)
+        self.programmed = bool(state.get("programmed"))
         self._synced_version = None
 
     # -- the product ----------------------------------------------------------------------------------

@@ -59,6 +59,24 @@ def method_options(args, defaults: dict) -> dict:
     return out
 
 
+#: methods that always write a checkpoint (default name below); the others write one only with --out
+SAVING = ("hwa", "insitu")
+
+
+def _decide_out(args) -> None:
+    """Decide and check the checkpoint path before any training: an existing file (the default name
+    included) is an error unless --overwrite; a folder, an unwritable folder or a bad path fail now."""
+    from pathlib import Path
+
+    from .._io import check_destination
+    if args.out is None and args.method in SAVING:
+        args.out = str(Path("aimc-results") / f"train-{args.method}-{args.data}-{args.arch}.pt")
+    if args.out is not None:
+        if not str(args.out).strip():
+            raise ValueError("--out must not be empty")
+        check_destination(args.out, overwrite=args.overwrite, what="--out")
+
+
 def run(args) -> int:
     try:
         target = METHODS[args.method]
@@ -70,5 +88,6 @@ def run(args) -> int:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    _decide_out(args)
     module, func = target.split(":")
     return int(getattr(importlib.import_module(module), func)(args) or 0)

@@ -1098,7 +1098,7 @@ def bench_hwa_step(args) -> dict:
     slows small torch ops (the baseline most of all) several-fold. Compare runs with the same
     ``OMP_WAIT_POLICY`` (``PASSIVE`` gives the faster, fairer baseline).
     """
-    from ..bench import timeit
+    from ..timing import timeit
     from ..nn import AnalogLinear
     n, B = args.size, args.batch
     torch.manual_seed(0)
