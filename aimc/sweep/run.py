@@ -224,8 +224,9 @@ def local_cluster(workers: int | None = None):
     """A ``distributed.LocalCluster`` of ``workers`` processes (default: the CPU count) x 1 thread.
 
     Workers keep glibc's default malloc tuning: Dask's default ``MALLOC_TRIM_THRESHOLD_=65536`` (set before
-    spawning workers) freezes the mmap threshold, so every large numpy array is a fresh mmap and page
-    faults; measured here it made a sweep task 1.6-2.2x slower (0.29 -> 0.60 s, MNIST-5k MLP task).
+    spawning workers) freezes glibc's dynamic mmap threshold, so large numpy arrays are fresh mmaps that
+    page-fault; it made a sweep task 2.0x slower here (0.42 s vs 0.21 s, MNIST-5k MLP;
+    ``python benchmarks/sweep_scaling.py --only loop,loop-trim``).
     """
     import logging
 
