@@ -381,10 +381,12 @@ def run(args) -> int:
         model, meta = zoo.load_default()
         model_name = f"default ({zoo.DEFAULT_CHECKPOINT.name})"
     run_dir = None if args.no_files else fresh_run_dir(args.out)
+    from .kernels import compile_messages
     try:
-        res = evaluate_over_time(model, data, cfg, labels, args.repeats,
-                                 seed=args.seed, progress=not args.no_progress and not args.json,
-                                 keep_last=run_dir is not None)
+        with compile_messages(enabled=not args.no_progress and not args.json):  # first run: say what compiles
+            res = evaluate_over_time(model, data, cfg, labels, args.repeats,
+                                     seed=args.seed, progress=not args.no_progress and not args.json,
+                                     keep_last=run_dir is not None)
     except BaseException:
         if run_dir is not None and not any(run_dir.iterdir()):
             run_dir.rmdir()

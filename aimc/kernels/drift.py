@@ -115,7 +115,7 @@ def _normal_at(k0, k1, call, row, j):
     return z0 if (q & 1) == 0 else z1
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)  # a call per row: not IR-inlined (compile time)
 def _verify_row(g_t, sig, g_prog, r, tol, max_iter, k0, k1, call):
     """Program-and-verify of row r: while |g - g_t| > tol, up to max_iter fresh shots (calls call + 2 + k),
     each device keeping its best attempt."""

@@ -108,7 +108,7 @@ def box_muller(a, b):
     return r * c, r * s
 
 
-@njit(inline="always", fastmath=True, cache=True)
+@njit(fastmath=True, cache=True)  # a call per row: not IR-inlined (compile time)
 def normals_row(buf, k0, k1, call, row):
     """Fill ``buf`` with standard normals for (key, call, row); element j uses counter block j // 4."""
     n = buf.shape[0]
@@ -133,7 +133,7 @@ def normals_row(buf, k0, k1, call, row):
             buf[4 * nfull + 2] = z2
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)  # a call per row: not IR-inlined (compile time)
 def uniforms_row(buf, k0, k1, call, row):
     """Fill ``buf`` with uniforms in (0, 1) for (key, call, row); element j uses counter block j // 4."""
     n = buf.shape[0]
