@@ -34,7 +34,7 @@ def nm_alpha(x, kind, thres, out):
         out[b] = a
 
 
-@njit(cache=True)  # a call per row: not IR-inlined (compile time)
+@njit(inline="always", cache=True)
 def _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b):
     """In place: rint(v/step)*step (half to even), or stochastic rint(v/step + U - 0.5)*step with U
     keyed by (call_u, row b); step 0 = no quantisation (physics.md §1.4)."""
