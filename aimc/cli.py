@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("aimc.deploy", "accuracy of a trained model on simulated analog chips over time (drift)"),
     "devices": ("aimc.card_commands:LIST", "list the device cards (inference statistics and pulse responses)"),
     "device": ("aimc.card_commands:SHOW", "show one device card (`aimc device show CARD [--plot FILE]`)"),
+    "sweep": ("aimc.sweep.cli", "run a sweep spec (models x devices x variants x times x chips) on Dask or serially"),
     "train": ("aimc.train.cli", "train a model for analog hardware (--method hwa, ...) on built-in data"),
 }
 

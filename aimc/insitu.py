@@ -9,16 +9,21 @@ One line gives a config that layers and the optimizer understand::
 Algorithms (``ALGORITHMS``; aliases as aihwkit's ``build_config``):
 
 * ``"sgd"`` — analog SGD: W <- W - lr d x^T by stochastic pulse trains (Gokmen & Vlasov 2016).
-* ``"tiki-taka"`` (``"tt"``, ``"ttv1"``) — fast array A takes the pulsed SGD update (LR fast_lr * lr);
-  every ``transfer_every`` mini-batches ``n_reads_per_transfer`` consecutive columns of A are read with
-  one-hot inputs through the noisy ``transfer_forward`` periphery and written into the slow array C by a
-  pulsed rank-1 update with LR transfer_lr * lr (Gokmen & Haensch 2020). Weight W = gamma A + C.
+* ``"tiki-taka"`` (``"tt"``, ``"ttv1"``) — fast array A takes the pulsed SGD update (LR fast_lr, absolute as
+  in aihwkit 1.1.0; times lr if ``scale_fast_lr``); every ``transfer_every`` mini-batches
+  ``n_reads_per_transfer`` consecutive columns of A are read with one-hot inputs through the noisy
+  ``transfer_forward`` periphery (noise and bound management off) and written into the slow array C by a pulsed
+  rank-1 update with LR transfer_lr * lr and ``transfer_update`` (BL 31, update and BL management), so one
+  transfer moves lr * A e_k on average, up to 31 pulses per device (Gokmen & Haensch 2020). W = gamma A + C.
 * ``"ttv2"`` — as TT, but the read column goes into a digital buffer H (pulse units); where |H| >= 1,
   n = trunc(H) pulses (at most ``max_transfer_pulses``) go to C and H <- momentum*H (``forget_buffer``) or
   H - (1 - momentum) n (Gokmen 2021). LR bookkeeping of training.md §2.5: lr_A = fast_lr (times lr if
-  ``scale_fast_lr``; auto-scaled to desired_bl*dw_min/(x_max d_max) EMAs if ``auto_scale``), H_k +=
+  ``scale_fast_lr``; with ``auto_scale`` times desired_bl*dw_min/(x_bar d_bar), x_bar and d_bar running
+  averages of each sample's max |x| and max |d| as aihwkit's CPU tile: per sample m <- (1 - tau) m + tau max,
+  tau = (1 - auto_momentum)/batch, so each sample gets its own LR), H_k +=
   c_k * lr_T * v with lr_T = transfer_lr * lr / (thres_scale * dw_min_A); transfers every
-  ``transfer_every`` MVMs (rows of x) unless ``units_in_mbatch``.
+  ``transfer_every`` MVMs (rows of x) unless ``units_in_mbatch``. Transfers due within a mini-batch run after
+  its update of A (aihwkit's CPU tile interleaves them with the samples).
 * ``"c-ttv2"`` (``"ttv3"``) — TTv2 with random input choppers c_j in {+-1}: A is updated with c * x, the
   read of column k enters H with c_k, and c_k flips with probability ``in_chop_prob`` after each read
   (Rasch et al. 2024). Defaults fast_lr 0.1 and ``auto_scale`` as aihwkit's build_config.
@@ -54,8 +59,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import (_SUBNODES, BoundManagement, ConfigError, IOConfig, MappingConfig, TileConfig, _Node, _num,
-                     register_subnode)
+from .config import (_SUBNODES, BoundManagement, ConfigError, IOConfig, MappingConfig, NoiseManagement, TileConfig,
+                     _Node, _num, register_subnode)
 from .kernels import pulsed as _k
 from .rng import Stream, check_seed
 
@@ -237,9 +242,20 @@ def _device_spec(dev) -> tuple[str, dict]:
     raise ConfigError(f"device must be a pulsed card name or a device_models.pulsed model, got {type(dev).__name__}")
 
 
+# The transfer read of the TT family: aihwkit's default IOParameters (7-bit DAC, 9-bit ADC, out_noise 0.06) with
+# noise and bound management off, which aihwkit's TransferRPUDeviceMetaParameter::initialize forces (v1.1.0).
+TRANSFER_READ = IOConfig(noise_management=NoiseManagement.NONE, bound_management=BoundManagement.NONE)
+
+
 def insitu(algorithm: str = "sgd", device="idealized", fast_device=None, tile: TileConfig | None = None,
            **overrides) -> InsituConfig:
-    """An ``InsituConfig`` for ``algorithm`` on ``device`` with the published defaults (training.md §2.8).
+    """An ``InsituConfig`` for ``algorithm`` on ``device`` with aihwkit's defaults (v1.1.0; training.md §2.8).
+
+    Tiki-Taka v1 (``TransferCompound``): A is updated with the absolute fast LR ``fast_lr`` = 1 (aihwkit 1.1.0's
+    ``getPulseCountLearningRate``; unreleased aihwkit main adds ``scale_fast_lr``, default on), C by the default
+    update parameters (BL 31, update and BL management) with LR lr; the read has noise and bound management off
+    (``TRANSFER_READ``; the read itself keeps the default out_noise 0.06 and converters). TTv2 / c-TTv2: as
+    ``BufferedTransferCompound`` / ``ChoppedTransferCompound`` with ``build_config``'s update BL 5.
 
     ``device``/``fast_device``: a pulsed card name (e.g. "reram-es", "soft-bounds"-family cards, "idealized")
     or a ``device_models.pulsed`` model instance. ``tile``: periphery of the forward/backward reads (default
@@ -251,7 +267,11 @@ def insitu(algorithm: str = "sgd", device="idealized", fast_device=None, tile: T
     if fast_device is not None:
         fname, fparams = _device_spec(fast_device)
         kw.update(fast_device=fname, fast_device_params=fparams)
-    if alg == "ttv2":
+    if alg in ("tiki-taka", "ttv2", "c-ttv2"):
+        kw.update(transfer_forward=TRANSFER_READ)
+    if alg == "tiki-taka":
+        kw.update(fast_lr=1.0, scale_fast_lr=False, transfer_update=UpdateConfig())
+    elif alg == "ttv2":
         kw.update(update=UpdateConfig(desired_bl=5), scale_fast_lr=False, fast_lr=1.0, units_in_mbatch=False,
                   transfer_every=1.0, max_transfer_pulses=1, in_chop_prob=0.0)
     elif alg == "c-ttv2":
@@ -507,6 +527,7 @@ class InsituTile:
             self.A = PulsedArray(config.device_model(fast=True), shape, self.seed, f"{tile_id}/A")
             self.C = PulsedArray(config.device_model(), shape, self.seed, f"{tile_id}/C")
             self.arrays = {"A": self.A, "C": self.C}
+            self._xbar = self._dbar = 0.0         # auto-scale running averages (0 = no sample seen yet)
             io = MappingConfig(max_in=0, max_out=0)
             from .tile import Tile
             self.read_tile = Tile(shape[0], shape[1], TileConfig(forward=config.transfer_forward, mapping=io),
@@ -514,7 +535,6 @@ class InsituTile:
             if self.algorithm in ("ttv2", "c-ttv2"):
                 self.H = np.zeros(shape, np.float32)
                 self.chop = np.ones(shape[1], np.float32)
-                self._xbar = self._dbar = None
         self.set_weights(tile.read_weights())
 
     # -------------------------------------------------------------- weights
@@ -586,25 +606,48 @@ class InsituTile:
         self._since -= n * every
         return n
 
-    def _fast_lr(self, x, d, lr) -> float:
+    def _base_fast_lr(self, lr) -> float:
+        """fast_lr (times lr if ``scale_fast_lr``); lr itself if fast_lr is 0 (aihwkit's getPulseCountLearningRate)."""
         cfg = self.config
-        base = cfg.fast_lr * lr if cfg.scale_fast_lr else cfg.fast_lr
-        if cfg.auto_scale:
-            xm = float(np.abs(x).max()) if x.size else 0.0
-            dm = float(np.abs(d).max()) if d.size else 0.0
-            m = cfg.auto_momentum
-            self._xbar = xm if self._xbar is None else m * self._xbar + (1 - m) * xm
-            self._dbar = dm if self._dbar is None else m * self._dbar + (1 - m) * dm
-            if self._xbar > 0 and self._dbar > 0:
-                return base * cfg.update.desired_bl * self.A.dw_min / (self._xbar * self._dbar)
-        return base
+        if cfg.fast_lr <= 0:
+            return lr
+        return cfg.fast_lr * lr if cfg.scale_fast_lr else cfg.fast_lr
+
+    def _auto_scale(self, x, d):
+        """Per-sample running averages (x_bar_b, d_bar_b) of the samples' abs-maxima, as aihwkit's CPU
+        ``ChoppedTransferRPUDevice`` (v1.1.0): for every sample in order m <- (1 - tau) m + tau max|v_b| with
+        tau = (1 - auto_momentum)/batch (the first sample sets m; samples with max 0 are skipped)."""
+        tau = (1.0 - self.config.auto_momentum) / max(x.shape[0], 1)
+        xb = np.empty(x.shape[0], np.float64)
+        db = np.empty(x.shape[0], np.float64)
+        self._xbar = _k.auto_scale_ema(np.abs(x).max(axis=1).astype(np.float64), self._xbar, tau, xb)
+        self._dbar = _k.auto_scale_ema(np.abs(d).max(axis=1).astype(np.float64), self._dbar, tau, db)
+        return xb, db
+
+    def _fast_lr(self, x, d, lr):
+        """LR of the A update: a number, or with ``auto_scale`` one per sample (base * desired_bl * dw_min_A /
+        (x_bar_b * d_bar_b), base where an average is still 0)."""
+        base = self._base_fast_lr(lr)
+        if not self.config.auto_scale:
+            return base
+        xb, db = self._auto_scale(x, d)
+        den = xb * db
+        return np.where(den > 0, base * self.config.update.desired_bl * self.A.dw_min / np.where(den > 0, den, 1.0),
+                        base)
 
     def _transfer_family(self, x, d, lr) -> None:
         cfg = self.config
         buffered = self.algorithm in ("ttv2", "c-ttv2")
-        lr_a = self._fast_lr(x, d, lr) if buffered else cfg.fast_lr * (lr if cfg.scale_fast_lr else 1.0)
+        lr_a = self._fast_lr(x, d, lr)
         xa = x * self.chop if buffered and cfg.in_chop_prob > 0 else x
-        self.A.update(xa, d, lr_a, cfg.update)
+        if np.ndim(lr_a):
+            # one LR per sample: d_b * lr_b / lr_ref with lr_ref; the pulse probabilities are the same as with lr_b
+            # under update management (they depend on lr * |d| only), in expectation otherwise
+            ref = float(lr_a.max())
+            if ref > 0:
+                self.A.update(xa, d * (lr_a / ref).astype(np.float32)[:, None], ref, cfg.update)
+        else:
+            self.A.update(xa, d, lr_a, cfg.update)
         self._since += 1 if cfg.units_in_mbatch else x.shape[0]
         n_tr = self._n_transfers()
         if n_tr == 0:

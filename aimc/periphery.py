@@ -17,6 +17,7 @@ from .rng import Stream
 _NM_CODE = {NoiseManagement.NONE: _k.NM_NONE, NoiseManagement.ABS_MAX: _k.NM_ABS_MAX,
             NoiseManagement.MAX: _k.NM_MAX, NoiseManagement.CONSTANT: _k.NM_CONSTANT}
 _EMPTY2 = np.zeros((0, 0), np.float32)
+_EMPTY1 = np.zeros(0, np.float32)
 
 
 class WeightView:
@@ -121,14 +122,25 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y)
     else:
         s_el = a_mat = _EMPTY2
     sig2 = np.full(R, np.float32(io.out_noise) ** 2, np.float32)
-    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
-        sig2 += np.float32(io.w_noise) ** 2 * v2  # iid weight noise == one normal per output, sigma ||v||
     nl = io.out_nonlinearity / (io.out_bound if io.out_bound > 0 else 1.0)
+    # weight noise comes before the output nonlinearity (aihwkit's order): drawn on its own there when both are on,
+    # else folded into the output noise (a sum of independent normals: one normal per output, same distribution)
+    w_first = nl > 0 and io.w_noise > 0
+    sw = _EMPTY1
+    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+        sw2 = np.float32(io.w_noise) ** 2 * v2    # iid weight noise == one normal per output, sigma ||v||
+        if w_first:
+            sw = np.sqrt(sw2).astype(np.float32)
+        else:
+            sig2 += sw2
+    elif w_first:
+        sw = np.ones(R, np.float32)               # pcm_read: sigma from s_el; non-empty marks "weight noise first"
     _, _, cn2 = stream.next_call()
     _, _, cu2 = stream.next_call()
+    cw = stream.next_call()[2] if w_first else 0
     clipped = np.empty(R, np.int8)
     _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
                     np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
                     io.out_step, io.out_bound, io.out_sto_round, io.bm_test_negative_bound,
-                    k0, k1, cn2, cu2, clipped, y)
+                    k0, k1, cn2, cu2, clipped, y, sw, cw)
     return clipped

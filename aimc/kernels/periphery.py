@@ -1,7 +1,7 @@
 """Fused element-wise passes of the analog MVM (physics.md §1.2): the matrix product itself goes to BLAS.
 
 ``input_stage``: x / (alpha f) -> DAC quantise -> clip -> + input noise, and sum v^2 per row, in one sweep.
-``output_stage``: IR drop -> nonlinearity -> + output/weight noise -> ADC quantise -> clip, and a clip flag
+``output_stage``: IR drop -> + weight noise -> nonlinearity -> + output noise -> ADC quantise -> clip, and a clip flag
 per row, in one sweep. Randomness is keyed by the *original* batch row, so bound-management re-reads of a
 subset of rows and any thread count give the same numbers.
 """
@@ -91,14 +91,17 @@ def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n,
 
 @njit(parallel=True, fastmath=False, cache=True)
 def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl,
-                 step, bound, sto, test_neg, k0, k1, call_n, call_u, clipped, y):
+                 step, bound, sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w):
     """From the product yin (R x M) into y[rows[r]] (B x M), for each row r, stage by stage over the row
     (each stage a simple loop over L1-resident data, so LLVM vectorises it):
 
     yin[:, :M] is W v; with IR drop, yin[:, p_off:p_off + M] is (W * position) v.
     IR drop (ir_drop > 0): a = ir_a_scale * a_mat; y -= ir_drop * a (0.5 - 0.2 a + 0.05 a^2) * (W*pos) v
+    weight noise before the nonlinearity (aihwkit's order), only if ``sw_row`` is not empty: y += sigma_w z_w with
+    sigma_w^2 = w_noise2 * s_el[r, i] (pcm_read) or sw_row[r]^2 (additive), z_w from the counter call ``call_w``
     nonlinearity (nl > 0): y <- y / (1 + |nl y|)
-    noise: sigma^2 = sig_row[r]^2 + w_noise2 * s_el[r, i] (s_el empty: sig_row alone)
+    noise: sigma^2 = sig_row[r]^2 + w_noise2 * s_el[r, i] (s_el empty or weight noise drawn above: sig_row alone);
+    without a nonlinearity the caller folds the weight noise in here (one normal per output, same distribution)
     ADC: quantise with ``step``, clip to +-bound (bound 0: no clip); clipped[r] = 1 if any output exceeded
     +bound (or -bound, if test_neg).
     """
@@ -110,7 +113,8 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     ir_a_scale = np.float32(ir_a_scale)
     nl = np.float32(nl)
     w_noise2 = np.float32(w_noise2)
-    per_el = s_el.shape[0] > 0
+    w_first = sw_row.shape[0] > 0
+    per_el = s_el.shape[0] > 0 and not w_first
     for r in prange(rows.shape[0]):
         b = rows[r]
         row = y[b]
@@ -120,6 +124,15 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
             for i in range(m):
                 a = ir_a_scale * a_mat[r, i]
                 row[i] -= ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a) * yin[r, p_off + i]
+        if w_first:
+            zw = np.empty(m, np.float32)
+            normals_row(zw, k0, k1, call_w, b)
+            if s_el.shape[0] > 0:
+                for i in range(m):
+                    row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
+            else:
+                for i in range(m):
+                    row[i] += sw_row[r] * zw[i]
         if nl > 0:
             for i in range(m):
                 row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))

@@ -629,3 +629,18 @@ def mp_transfer(chi, eps, ncount):
                 chi[i, j] = c - float32(k) * eps if c > 0 else c + float32(k) * eps
             else:
                 ncount[i, j] = 0
+
+
+@njit(cache=True)
+def auto_scale_ema(v, m, tau, out):
+    """Running average of per-sample abs-maxima ``v`` (aihwkit CPU ``ChoppedTransferRPUDevice::updateAutoScale``,
+    v1.1.0): per sample in order, m <- v_b if m <= 0, else (1 - tau) m + tau v_b unless v_b <= 0 (skipped);
+    out[b] = m after sample b. Returns the final m."""
+    for b in range(v.shape[0]):
+        val = v[b]
+        if m <= 0.0:
+            m = val
+        elif val > 0.0:
+            m = (1.0 - tau) * m + tau * val
+        out[b] = m
+    return m

@@ -1,0 +1,136 @@
+"""Sweep throughput on Dask: 2 workers vs 1 (one thread per worker in both), and the per-task overhead of a
+sweep against the same tasks in a plain loop.
+
+    python benchmarks/sweep_scaling.py [--tasks 32] [--rounds 2] [--json]
+
+Tasks: the shipped MNIST-5k MLP on the PCM card, global compensation, drifted to 1 s, 1 d, 1 y (one task =
+one chip programmed, drifted, evaluated). Each contender runs in a process of its own, after a warm-up task
+on every worker (imports, Numba cache, data), so start-up is reported apart from throughput:
+
+* ``loop``: ``aimc.sweep.run_task`` called in a plain loop (no records, no Dask), 1 thread;
+* ``serial``: ``run_sweep(serial=True)``: the same loop plus an atomic record per task and the table files;
+* ``dask-1`` / ``dask-2``: ``run_sweep`` on ``aimc.sweep.run.local_cluster`` of 1 / 2 worker processes x 1 thread.
+
+Rounds alternate the contenders; the best round of each is reported (the machine is shared). Prints the
+throughput ratio dask-2 / dask-1 and the overhead per task (contender - loop) / tasks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spec_dict(n: int) -> dict:
+    return {"data": "mnist5k", "models": ["default"], "devices": ["pcm-joshi2020"], "compensation": ["global"],
+            "times": ["1s", "1d", "1y"], "chips": n, "seed": 0, "threads": 1}
+
+
+def _task_s(out: Path) -> float:
+    """Mean time a task spent inside ``run_task`` (as its worker measured it)."""
+    w = [json.loads(p.read_text())["wall_s"] for p in (out / "tasks").glob("*.json")]
+    return sum(w) / len(w)
+
+
+def contender(name: str, n: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from aimc.sweep import SweepSpec, run_sweep
+    from aimc.sweep.run import _plan, _task_dict, run_task
+    spec = SweepSpec.from_dict(spec_dict(n))
+    tasks = spec.tasks()
+    models, _ = _plan(spec)
+    path, sha = models["default"]
+    ctx = {"model_path": path, "model_sha256": sha, "data": spec.data, "times_s": list(spec.times_s),
+           "batch_size": spec.batch_size, "threads": 1, "chip_images": False}
+    warm = SweepSpec.from_dict({**spec_dict(1), "seed": 10_000})
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        if name == "loop":
+            run_task(_task_dict(warm.tasks()[0]), ctx)
+            startup = time.perf_counter() - t0
+            t = time.perf_counter()
+            inside = [run_task(_task_dict(task), ctx)["wall_s"] for task in tasks]
+            return {"startup_s": startup, "wall_s": time.perf_counter() - t, "task_s": sum(inside) / n}
+        if name == "serial":
+            run_sweep(warm, Path(d) / "warm", serial=True)
+            startup = time.perf_counter() - t0
+            t = time.perf_counter()
+            run_sweep(spec, Path(d) / "out", serial=True)
+            return {"startup_s": startup, "wall_s": time.perf_counter() - t, "task_s": _task_s(Path(d) / "out")}
+        from distributed import Client
+
+        from aimc.sweep.run import local_cluster
+        nw = int(name.split("-")[1])
+        with local_cluster(nw) as cluster, Client(cluster, set_as_default=False) as client:
+            wt = _task_dict(warm.tasks()[0])
+            futs = [client.submit(run_task, wt, ctx, workers=[w], pure=False, key=f"warm-{i}")
+                    for i, w in enumerate(client.scheduler_info()["workers"])]
+            client.gather(futs)
+            startup = time.perf_counter() - t0
+            t = time.perf_counter()
+            run_sweep(spec, Path(d) / "out", client=client)
+            return {"startup_s": startup, "wall_s": time.perf_counter() - t, "task_s": _task_s(Path(d) / "out")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--contender", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.contender:
+        print(json.dumps(contender(a.contender, a.tasks)))
+        return 0
+    names = ["loop", "serial", "dask-1", "dask-2"]
+    best: dict = {}
+    for _ in range(a.rounds):
+        for name in names:
+            env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+            out = subprocess.run([sys.executable, __file__, "--contender", name, "--tasks", str(a.tasks)],
+                                 capture_output=True, text=True, env=env, cwd=ROOT)
+            if out.returncode != 0:
+                best.setdefault(name, {"error": out.stderr.strip().splitlines()[-1:]})
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            if "wall_s" not in best.get(name, {}) or r["wall_s"] < best[name]["wall_s"]:
+                best[name] = r
+    n = a.tasks
+    loop = best["loop"].get("wall_s")
+    res = {"tasks": n, "rounds": a.rounds, "cpus": os.cpu_count(), "loadavg_1min": os.getloadavg()[0],
+           "contenders": best}
+    for name, r in best.items():
+        if "wall_s" in r:
+            r["tasks_per_s"] = n / r["wall_s"]
+            if loop is not None and name != "loop":
+                r["overhead_ms_per_task"] = 1e3 * (r["wall_s"] - loop) / n
+    if "wall_s" in best.get("dask-1", {}) and "wall_s" in best.get("dask-2", {}):
+        res["throughput_ratio_2_vs_1"] = best["dask-1"]["wall_s"] / best["dask-2"]["wall_s"]
+    if a.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    print(f"{n} tasks (MNIST-5k MLP, PCM, 3 times), best of {a.rounds} rounds, load average {res['loadavg_1min']:.1f} "
+          f"on {res['cpus']} CPUs")
+    print("| contender | start-up + warm-up (s) | wall (s) | tasks/s | inside a task (s) | overhead vs loop (ms/task) |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        r = best.get(name, {})
+        if "error" in r:
+            print(f"| {name} | failed: {r['error']} | | | | |")
+            continue
+        ov = f"{r['overhead_ms_per_task']:.1f}" if "overhead_ms_per_task" in r else ""
+        print(f"| {name} | {r['startup_s']:.1f} | {r['wall_s']:.2f} | {r['tasks_per_s']:.2f} | {r['task_s']:.3f} | {ov} |")
+    if "throughput_ratio_2_vs_1" in res:
+        print(f"throughput 2 workers / 1 worker: {res['throughput_ratio_2_vs_1']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
