@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import re
 import sys
 import time as _time
 from dataclasses import dataclass, field
@@ -36,8 +35,7 @@ __all__ = ["DEFAULT_TIMES", "DeployResults", "deploy_config", "evaluate_over_tim
 
 DEFAULT_TIMES = ("1s", "1h", "1d", "1y", "10y")
 
-from .times import UNITS as _UNITS  # noqa: E402  (the one time parser: aimc/times.py)
-from .times import format_time, parse_time  # noqa: E402,F401
+from .times import format_time, parse_time  # noqa: E402,F401  (the one time parser: aimc/times.py)
 
 
 def parse_times(spec) -> tuple[list[float], list[str]]:
