@@ -16,6 +16,10 @@ an exclusive ``mkdir``, so no earlier result is ever overwritten, also by two ru
 * ``accuracy.png``: accuracy mean +- std against time (log axis), the digital accuracy dashed;
 * ``chip.h5``: the chip image (``aimc.chip.save_chip``) of the last chip instance at the last time.
 
+With a technology card (``--tech``, default ``hermes-pcm-14nm``; ``none`` to skip) the tiles take the card's
+core size and every evaluation is costed (``aimc.cost``): the table and ``results.json`` give the energy per
+inference and the latency at each time (energy changes as the conductances drift), mean over chips.
+
 Times are seconds or strings with a unit: ``s``, ``min``, ``h``, ``d``, ``w``, ``y`` (Julian year,
 365.25 d), e.g. ``1s,1h,1d,1y,10y``; they must increase (a chip only drifts forward).
 """
@@ -112,6 +116,10 @@ class DeployResults:
     n_test: int
     meta: dict = field(default_factory=dict)
     last_model: Any = field(default=None, repr=False, compare=False)  # the last chip at the last time
+    cost: dict | None = None  # aimc.cost per time and chip: card, energy_pJ[i][r], latency_ns[i][r], area_mm2
+
+    def _cost_mean(self, key: str) -> list[float]:
+        return [sum(v) / len(v) for v in self.cost[key]] if self.cost else []
 
     @property
     def mean(self) -> list[float]:
@@ -132,14 +140,22 @@ class DeployResults:
         return {"format": "aimc-deploy-results", "version": 1, "times_s": self.times,
                 "time_labels": self.time_labels, "accuracy": self.accuracy, "mean": self.mean, "std": self.std,
                 "digital_accuracy": self.digital_accuracy, "seeds": self.seeds, "repeats": len(self.seeds),
-                "n_test": self.n_test, "config": self.config, "meta": self.meta}
+                "n_test": self.n_test, "config": self.config, "meta": self.meta,
+                **({"cost": {**self.cost, "energy_pJ_mean": self._cost_mean("energy_pJ"),
+                             "latency_ns_mean": self._cost_mean("latency_ns")}} if self.cost else {})}
 
     def table(self) -> str:
-        """A markdown table: time | accuracy mean +- std (%)."""
-        rows = ["| time | accuracy (%) |", "|---|---|",
-                f"| digital | {100 * self.digital_accuracy:.2f} |"]
-        for lab, m, s in zip(self.time_labels, self.mean, self.std):
-            rows.append(f"| {lab} | {100 * m:.2f} ± {100 * s:.2f} |")
+        """A markdown table: time | accuracy mean +- std (%) [| energy per inference (nJ) | latency (ns)]."""
+        if not self.cost:
+            rows = ["| time | accuracy (%) |", "|---|---|", f"| digital | {100 * self.digital_accuracy:.2f} |"]
+            for lab, m, s in zip(self.time_labels, self.mean, self.std):
+                rows.append(f"| {lab} | {100 * m:.2f} ± {100 * s:.2f} |")
+            return "\n".join(rows)
+        rows = ["| time | accuracy (%) | energy / inference (nJ) | latency (ns) |", "|---|---|---|---|",
+                f"| digital | {100 * self.digital_accuracy:.2f} | | |"]
+        for lab, m, s, e, t in zip(self.time_labels, self.mean, self.std, self._cost_mean("energy_pJ"),
+                                   self._cost_mean("latency_ns")):
+            rows.append(f"| {lab} | {100 * m:.2f} ± {100 * s:.2f} | {e / 1e3:.3f} | {t:.0f} |")
         return "\n".join(rows)
 
 
@@ -190,7 +206,8 @@ def _xy(data):
 
 def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES, repeats: int = 5, *,
                        seed: int = 0, batch_size: int = 1000, progress: bool = False,
-                       convert_kwargs: dict | None = None, keep_last: bool = False) -> DeployResults:
+                       convert_kwargs: dict | None = None, keep_last: bool = False,
+                       tech=None) -> DeployResults:
     """Accuracy of ``model`` on ``data`` after programming, at each of ``times``, over ``repeats`` chips.
 
     Args:
@@ -204,6 +221,9 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
         progress: show a progress bar on stderr.
         convert_kwargs: extra arguments of ``convert_to_analog`` (``layers``, ``exclude``, ``per_layer``).
         keep_last: keep the last chip instance (at the last time) in ``results.last_model``.
+        tech: a technology card (``aimc.cost``; name, path or ``TechCard``): tiles are fitted to its core size
+            and the energy per inference and latency are reported at every time and chip (``results.cost``).
+            None: no cost, tiles as ``config`` says.
     Returns:
         :class:`DeployResults`.
     """
@@ -221,12 +241,20 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
     if cfg.inference is None:
         raise ValueError("config has no inference section (device physics): set TileConfig.inference, e.g. "
                          "aimc.deploy.deploy_config('pcm-joshi2020')")
+    card = None
+    if tech is not None:
+        from .cost import fit_config, load_card
+        card = load_card(tech) if isinstance(tech, (str, Path)) else tech
+        cfg = fit_config(cfg, card)
     x, y = _xy(data)
     x = torch.as_tensor(x, dtype=torch.float32)
     y = torch.as_tensor(y, dtype=torch.int64)
     _check_fits(model, x)
     digital = evaluate(model, x, y, batch_size)
     acc = [[0.0] * repeats for _ in secs]
+    energy = [[0.0] * repeats for _ in secs]
+    latency = [[0.0] * repeats for _ in secs]
+    area = None
     bar = _Progress(repeats * (len(secs) + 1), "deploy", progress)
     t0 = _time.perf_counter()
     last = None
@@ -238,7 +266,16 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
             bar.update()
             for i, t in enumerate(secs):
                 drift(chip, t)
-                acc[i][r] = evaluate(chip, x, y, batch_size)
+                if card is None:
+                    acc[i][r] = evaluate(chip, x, y, batch_size)
+                else:  # energy changes as conductances drift: cost every evaluation
+                    from .cost import count_digital, prepare
+                    prepare(chip, card)
+                    with count_digital(chip) as dig:
+                        acc[i][r] = evaluate(chip, x, y, batch_size)
+                    rep = dig.report(int(len(y)), card)
+                    energy[i][r], latency[i][r] = rep.energy_per_inference * 1e12, rep.latency * 1e9
+                    area = rep.area * 1e6
                 bar.update()
             last = chip
     finally:
@@ -247,7 +284,9 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
             "wall_s": round(_time.perf_counter() - t0, 3)}
     return DeployResults(times=secs, time_labels=labels, accuracy=acc, digital_accuracy=digital,
                          seeds=[seed + r for r in range(repeats)], config=cfg.to_dict(), n_test=int(len(y)),
-                         meta=meta, last_model=last if keep_last else None)
+                         meta=meta, last_model=last if keep_last else None,
+                         cost=None if card is None else {"card": card.name, "energy_pJ": energy,
+                                                         "latency_ns": latency, "area_mm2": area})
 
 
 def _check_fits(model, x) -> None:
@@ -332,6 +371,9 @@ def add_arguments(p) -> None:
                    help="drift compensation (default: global, or the --config's)")
     p.add_argument("--config", help="a TileConfig JSON file (IO, mapping, inference); --device and "
                                     "--compensation override its inference section")
+    p.add_argument("--tech", default="hermes-pcm-14nm",
+                   help="technology card for energy per inference and latency (aimc cost --cards); tiles take its "
+                        "core size; 'none': no cost (default: %(default)s)")
     p.add_argument("--out", default="aimc-results",
                    help="folder for results; each run writes a fresh run-NNN subfolder (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
@@ -384,7 +426,8 @@ def run(args) -> int:
         with compile_messages(enabled=not args.no_progress and not args.json):  # first run: say what compiles
             res = evaluate_over_time(model, data, cfg, labels, args.repeats,
                                      seed=args.seed, progress=not args.no_progress and not args.json,
-                                     keep_last=run_dir is not None)
+                                     keep_last=run_dir is not None,
+                                     tech=None if args.tech == "none" else args.tech)
     except BaseException:
         if run_dir is not None and not any(run_dir.iterdir()):
             run_dir.rmdir()
@@ -408,6 +451,10 @@ def run(args) -> int:
           f"{cfg.inference.device}, compensation {cfg.inference.compensation.value}, {len(res.seeds)} chips "
           f"({res.meta['wall_s']:.1f} s)")
     print(res.table())
+    if res.cost:
+        from .cost import ASSUMPTIONS
+        print(f"cost: card {res.cost['card']}, {res.cost['area_mm2']:.3g} mm2 of cores; energy and latency per "
+              f"inference, mean over chips (`aimc cost` gives the per-layer table); {ASSUMPTIONS[0]}")
     if files:
         print(f"results: {run_dir}/ ({', '.join(Path(f).name for f in files.values())})")
     return 0

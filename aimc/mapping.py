@@ -74,6 +74,20 @@ def to_conductances(W: np.ndarray, cfg: MappingConfig) -> tuple[np.ndarray, dict
     return G, {"scale": float(s), "w_min": 0.0}
 
 
+def line_conductance(W: np.ndarray, cfg: MappingConfig, axis: int) -> np.ndarray:
+    """Sum of the target conductances (uS, all devices) over ``axis`` of W (0: per input line, (in,); 1: per
+    output line, (out,)), as ``to_conductances(W, cfg)[0].sum((0, axis + 1))`` without building G for the
+    differential pair (G+ + G- = s |w| + 2 g_min there, as one of the two is at g_min)."""
+    W = np.ascontiguousarray(W, np.float32)
+    if cfg.kind == MappingKind.DIFFERENTIAL:
+        from .kernels.cost import abs_sums_max
+        colsum = np.empty(W.shape[1 - axis], np.float32)
+        amax = max(float(abs_sums_max(W, axis, colsum)), 1e-7)
+        s = np.float32((cfg.g_max - cfg.g_min) / amax)
+        return colsum * s + np.float32(2.0 * cfg.g_min * W.shape[axis])
+    return to_conductances(W, cfg)[0].sum(axis=(0, axis + 1), dtype=np.float64).astype(np.float32)
+
+
 def from_conductances(G: np.ndarray, params: dict, cfg: MappingConfig) -> np.ndarray:
     """Weights (out, in) read back from conductances (the inverse of ``to_conductances``)."""
     s = np.float32(params["scale"])

@@ -51,16 +51,26 @@ class WeightView:
         return self._Wpos
 
 
-def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.ndarray:
-    """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out."""
+def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=None, g=None) -> np.ndarray:
+    """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out.
+
+    ``counts`` (an ``aimc.cost.Counts``) records what the read did; ``g`` (in,) is the conductance per input
+    line in uS that its array-energy sums weight the applied inputs with (``aimc.cost.counters``). A perfect
+    read counts the conversions a physical array would need and the inputs as an abs-max-scaled DAC applies them.
+    """
     W = view.W
+    B, n = x.shape
+    m = W.shape[0]
     if io.is_perfect:
         y = np.dot(x, W.T)
         if io.out_scale != 1.0:
             y *= np.float32(io.out_scale)
+        if counts is not None:
+            amax = np.abs(x).max(axis=1) if n else np.zeros(B, np.float32)
+            inv = np.divide(1.0, amax, out=np.zeros(B, np.float32), where=amax > 0).astype(np.float32)
+            counts.mvms += B
+            counts.add_pass(x, inv, g, io.inp_step, m)
         return y
-    B, n = x.shape
-    m = W.shape[0]
     alpha = np.empty(B, np.float32)
     _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
     zero_rows = None
@@ -77,8 +87,12 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.nda
     max_f = io.max_bm_factor
     if inp_step > 0:
         max_f = min(max_f, io.max_bm_res / inp_step)
+    managed = io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE
+    if counts is not None:
+        counts.mvms += B
+        counts.dig_out += B * m if managed or io.out_scale != 1.0 else 0
     while True:
-        clipped = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y)
+        clipped = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, counts, g)
         if not iterative:
             break
         # stop rule (physics.md §1.7): after a pass with factor f, stop if f > max_bm_factor or
@@ -94,7 +108,7 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream) -> np.nda
     return y
 
 
-def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y) -> np.ndarray:
+def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g) -> np.ndarray:
     """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
 
     Returns the per-row clip flags.
@@ -111,6 +125,10 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y)
     aux = np.empty(((pcm + ir) * R, n), np.float32)
     _k.input_stage(x, rows, scale, io.inp_step, io.inp_bound, io.inp_sto_round, io.inp_noise,
                    k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1)
+    if counts is not None:
+        if io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE:
+            counts.dig_in += R * n      # x / (alpha f) before the DAC
+        counts.add_pass(v, np.ones(R, np.float32), g, io.inp_step, m)
     if ir:
         yin = np.dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
     else:

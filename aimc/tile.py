@@ -29,6 +29,7 @@ import numpy as np
 
 from . import mapping as _map
 from .config import DriftCompensation, TileConfig, as_config
+from .cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
 from .periphery import WeightView, mvm
 from .rng import Stream, check_seed
@@ -124,6 +125,8 @@ class Tile(_Reads):
         self._compensate = True
         self._fused = None        # device engine: None = fused kernels where supported, False = device_models
         self._out = None          # digital output factor of the forward: scale (omega > 0) x alpha, or None
+        self.counts = Counts()    # what the forward reads did (aimc.cost); reset with counts.reset()
+        self.counts_backward = Counts()
         self._set_normalised(np.zeros((self.out_size, self.in_size), np.float32))
 
     @property
@@ -134,6 +137,28 @@ class Tile(_Reads):
         self._w = w
         self._fwd = WeightView(w)
         self._bwd = WeightView(w.T)
+        self._gline = {}
+
+    def line_conductance(self, direction: str = "forward") -> np.ndarray:
+        """Conductance per input line of a read in uS, float32: g_j = sum of G over every cell (all devices)
+        that input line j drives — (in,) for the forward, (out,) for the transposed read.
+
+        From the conductances as last read (``program``/``drift``: programmed and drifted) or, before
+        ``program``, those the mapping would write. This is the ideal array, used for the array energy
+        (``aimc.cost.counters``); a circuit model of the wired array hooks in here by returning the
+        conductance each line's driver really sees.
+        """
+        if direction not in ("forward", "backward"):
+            raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+        g = self._gline.get(direction)
+        if g is None:
+            axis = 0 if direction == "forward" else 1
+            if self._G is not None:
+                g = self._G.sum(axis=(0, axis + 1), dtype=np.float64).astype(np.float32)
+            else:
+                g = _map.line_conductance(self._w, self.config.mapping, axis)
+            self._gline[direction] = g
+        return g
 
     def _refresh_out(self) -> None:
         f = self._scale if self.config.mapping.weight_scaling_omega > 0 else None
@@ -299,15 +324,18 @@ class Tile(_Reads):
 
     # ------------------------------------------------------------------ reads
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        y = mvm(self._fwd, x, self.config.forward, self.stream)
+        y = mvm(self._fwd, x, self.config.forward, self.stream, self.counts, self.line_conductance("forward"))
         if self._out is not None:
             y *= self._out
+            self.counts.dig_comp += y.size
         return y
 
     def _backward(self, d: np.ndarray) -> np.ndarray:
         if self.config.mapping.weight_scaling_omega > 0:
             d = d * self._scale
-        return mvm(self._bwd, d, self.config.backward, self.stream)
+            self.counts_backward.dig_comp += d.size
+        return mvm(self._bwd, d, self.config.backward, self.stream, self.counts_backward,
+                   self.line_conductance("backward"))
 
     def read_weights(self) -> np.ndarray:
         """The weights the tile currently computes with (digital scales applied), float32 (out, in)."""
@@ -335,6 +363,26 @@ class TileArray(_Reads):
         self._ci = np.concatenate([[0], np.cumsum(self.in_splits)])
         self.tiles = [[Tile(o, i, self.config, self.seed, f"{name}/tile({r},{c})")
                        for c, i in enumerate(self.in_splits)] for r, o in enumerate(self.out_splits)]
+        self._partial = Counts()          # digital additions of partial sums across input splits
+        self._partial_backward = Counts()
+
+    def counts(self, direction: str = "forward") -> Counts:
+        """The counts of all tiles of the array summed, with the digital partial-sum additions (``aimc.cost``)."""
+        if direction not in ("forward", "backward"):
+            raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+        fwd = direction == "forward"
+        total = Counts() + (self._partial if fwd else self._partial_backward)
+        for t in self.all_tiles():
+            total += t.counts if fwd else t.counts_backward
+        return total
+
+    def reset_counts(self) -> None:
+        """Zero the counts of every tile and of the partial sums."""
+        self._partial.reset()
+        self._partial_backward.reset()
+        for t in self.all_tiles():
+            t.counts.reset()
+            t.counts_backward.reset()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -411,6 +459,7 @@ class TileArray(_Reads):
         y = np.zeros((x.shape[0], self.out_size), np.float32)
         for rs, cs, tile in self._blocks():
             y[:, rs] += tile._forward(np.ascontiguousarray(x[:, cs]))
+        self._partial.dig_partial += x.shape[0] * self.out_size * (len(self.in_splits) - 1)
         return y
 
     def _backward(self, d: np.ndarray) -> np.ndarray:
@@ -419,4 +468,5 @@ class TileArray(_Reads):
         x = np.zeros((d.shape[0], self.in_size), np.float32)
         for rs, cs, tile in self._blocks():
             x[:, cs] += tile._backward(np.ascontiguousarray(d[:, rs]))
+        self._partial_backward.dig_partial += d.shape[0] * self.in_size * (len(self.out_splits) - 1)
         return x

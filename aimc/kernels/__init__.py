@@ -2,7 +2,8 @@
 
 ``rng`` counter-based random numbers; ``periphery`` fused DAC/ADC/noise passes of the analog MVM;
 ``drift`` fused programming/drift/read noise of power-law devices; ``pulsed`` pulse-train updates;
-``nodal`` nodal analysis of resistive networks with diodes (float64).
+``nodal`` nodal analysis of resistive networks with diodes (float64); ``cost`` the input sums of the
+cost counters (``aimc.cost``).
 Kernels trust their inputs: validation happens at the public entry points.
 
 Compile time: per-element helpers (philox, box_muller, _log, ...) are inlined at Numba IR level

@@ -1,0 +1,102 @@
+"""Accuracy vs energy per inference of the default model as the DAC (input) and ADC bits vary (issue 10).
+
+Setup: the shipped default MLP (784-256-128-10, mnist5k), the mnist5k test split (1,000 images), the
+``aimc deploy`` config (PCM card ``pcm-joshi2020``, global drift compensation, abs-max noise management, ADC
+bound 10, out_noise 0.04) with ``inp_bits`` x ``out_bits`` in {4, 5, 6, 7, 8}^2, tiles of the technology
+card's core size; ``--chips`` chips per point (seeds 0..N-1), evaluated at t = 1 day; energy per inference
+and accuracy are means over the chips, costed with the card (default ``hermes-pcm-14nm``: PWM inputs, so
+fewer input bits also shorten the pulses; Walden ADC, so every ADC bit doubles the conversion energy).
+Bits per cell are not varied: aimc does not simulate weight bit slicing.
+
+Prints a markdown table (the Pareto-optimal points marked) and writes a plot (``--plot``) and JSON
+(``--json``), never overwriting. Run: ``python benchmarks/cost_pareto.py --plot docs/cost_pareto.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+try:
+    import aimc  # noqa: F401
+except ImportError:  # running from a source checkout without installation
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aimc import datasets, zoo  # noqa: E402
+from aimc.bench import set_threads  # noqa: E402
+from aimc.deploy import deploy_config, evaluate_over_time  # noqa: E402
+
+
+def pareto(points):
+    """Indices of the points no other point beats in both energy (lower) and accuracy (higher)."""
+    out = []
+    for i, (e, a) in enumerate(points):
+        if not any((e2 <= e and a2 >= a) and (e2 < e or a2 > a) for e2, a2 in points):
+            out.append(i)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chips", type=int, default=3)
+    ap.add_argument("--tech", default="hermes-pcm-14nm")
+    ap.add_argument("--bits", default="4,5,6,7,8")
+    ap.add_argument("--plot", help="write the Pareto plot (PNG) here (never overwriting)")
+    ap.add_argument("--json", help="write the results as JSON (never overwriting)")
+    args = ap.parse_args(argv)
+    for p in (args.plot, args.json):
+        if p and Path(p).exists():
+            raise SystemExit(f"{p} exists; not overwriting")
+    set_threads(2)
+    bits = [int(b) for b in args.bits.split(",")]
+    model, _ = zoo.load_default()
+    data = datasets.load("mnist5k")
+    base = deploy_config()
+    rows = []
+    t0 = time.perf_counter()
+    for bi in bits:
+        for bo in bits:
+            cfg = base.replace(forward=base.forward.replace(inp_bits=bi, out_bits=bo))
+            res = evaluate_over_time(model, data, cfg, times=("1d",), repeats=args.chips, tech=args.tech)
+            e = res.cost["energy_pJ"][0]
+            rows.append({"inp_bits": bi, "out_bits": bo, "accuracy": res.mean[0], "accuracy_std": res.std[0],
+                         "energy_nJ": sum(e) / len(e) / 1e3,
+                         "latency_ns": sum(res.cost["latency_ns"][0]) / args.chips})
+    front = set(pareto([(r["energy_nJ"], r["accuracy"]) for r in rows]))
+    print(f"default MLP, mnist5k test, t = 1 d, {args.chips} chips, card {args.tech} "
+          f"({time.perf_counter() - t0:.0f} s; machine shared with other jobs)")
+    print("| DAC bits | ADC bits | accuracy (%) | energy / inference (nJ) | latency (ns) | Pareto |")
+    print("|---|---|---|---|---|---|")
+    for i, r in enumerate(rows):
+        r["pareto"] = i in front
+        print(f"| {r['inp_bits']} | {r['out_bits']} | {100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f} | "
+              f"{r['energy_nJ']:.3f} | {r['latency_ns']:.0f} | {'*' if i in front else ''} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"tech": args.tech, "chips": args.chips, "rows": rows}, indent=2))
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        sc = ax.scatter([r["energy_nJ"] for r in rows], [100 * r["accuracy"] for r in rows],
+                        c=[r["out_bits"] for r in rows], s=[12 * r["inp_bits"] for r in rows], cmap="viridis")
+        fr = sorted((rows[i] for i in front), key=lambda r: r["energy_nJ"])
+        ax.plot([r["energy_nJ"] for r in fr], [100 * r["accuracy"] for r in fr], "k--", lw=1, label="Pareto front")
+        for r in fr:
+            ax.annotate(f"{r['inp_bits']}/{r['out_bits']}", (r["energy_nJ"], 100 * r["accuracy"]), fontsize=7,
+                        xytext=(3, -9), textcoords="offset points")
+        fig.colorbar(sc, ax=ax, label="ADC bits (marker size: DAC bits)")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"energy per inference (nJ), card {args.tech}")
+        ax.set_ylabel("test accuracy at 1 day (%)")
+        ax.set_title("default MLP on PCM: accuracy vs energy (labels: DAC/ADC bits)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Cost counters of the tile (issue 10): exact event counts and array-energy sums on closed forms."""
+import numpy as np
+import pytest
+
+from aimc import IOConfig, MappingConfig, Tile, TileArray, TileConfig
+from aimc.config import BoundManagement as BM
+from aimc.config import InferenceConfig
+from aimc.config import NoiseManagement as NM
+from aimc.cost import Counts
+from aimc.kernels.cost import input_sums
+
+QUIET = dict(out_noise=0.0, inp_bits=0, out_bits=0, out_bound=0.0, noise_management=NM.NONE,
+             bound_management=BM.NONE, inp_bound=1e6)
+
+
+def cfg(mapping=None, **kw):
+    io = IOConfig(**{**QUIET, **kw})
+    return TileConfig(forward=io, backward=io, mapping=mapping or MappingConfig(max_in=0, max_out=0))
+
+
+def popcount(k):
+    return np.array([bin(int(v)).count("1") for v in np.ravel(k)]).reshape(np.shape(k))
+
+
+def test_kernel_matches_numpy(rng):
+    v = rng.uniform(-1, 1, (7, 33)).astype(np.float32)
+    v[:, ::5] = 0
+    inv = rng.uniform(0.5, 2, 7).astype(np.float32)
+    g = rng.uniform(0, 50, 33).astype(np.float32)
+    step = 1 / 63
+    out = np.empty((7, 5))
+    input_sums(v, inv, g, step, out)
+    u = np.abs(v.astype(np.float64) * inv[:, None])
+    np.testing.assert_allclose(out[:, 0], (u ** 2) @ g, rtol=1e-6)
+    np.testing.assert_allclose(out[:, 1], u @ g, rtol=1e-6)
+    np.testing.assert_allclose(out[:, 2], popcount(np.rint(u / step).astype(int)) @ g, rtol=1e-6)
+    np.testing.assert_array_equal(out[:, 3], (u != 0).sum(1))
+    np.testing.assert_array_equal(out[:, 4], popcount(np.rint(u / step).astype(int)).sum(1))
+    fine = 2.0 ** -20  # codes up to 2^21: the SWAR popcount over all bytes
+    codes = rng.integers(0, 2 ** 21, (7, 33))
+    input_sums(np.asarray(codes * fine, np.float32), np.ones(7, np.float32), g, fine, out)
+    np.testing.assert_array_equal(out[:, 4], popcount(codes).sum(1))
+
+
+def test_one_hot_reads_single_line_conductance():
+    """A one-hot input e_j reads exactly line j: e_amp = sum_i (G+_ij + G-_ij) of known conductances."""
+    W = np.array([[1.0, -0.5, 0.0], [0.25, 1.0, -1.0]], np.float32)  # amax 1 -> 25 uS full scale
+    mp = MappingConfig(g_min=2.0, max_in=0, max_out=0)
+    t = Tile(2, 3, cfg(mp), seed=0)
+    t.program(W)  # no inference config: ideal conductances
+    g_expect = 23.0 * np.abs(W).sum(0) + 2 * 2 * 2.0  # s = (25-2)/1; G+ + G- = s|w| + 2 g_min; 2 rows
+    np.testing.assert_allclose(t.line_conductance(), g_expect, rtol=1e-6)
+    t.forward(np.eye(3, dtype=np.float32))
+    c = t.counts
+    assert (c.mvms, c.passes, c.rereads, c.dac, c.adc, c.pulses) == (3, 3, 0, 9, 6, 3)
+    assert (c.dig_in, c.dig_out, c.dig_comp) == (0, 0, 0)  # no NM/BM, no scales: nothing digital
+    np.testing.assert_allclose(c.e_amp, g_expect.sum(), rtol=1e-6)
+    np.testing.assert_allclose(c.e_pwm, g_expect.sum(), rtol=1e-6)
+
+
+def test_amplitude_pwm_and_bit_serial_sums_on_dac_grid():
+    """7-bit DAC (step 1/63): v = k/63 gives sum v^2 g, sum |v| g and sum popcount(k) g exactly."""
+    n = 6
+    W = np.ones((4, n), np.float32)
+    t = Tile(4, n, cfg(inp_bits=7, inp_bound=1.0), seed=0)
+    t.set_weights(W)  # unprogrammed: the conductances the mapping would write, 4 x 25 uS per line
+    t.counts.bit_planes = True  # the popcount sums are on only when asked for (bit-serial cards)
+    k = np.array([[0, 1, 5, 63, 32, 17]])
+    t.forward((k / 63).astype(np.float32))
+    g = 4 * 25.0
+    c = t.counts
+    np.testing.assert_allclose(c.e_amp, g * ((k / 63) ** 2).sum(), rtol=1e-5)
+    np.testing.assert_allclose(c.e_pwm, g * (k / 63).sum(), rtol=1e-5)
+    assert c.e_bits == pytest.approx(g * popcount(k).sum())
+    assert c.pulses == 5 and c.dac == n and c.adc == 4
+    assert c.bit_pulses == popcount(k).sum() and c.bit_passes == c.passes == 1
+    c.reset()
+    c.bit_planes = False
+    t.forward((k / 63).astype(np.float32))
+    assert c.e_bits == 0 and c.bit_passes == 0 and c.e_pwm > 0 and c.bit_planes is False
+
+
+def test_bound_management_rereads_counted():
+    """W = 1, x = 1 over 8 inputs, ADC bound 3: outputs 8 -> 4 -> 2, i.e. 3 passes per vector."""
+    n, m, B = 8, 2, 5
+    t = Tile(m, n, cfg(noise_management=NM.ABS_MAX, bound_management=BM.ITERATIVE, out_bound=3.0,
+                       inp_bound=1.0), seed=0)
+    t.set_weights(np.ones((m, n), np.float32))
+    y = t.forward(np.ones((B, n), np.float32))
+    np.testing.assert_allclose(y, 8.0)
+    c = t.counts
+    assert (c.mvms, c.passes, c.rereads) == (B, 3 * B, 2 * B)
+    assert (c.dac, c.adc, c.dig_in, c.dig_out) == (3 * B * n, 3 * B * m, 3 * B * n, B * m)
+    np.testing.assert_allclose(c.e_amp, B * n * m * 25.0 * (1 + 1 / 4 + 1 / 16), rtol=1e-6)
+
+
+def test_energy_follows_drifted_conductances(rng):
+    """A programmed PCM tile: the array sum uses the conductances as read at each time (they drift down)."""
+    W = rng.uniform(-1, 1, (16, 24)).astype(np.float32)
+    t = Tile(16, 24, TileConfig(forward=IOConfig(**QUIET), inference=InferenceConfig()), seed=3)
+    t.program(W)
+    x = rng.uniform(-1, 1, (10, 24)).astype(np.float32)
+    sums = []
+    for time in (1.0, 3.15e7):
+        t.drift(time)
+        t.counts.reset()
+        t.forward(x)
+        g = t.conductances().sum(axis=(0, 1), dtype=np.float64)
+        np.testing.assert_allclose(t.counts.e_amp, ((x.astype(np.float64) ** 2) @ g).sum(), rtol=1e-5)
+        sums.append(t.counts.e_amp)
+    assert sums[1] < 0.9 * sums[0]  # PCM drift (nu ~ 0.05) over 7.5 decades lowers G
+
+
+def test_tile_array_partial_sums_and_totals(rng):
+    W = rng.standard_normal((10, 25)).astype(np.float32)
+    ta = TileArray(10, 25, cfg(MappingConfig(max_in=10, max_out=6)), seed=1)  # 2 x 3 tiles
+    ta.set_weights(W)
+    ta.forward(rng.standard_normal((4, 25)).astype(np.float32))
+    c = ta.counts()
+    assert ta.grid == (2, 3)
+    assert c.mvms == 4 * 6 and c.dac == 4 * 25 * 2 and c.adc == 4 * 10 * 3
+    assert c.dig_partial == 4 * 10 * 2
+    ta.reset_counts()
+    assert ta.counts() == Counts()
+
+
+def test_perfect_read_counts_conversions_with_abs_max_inputs(rng):
+    W = rng.standard_normal((3, 5)).astype(np.float32)
+    t = Tile(3, 5, TileConfig(forward=IOConfig(is_perfect=True)), seed=0)
+    t.set_weights(W)
+    x = rng.standard_normal((2, 5)).astype(np.float32)
+    t.forward(x)
+    u = np.abs(x) / np.abs(x).max(1, keepdims=True)
+    c = t.counts
+    assert (c.mvms, c.passes, c.dac, c.adc) == (2, 2, 10, 6)
+    np.testing.assert_allclose(c.e_amp, ((u ** 2) @ t.line_conductance()).sum(), rtol=1e-5)
+
+
+def test_backward_counted_separately(rng):
+    t = Tile(3, 5, cfg(), seed=0)
+    t.set_weights(rng.standard_normal((3, 5)).astype(np.float32))
+    t.backward(np.eye(3, dtype=np.float32))
+    assert t.counts == Counts()
+    assert t.counts_backward.mvms == 3 and t.counts_backward.dac == 9 and t.counts_backward.adc == 15
+    np.testing.assert_allclose(t.counts_backward.e_amp, t.line_conductance("backward").sum(), rtol=1e-6)
+
+
+def test_counts_identical_on_1_and_2_threads(rng):
+    import numba
+    W = rng.standard_normal((64, 300)).astype(np.float32)
+    x = rng.uniform(-1, 1, (400, 300)).astype(np.float32)  # large enough for the parallel sweep
+    out = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        t = Tile(64, 300, seed=0)
+        t.set_weights(W)
+        t.counts.bit_planes = True
+        t.forward(x)
+        out.append(t.counts)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("mp", [MappingConfig(g_min=1.0), MappingConfig(kind="n_pairs", significance=(1.0, 3.0)),
+                                MappingConfig(kind="single_offset")])
+def test_line_conductance_equals_summed_mapping(rng, mp):
+    """The per-line conductance of an unprogrammed tile (one-pass kernel for the differential pair) equals the
+    summed conductances the mapping writes."""
+    from aimc import mapping
+    W = rng.standard_normal((37, 53)).astype(np.float32)
+    G = mapping.to_conductances(W, mp)[0].astype(np.float64)
+    for axis in (0, 1):
+        np.testing.assert_allclose(mapping.line_conductance(W, mp, axis), G.sum(axis=(0, axis + 1)), rtol=1e-5)
