@@ -6,11 +6,11 @@
 cost counters (``aimc.cost``).
 Kernels trust their inputs: validation happens at the public entry points.
 
-Compile time: per-element helpers (philox, box_muller, _log, ...) are inlined at Numba IR level
-(``inline="always"``) so the loops that call them vectorise. In the drift kernels the per-row helpers
-(``normals_row_call``, ``_verify_row``) are ordinary calls, compiled once and shared: programming and
-drift then compile several times faster at equal run time (benchmarks/cold_start.py). The periphery
-kernels keep their row helpers inlined: as calls, the forward measured ~1.3x slower.
+First run: kernels compile on first use (``cache=True`` keeps them on disk afterwards);
+``compile_messages`` says which one is compiling while it happens. Compile time is dominated by the
+IR-inlined per-element helpers (philox, box_muller, _log), which the loops need inlined to vectorise:
+making the per-row helpers ordinary calls compiled faster in one measurement but made the forward ~1.3x
+slower, and in a paired measurement gave no gain for the drift kernels, so the kernels are unchanged.
 """
 from __future__ import annotations
 

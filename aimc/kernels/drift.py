@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uint32, uint64
 
-from .rng import _bits_f32, _log, box_muller, normals_row_call, philox
+from .rng import _bits_f32, _log, box_muller, normals_row, philox
 
 
 FAM_ARRAYS, FAM_PCM, FAM_STATE_INDEPENDENT = -1, 0, 1
@@ -115,7 +115,7 @@ def _normal_at(k0, k1, call, row, j):
     return z0 if (q & 1) == 0 else z1
 
 
-@njit(cache=True)  # a call per row: not IR-inlined (compile time)
+@njit(inline="always", cache=True)
 def _verify_row(g_t, sig, g_prog, r, tol, max_iter, k0, k1, call):
     """Program-and-verify of row r: while |g - g_t| > tol, up to max_iter fresh shots (calls call + 2 + k),
     each device keeping its best attempt."""
@@ -151,8 +151,8 @@ def powerlaw_program(g_t, sig, mu, sd, tol, max_iter, k0, k1, call, g_prog, nu):
     for r in prange(rows):
         buf = np.empty(n, np.float32)
         buf2 = np.empty(n, np.float32)
-        normals_row_call(buf, k0, k1, call, r)
-        normals_row_call(buf2, k0, k1, call + uint64(1), r)
+        normals_row(buf, k0, k1, call, r)
+        normals_row(buf2, k0, k1, call + uint64(1), r)
         for j in range(n):
             g = g_t[r, j] + sig[r, j] * buf[j]
             g_prog[r, j] = g if g > zero else zero
@@ -172,8 +172,8 @@ def powerlaw_program_inline(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu
     for r in prange(rows):
         buf = np.empty(n, np.float32)
         buf2 = np.empty(n, np.float32)
-        normals_row_call(buf, k0, k1, call, r)
-        normals_row_call(buf2, k0, k1, call + uint64(1), r)
+        normals_row(buf, k0, k1, call, r)
+        normals_row(buf2, k0, k1, call + uint64(1), r)
         for j in range(n):
             sg, m32, d32 = _stats(fam, p, g_t[r, j])
             g = g_t[r, j] + sg * buf[j]
@@ -199,7 +199,7 @@ def powerlaw_read(g_prog, nu, rel, log_ratio, factor, k0, k1, call, out):
     zero = np.float32(0.0)
     for r in prange(rows):
         buf = np.empty(n, np.float32)
-        normals_row_call(buf, k0, k1, call, r)
+        normals_row(buf, k0, k1, call, r)
         for j in range(n):
             gd = g_prog[r, j] * _exp(-nu[r, j] * L)
             g = gd + abs(gd) * rel[r, j] * F * buf[j]

@@ -133,13 +133,6 @@ def normals_row(buf, k0, k1, call, row):
             buf[4 * nfull + 2] = z2
 
 
-@njit(fastmath=True, cache=True)
-def normals_row_call(buf, k0, k1, call, row):
-    """``normals_row`` as an ordinary call, compiled once and shared: for kernels that fill a row per call and
-    where compile time matters more than an IR-inlined call (the drift kernels; aimc/kernels/__init__.py)."""
-    normals_row(buf, k0, k1, call, row)
-
-
 @njit(inline="always", cache=True)
 def uniforms_row(buf, k0, k1, call, row):
     """Fill ``buf`` with uniforms in (0, 1) for (key, call, row); element j uses counter block j // 4."""
