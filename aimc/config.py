@@ -56,6 +56,32 @@ class DriftCompensation(str, enum.Enum):
     GLOBAL_EXACT = "global_exact"  # global, with ref from the ideal (target) weights instead of a noisy read
 
 
+class InputCalibration(str, enum.Enum):
+    """How a calibrated tile scales its inputs (``CalibrationConfig.inp``; aimc/calibration.py)."""
+
+    NONE = "none"              # keep forward.noise_management (e.g. abs-max: a digital max per input vector)
+    MAX = "max"                # static DAC range r = max |x| over the calibration set
+    PERCENTILE = "percentile"  # static DAC range r = the inp_percentile-th percentile of |x|
+    LEARNED = "learned"        # the learned input ranges of an HWA-trained model (the layer scales the inputs)
+
+
+class OutputCalibration(str, enum.Enum):
+    """How a calibrated tile chooses its ADC range (``CalibrationConfig.out``)."""
+
+    NONE = "none"              # keep forward.out_bound
+    MAX = "max"                # b = max |y| of the analog outputs on the calibration set at t = 0
+    PERCENTILE = "percentile"  # b = the out_percentile-th percentile of |y|
+    MSE = "mse"                # b minimising the mean squared quantisation + clipping error of the ADC
+
+
+class CalibrationGranularity(str, enum.Enum):
+    """Which outputs share one calibrated ADC range."""
+
+    LAYER = "layer"    # one range for every ADC of the layer (all its tiles)
+    TILE = "tile"      # one range per tile
+    COLUMN = "column"  # one range per output column of each tile (per ADC)
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the allowed values."""
 
@@ -339,6 +365,8 @@ class MappingConfig(_Node):
         _num(o, "g_min", self.g_min, 0, 1e6)
         if self.g_min >= self.g_max:
             raise ConfigError(f"{o}.g_min = {self.g_min} must be below g_max = {self.g_max}")
+        if not isinstance(self.significance, (list, tuple)):
+            raise ConfigError(f"{o}.significance must be a list of factors, got {self.significance!r}")
         sig = tuple(self.significance)
         object.__setattr__(self, "significance", sig)
         if not sig:
@@ -409,6 +437,36 @@ class InferenceConfig(_Node):
 
 
 @dataclass(frozen=True)
+class CalibrationConfig(_Node):
+    """Post-training calibration of a programmed chip's converter ranges (aimc/calibration.py).
+
+    On the programmed chip at t = 0, a calibration set drawn from the *training* split is sent through the
+    model once; each tile sets a static DAC range from its inputs (``inp``) and its ADC ranges from the
+    distribution of its analog outputs before the ADC (``out``, per ``out_granularity``). The ranges are tile
+    state (saved in chip images) and hold for every later time. ``samples``: size of the calibration set the
+    deployment draws; ``max_rows``: tile input rows used at most (evenly spaced) for the ADC choice.
+    """
+
+    inp: InputCalibration = InputCalibration.PERCENTILE
+    inp_percentile: float = 99.99
+    out: OutputCalibration = OutputCalibration.MSE
+    out_percentile: float = 99.99
+    out_granularity: CalibrationGranularity = CalibrationGranularity.COLUMN
+    samples: int = 1000
+    max_rows: int = 4096
+
+    def __post_init__(self):
+        o = "CalibrationConfig"
+        _enum(o, self, "inp", InputCalibration)
+        _enum(o, self, "out", OutputCalibration)
+        _enum(o, self, "out_granularity", CalibrationGranularity)
+        _num(o, "inp_percentile", self.inp_percentile, 0, 100, lo_open=True)
+        _num(o, "out_percentile", self.out_percentile, 0, 100, lo_open=True)
+        _num(o, "samples", self.samples, 1, 2**31, integer=True)
+        _num(o, "max_rows", self.max_rows, 1, 2**31, integer=True)
+
+
+@dataclass(frozen=True)
 class TileConfig(_Node):
     """The root of the config tree for one layer's tiles.
 
@@ -422,6 +480,7 @@ class TileConfig(_Node):
     mapping: MappingConfig = field(default_factory=MappingConfig)
     backward_ideal: bool = True
     inference: InferenceConfig | None = None  # device physics for program/drift; None = ideal conductances
+    calibration: CalibrationConfig | None = None  # converter-range calibration method; None = uncalibrated
 
     def __post_init__(self):
         for name, cls in (("forward", IOConfig), ("backward", IOConfig), ("mapping", MappingConfig)):
@@ -432,6 +491,9 @@ class TileConfig(_Node):
         if self.inference is not None and not isinstance(self.inference, InferenceConfig):
             raise ConfigError(f"TileConfig.inference must be an InferenceConfig or None, "
                               f"got {type(self.inference).__name__}")
+        if self.calibration is not None and not isinstance(self.calibration, CalibrationConfig):
+            raise ConfigError(f"TileConfig.calibration must be a CalibrationConfig or None, "
+                              f"got {type(self.calibration).__name__}")
 
     def save(self, path) -> None:
         """Write the config as JSON (atomic)."""
@@ -462,6 +524,14 @@ def register_subnode(parent: type, name: str, cls: type) -> None:
 
 
 register_subnode(TileConfig, "inference", InferenceConfig)
+register_subnode(TileConfig, "calibration", CalibrationConfig)
+
+
+def chip_identity(d: dict) -> dict:
+    """A config dict (``to_dict``/``normalised_dict``) less the calibration *method*: what must match for a
+    saved chip state to fit a model (the calibrated ranges are tile state; an image written before
+    calibration existed, or with another method, still fits)."""
+    return {k: v for k, v in d.items() if k != "calibration"} if isinstance(d, dict) else d
 
 
 # ----------------------------------------------------------------------------------------------- presets

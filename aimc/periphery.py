@@ -51,12 +51,34 @@ class WeightView:
         return self._Wpos
 
 
-def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=None, g=None) -> np.ndarray:
+def adc_arrays(io: IOConfig, bounds=None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, bounds) float32 arrays of the ADC: the config's (length 1) or calibrated ``bounds`` (a scalar
+    for the whole tile or one per output column), each with step 2 b / (2^out_bits - 2); bound 0 = no ADC."""
+    if bounds is None:
+        return np.array([io.out_step], np.float32), np.array([io.out_bound], np.float32)
+    b = np.ascontiguousarray(np.atleast_1d(bounds), np.float32)
+    steps = b * np.float32(2.0 / (2**io.out_bits - 2)) if io.out_bits > 0 else np.zeros_like(b)
+    return np.ascontiguousarray(steps, np.float32), b
+
+
+NO_ADC = (np.zeros(1, np.float32), np.zeros(1, np.float32))
+
+
+def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=None, g=None, *,
+        inp_range: float | None = None, adc: tuple[np.ndarray, np.ndarray] | None = None,
+        clip_counts: np.ndarray | None = None, raw: bool = False) -> np.ndarray:
     """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out.
 
     ``counts`` (an ``aimc.cost.Counts``) records what the read did; ``g`` (in,) is the conductance per input
     line in uS that its array-energy sums weight the applied inputs with (``aimc.cost.counters``). A perfect
     read counts the conversions a physical array would need and the inputs as an abs-max-scaled DAC applies them.
+
+    Calibrated state of the tile (``aimc.calibration``) overrides two stages: ``inp_range`` r (a static DAC
+    range: x is clipped at +-r, i.e. a constant noise-management scale r / inp_bound in place of the
+    config's), ``adc`` (steps, bounds) from :func:`adc_arrays` (per-column or per-tile ADC ranges;
+    ``NO_ADC`` reads the analog outputs before the ADC). ``clip_counts`` (int64 (2,)) accumulates
+    [outputs beyond the ADC range, ADC conversions]. ``raw``: return the outputs in ADC units, before the
+    digital rescale by the noise-management and bound-management factors and ``out_scale``.
     """
     W = view.W
     B, n = x.shape
@@ -72,13 +94,17 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=No
             counts.add_pass(x, inv, g, io.inp_step, m)
         return y
     alpha = np.empty(B, np.float32)
-    _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
     zero_rows = None
-    if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
-        zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
-        if zero.any():
-            zero_rows = zero
-            alpha[zero] = 1.0
+    if inp_range is not None:
+        alpha.fill(np.float32(inp_range / io.inp_bound))
+    else:
+        _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
+        if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
+            zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
+            if zero.any():
+                zero_rows = zero
+                alpha[zero] = 1.0
+    steps, bounds = adc if adc is not None else adc_arrays(io)
     f = np.ones(B, np.float32)
     y = np.empty((B, m), np.float32)
     rows = np.arange(B, dtype=np.int64)
@@ -92,7 +118,10 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=No
         counts.mvms += B
         counts.dig_out += B * m if managed or io.out_scale != 1.0 else 0
     while True:
-        clipped = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, counts, g)
+        clipped, nclip = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, counts, g, steps, bounds)
+        if clip_counts is not None:
+            clip_counts[0] += int(nclip.sum())
+            clip_counts[1] += rows.shape[0] * m
         if not iterative:
             break
         # stop rule (physics.md §1.7): after a pass with factor f, stop if f > max_bm_factor or
@@ -102,16 +131,18 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=No
             break
         rows = rows[redo]
         f[rows] *= 2.0
+    if raw:
+        return y
     y *= (alpha * f * np.float32(io.out_scale))[:, None]
     if zero_rows is not None:
         y[zero_rows] = 0.0
     return y
 
 
-def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g) -> np.ndarray:
+def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g, steps, bounds):
     """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
 
-    Returns the per-row clip flags.
+    Returns the per-row clip flags and counts of clipped outputs.
     """
     R, n = rows.shape[0], x.shape[1]
     W = view.W
@@ -157,8 +188,9 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     _, _, cu2 = stream.next_call()
     cw = stream.next_call()[2] if w_first else 0
     clipped = np.empty(R, np.int8)
+    nclip = np.empty(R, np.int32)
     _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
                     np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
-                    io.out_step, io.out_bound, io.out_sto_round, io.bm_test_negative_bound,
-                    k0, k1, cn2, cu2, clipped, y, sw, cw)
-    return clipped
+                    steps, bounds, io.out_sto_round, io.bm_test_negative_bound,
+                    k0, k1, cn2, cu2, clipped, y, sw, cw, nclip)
+    return clipped, nclip

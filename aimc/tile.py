@@ -22,16 +22,22 @@ Lifecycle of a programmed tile (``config.inference``; physics.md §3, §4; ``aim
   switches it off in training mode; ``backward`` never applies it; ``set_weights`` clears it.
 
 Without ``config.inference`` (None) ``program`` writes ideal conductances and ``drift`` only moves the clock.
+
+Calibration (``calibrate(x)``, ``config.calibration``; ``aimc.calibration``): on the programmed tile, a static
+DAC range and ADC ranges are chosen from calibration inputs and kept as tile state for every later time
+(saved in chip images); ``program`` and ``set_weights`` drop them (a new chip needs a new calibration). The
+tile counts its ADC conversions and the outputs beyond the ADC range (``clip_counts``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import mapping as _map
-from .config import DriftCompensation, TileConfig, as_config
+from . import calibration as _cal
+from .config import CalibrationConfig, CalibrationGranularity, DriftCompensation, TileConfig, as_config
 from .cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
-from .periphery import WeightView, mvm
+from .periphery import NO_ADC, WeightView, adc_arrays, mvm
 from .rng import Stream, check_seed
 
 
@@ -125,6 +131,12 @@ class Tile(_Reads):
         self._compensate = True
         self._fused = None        # device engine: None = fused kernels where supported, False = device_models
         self._out = None          # digital output factor of the forward: scale (omega > 0) x alpha, or None
+        self._cal_inp = None      # calibrated static DAC range (float) or None (config's noise management)
+        self._cal_adc = None      # calibrated ADC ranges, float32 (1,) or (out,), or None (config's out_bound)
+        self._adc = None          # (steps, bounds) handed to mvm for _cal_adc
+        self._cal_pending = None  # a CalibrationConfig: calibrate on the next forward's inputs
+        self._cal_sample = None   # analog outputs kept for a layer-wide ADC range (TileArray.finish_calibration)
+        self._clip = np.zeros(2, np.int64)  # [outputs beyond the ADC range, ADC conversions] of the forward
         self.counts = Counts()    # what the forward reads did (aimc.cost); reset with counts.reset()
         self.counts_backward = Counts()
         self._set_normalised(np.zeros((self.out_size, self.in_size), np.float32))
@@ -173,6 +185,7 @@ class Tile(_Reads):
         self._scale = _map.column_scales(W, self.config.mapping)
         self._G = self._map_params = self._device = self._time = None
         self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
+        self._clear_calibration()
         self._set_normalised(W / self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else W.copy())
         self._refresh_out()
 
@@ -197,6 +210,7 @@ class Tile(_Reads):
         device = DeviceArray.program(self.device_model(), g_target, self.stream, fused=self._fused)
         self._scale, self._map_params, self._device = scale, params, device
         self._time = 0.0
+        self._clear_calibration()
         self._comp_kind = cfg.inference.compensation if cfg.inference is not None else DriftCompensation.NONE
         self._comp_ref = self._alpha = None
         self._read_at(0.0)
@@ -235,6 +249,71 @@ class Tile(_Reads):
         """Compensation readout: one-hot inputs through the noisy forward (no digital scales)."""
         eye = np.eye(self.in_size, dtype=np.float32)
         return compensation_readout(mvm(self._fwd, eye, self.config.forward, self.stream), self._comp_kind)
+
+    # ------------------------------------------------------------------ calibration
+    def _clear_calibration(self) -> None:
+        self._cal_inp = self._cal_adc = self._adc = self._cal_pending = self._cal_sample = None
+
+    def _set_calibration(self, inp, adc) -> None:
+        self._cal_inp = None if inp is None else float(inp)
+        self._cal_adc = None if adc is None else np.ascontiguousarray(np.atleast_1d(adc), np.float32)
+        self._adc = None if self._cal_adc is None else adc_arrays(self.config.forward, self._cal_adc)
+
+    def _calibration_cfg(self, cal) -> CalibrationConfig:
+        cal = self.config.calibration if cal is None else cal
+        if not isinstance(cal, CalibrationConfig):
+            raise ValueError(f"tile {self.tile_id!r}: no calibration method: set TileConfig.calibration or pass "
+                             f"a CalibrationConfig (got {type(cal).__name__})")
+        if not self.programmed:
+            raise RuntimeError(f"tile {self.tile_id!r} is not programmed: calibrate the programmed chip "
+                               f"(call program(W) first)")
+        if self.config.forward.is_perfect:
+            raise ValueError(f"tile {self.tile_id!r}: a perfect forward (is_perfect) has no converters to calibrate")
+        return cal
+
+    def analog_outputs(self, x, *, inp_range: float | None = None) -> np.ndarray:
+        """The tile's analog outputs before the ADC (ADC units; B x out) for inputs x (B x in): the forward
+        with no ADC, the given static DAC range (None: the config's noise management), noise included."""
+        x, _ = check_batch(x, self.in_size, "x")
+        return mvm(self._fwd, x, self.config.forward, self.stream, inp_range=inp_range, adc=NO_ADC, raw=True)
+
+    def calibrate(self, x, cal: CalibrationConfig | None = None, *, keep_sample: bool = False) -> dict:
+        """Choose the static DAC range and the ADC ranges of the programmed tile from inputs x (rows, in),
+        by ``cal`` (default ``config.calibration``; see ``aimc.calibration``). Returns the ranges and the
+        fraction of calibration inputs / analog outputs beyond them. The ranges hold until ``program``.
+        """
+        cal = self._calibration_cfg(cal)
+        x = _cal.check_calibration_inputs(x, self.in_size)
+        r = _cal.input_range(x, cal)
+        idx = _cal.rows_for(x.shape[0], cal.max_rows)
+        xs = x if idx is None else np.ascontiguousarray(x[idx])
+        y = self.analog_outputs(xs, inp_range=r)
+        b = _cal.adc_bound(y, cal, self.config.forward,
+                           cal.out_granularity == CalibrationGranularity.COLUMN)
+        self._set_calibration(r, b)
+        self._cal_sample = y if keep_sample else None
+        return self._cal_report(x, y)
+
+    def _cal_report(self, x, y) -> dict:
+        r, b = self._cal_inp, self._cal_adc
+        bound = b if b is not None else np.float32(self.config.forward.out_bound or np.inf)
+        return {"input_range": r, "adc_range": None if b is None else [float(v) for v in b],
+                "input_clip": float(np.mean(np.abs(x) > r)) if r is not None else 0.0,
+                "adc_clip_t0": float(np.mean(np.abs(y) > bound))}
+
+    @property
+    def calibration(self) -> dict | None:
+        """{"input_range": r or None, "adc_range": float32 array or None}; None if never calibrated."""
+        if self._cal_inp is None and self._cal_adc is None:
+            return None
+        return {"input_range": self._cal_inp, "adc_range": self._cal_adc}
+
+    def clip_counts(self) -> tuple[int, int]:
+        """(outputs beyond the ADC range, ADC conversions) of the forward reads since the last reset."""
+        return int(self._clip[0]), int(self._clip[1])
+
+    def reset_clip_counts(self) -> None:
+        self._clip[:] = 0
 
     # ------------------------------------------------------------------ state
     @property
@@ -283,6 +362,10 @@ class Tile(_Reads):
             if self._comp_ref is not None:
                 arrays["comp_ref"] = np.asarray(self._comp_ref, np.float32)
                 arrays["comp_alpha"] = np.asarray(self._alpha, np.float32)
+            if self._cal_inp is not None:
+                arrays["cal_input_range"] = np.asarray(self._cal_inp, np.float32)
+            if self._cal_adc is not None:
+                arrays["cal_adc_range"] = self._cal_adc
         return meta, arrays
 
     def _set_state(self, meta: dict, arrays: dict) -> None:
@@ -295,6 +378,7 @@ class Tile(_Reads):
             w = np.ascontiguousarray(arrays["w"], np.float32)
             self._G = self._map_params = self._device = self._time = None
             self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
+            self._clear_calibration()
             self._scale = scale
             self._set_normalised(w)
         else:
@@ -311,6 +395,10 @@ class Tile(_Reads):
                 self._alpha = np.asarray(arrays["comp_alpha"], np.float32)
             else:
                 self._comp_ref = self._alpha = None
+            self._clear_calibration()   # images written before calibration existed hold none
+            inp = arrays.get("cal_input_range")
+            self._set_calibration(None if inp is None else float(np.asarray(inp).reshape(-1)[0]),
+                                  arrays.get("cal_adc_range"))
         self.seed = stream.seed
         self.stream = stream
         self._refresh_out()
@@ -324,7 +412,11 @@ class Tile(_Reads):
 
     # ------------------------------------------------------------------ reads
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        y = mvm(self._fwd, x, self.config.forward, self.stream, self.counts, self.line_conductance("forward"))
+        if self._cal_pending is not None:
+            cal, self._cal_pending = self._cal_pending, None
+            self.calibrate(x, cal, keep_sample=cal.out_granularity == CalibrationGranularity.LAYER)
+        y = mvm(self._fwd, x, self.config.forward, self.stream, self.counts, self.line_conductance("forward"),
+                inp_range=self._cal_inp, adc=self._adc, clip_counts=self._clip)
         if self._out is not None:
             y *= self._out
             self.counts.dig_comp += y.size
@@ -446,6 +538,80 @@ class TileArray(_Reads):
     def compensate(self, on: bool) -> None:
         for t in self.all_tiles():
             t.compensate = on
+
+    # ------------------------------------------------------------------ calibration (aimc.calibration)
+    def _cal_of(self, cal) -> CalibrationConfig:
+        cal = self.config.calibration if cal is None else cal
+        if not isinstance(cal, CalibrationConfig):
+            raise ValueError(f"tile array {self.name!r}: no calibration method: set TileConfig.calibration or "
+                             f"pass a CalibrationConfig (got {type(cal).__name__})")
+        if not self.programmed:
+            raise RuntimeError(f"tile array {self.name!r} is not programmed: calibrate the programmed chip "
+                               f"(program it first)")
+        return cal
+
+    def calibrate(self, x, cal: CalibrationConfig | None = None) -> dict:
+        """Calibrate every tile on its slice of the inputs x (rows, in) (``Tile.calibrate``); with
+        ``out_granularity`` 'layer' one ADC range for all tiles. Returns ``calibration_report()``."""
+        cal = self._cal_of(cal)
+        x = _cal.check_calibration_inputs(x, self.in_size, f"calibration inputs of {self.name or 'the array'!r}")
+        layer = cal.out_granularity == CalibrationGranularity.LAYER
+        for _, cs, tile in self._blocks():
+            tile.calibrate(np.ascontiguousarray(x[:, cs]), cal, keep_sample=layer)
+        return self.finish_calibration(cal)
+
+    def calibrate_on_next_forward(self, cal: CalibrationConfig | None = None) -> None:
+        """Let every tile calibrate itself on the inputs of its next forward read (used by
+        ``aimc.convert.calibrate``: layer after layer, each on the outputs of the calibrated layers before
+        it); ``finish_calibration`` completes it."""
+        cal = self._cal_of(cal)
+        for tile in self.all_tiles():
+            tile._clear_calibration()
+            tile._cal_pending = cal
+
+    def finish_calibration(self, cal: CalibrationConfig | None = None) -> dict:
+        """Complete a calibration: check every tile was calibrated; for 'layer' granularity set the one ADC
+        range chosen from all tiles' analog outputs (the layer's outputs during the calibration pass were
+        read with per-tile ranges). Returns ``calibration_report()``."""
+        cal = self.config.calibration if cal is None else cal
+        missing = [t.tile_id for t in self.all_tiles() if t._cal_pending is not None]
+        if missing:
+            for t in self.all_tiles():
+                t._cal_pending = None
+            raise RuntimeError(f"tile array {self.name!r}: tiles {missing[:4]} saw no input during calibration "
+                               f"(the calibration forward never reached them)")
+        if cal is not None and cal.out_granularity == CalibrationGranularity.LAYER:
+            samples = [t._cal_sample for t in self.all_tiles()]
+            if all(y is not None for y in samples):
+                pooled = np.concatenate([y.reshape(-1) for y in samples])[:, None]
+                b = _cal.adc_bound(pooled, cal, self.config.forward, False)
+                for t in self.all_tiles():
+                    t._set_calibration(t._cal_inp, b)
+        for t in self.all_tiles():
+            t._cal_sample = None
+        return self.calibration_report()
+
+    def calibration_report(self) -> dict:
+        """{"input_range": [per tile], "adc_range": [per tile: list or None]} in tile order (row-major)."""
+        out = {"input_range": [], "adc_range": []}
+        for t in self.all_tiles():
+            c = t.calibration or {"input_range": None, "adc_range": None}
+            out["input_range"].append(c["input_range"])
+            out["adc_range"].append(None if c["adc_range"] is None else [float(v) for v in c["adc_range"]])
+        return out
+
+    @property
+    def calibrated(self) -> bool:
+        return all(t.calibration is not None for t in self.all_tiles())
+
+    def clip_counts(self) -> tuple[int, int]:
+        """(outputs beyond the ADC ranges, ADC conversions) summed over the tiles since the last reset."""
+        c = [t.clip_counts() for t in self.all_tiles()]
+        return sum(a for a, _ in c), sum(b for _, b in c)
+
+    def reset_clip_counts(self) -> None:
+        for t in self.all_tiles():
+            t.reset_clip_counts()
 
     def read_weights(self) -> np.ndarray:
         W = np.empty(self.shape, np.float32)

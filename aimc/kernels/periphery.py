@@ -91,7 +91,7 @@ def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n,
 
 @njit(parallel=True, fastmath=False, cache=True)
 def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl,
-                 step, bound, sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w):
+                 steps, bounds, sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip):
     """From the product yin (R x M) into y[rows[r]] (B x M), for each row r, stage by stage over the row
     (each stage a simple loop over L1-resident data, so LLVM vectorises it):
 
@@ -102,13 +102,15 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     nonlinearity (nl > 0): y <- y / (1 + |nl y|)
     noise: sigma^2 = sig_row[r]^2 + w_noise2 * s_el[r, i] (s_el empty or weight noise drawn above: sig_row alone);
     without a nonlinearity the caller folds the weight noise in here (one normal per output, same distribution)
-    ADC: quantise with ``step``, clip to +-bound (bound 0: no clip); clipped[r] = 1 if any output exceeded
-    +bound (or -bound, if test_neg).
+    ADC: quantise with steps[i], clip to +-bounds[i] (per column; length-1 arrays: one for all columns;
+    bound 0: no clip); clipped[r] = 1 if any output exceeded +bound (or -bound, if test_neg); nclip[r] = the
+    number of outputs of row r beyond +-bound.
     """
     m = y.shape[1]
-    step = np.float32(step)
+    per_col = bounds.shape[0] > 1
+    step = np.float32(steps[0])
     inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
-    bound = np.float32(bound)
+    bound = np.float32(bounds[0])
     ir_drop = np.float32(ir_drop)
     ir_a_scale = np.float32(ir_a_scale)
     nl = np.float32(nl)
@@ -146,15 +148,37 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
             s = np.sqrt(s0)
             for i in range(m):
                 row[i] += s * z[i]
-        _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b)
         flag = 0
-        if bound > 0:
-            hi = np.float32(-np.inf)
-            lo = np.float32(np.inf)
+        cnt = 0
+        if not per_col:
+            _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b)
+            if bound > 0:
+                hi = np.float32(-np.inf)
+                lo = np.float32(np.inf)
+                for i in range(m):
+                    v = row[i]
+                    hi = max(hi, v)
+                    lo = min(lo, v)
+                    if v > bound or v < -bound:
+                        cnt += 1
+                    row[i] = min(max(v, -bound), bound)
+                flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+        else:   # calibrated per-column ADC ranges (aimc.calibration)
+            u = np.zeros(m, np.float32)
+            if sto:
+                uniforms_row(u, k0, k1, call_u, b)
             for i in range(m):
+                st = np.float32(steps[i])
+                if st > 0:
+                    shift = u[i] - np.float32(0.5) if sto else np.float32(0.0)
+                    row[i] = np.rint(row[i] / st + shift) * st
                 v = row[i]
-                hi = max(hi, v)
-                lo = min(lo, v)
-                row[i] = min(max(v, -bound), bound)
-            flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+                bd = np.float32(bounds[i])
+                if bd > 0:
+                    if v > bd or v < -bd:
+                        cnt += 1
+                        if v > bd or test_neg:
+                            flag = 1
+                    row[i] = min(max(v, -bd), bd)
         clipped[r] = flag
+        nclip[r] = cnt

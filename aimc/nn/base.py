@@ -109,7 +109,8 @@ class AnalogModule(nn.Module):
             raise ValueError(str(e)) from None
         if not isinstance(saved, dict):
             raise ValueError(f"{name}: the state dict's analog config must be a JSON object")
-        a, b = type(self.config).normalised_dict(saved), self.config.to_dict()
+        from ..config import chip_identity
+        a, b = (chip_identity(d) for d in (type(self.config).normalised_dict(saved), self.config.to_dict()))
         if a != b:
             raise ValueError(f"{name}: the state dict was saved with another TileConfig (saved vs this layer: "
                              f"{'; '.join(dict_diff(a, b)[:12])}); build the model with the same config")
