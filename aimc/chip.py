@@ -144,7 +144,6 @@ def _model_from_record(rec, tile: Tile, where: str):
     import device_models
     from device_models.cards import FAMILIES
 
-    from .inference import build_device_model  # noqa: F401  (the range rule below is the same)
     if rec is None:
         return None
     if not isinstance(rec, dict) or not isinstance(rec.get("family"), str) or not isinstance(rec.get("params"), dict):

@@ -37,7 +37,6 @@ import json
 import math
 import warnings
 import platform
-import re
 import sys
 import time as _time
 from dataclasses import dataclass, field
@@ -51,8 +50,7 @@ DEFAULT_TIMES = ("1s", "1h", "1d", "1y", "10y")
 #: warn when a layer clips more than this fraction of its ADC conversions at some time (mean over chips)
 DEFAULT_CLIP_WARN = 0.01
 
-from .times import UNITS as _UNITS  # noqa: E402  (the one time parser: aimc/times.py)
-from .times import format_time, parse_time  # noqa: E402,F401
+from .times import format_time, parse_time  # noqa: E402,F401  (the one time parser: aimc/times.py)
 
 
 def parse_times(spec) -> tuple[list[float], list[str]]:
@@ -556,12 +554,13 @@ def run(args) -> int:
         model, meta = zoo.load_default()
         model_name = f"default ({zoo.DEFAULT_CHECKPOINT.name})"
     run_dir = None if args.no_files else fresh_run_dir(args.out)
+    from .kernels import compile_messages
     try:
         cal_set = None
         if cfg.calibration is not None and args.calib_data == "test":
             n = cfg.calibration.samples
             cal_set = data.x_test[:n]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), compile_messages(enabled=not args.no_progress and not args.json):
             warnings.simplefilter("ignore")   # printed below, and recorded in results.json
             res = evaluate_over_time(model, data, cfg, labels, args.repeats,
                                      seed=args.seed, progress=not args.no_progress and not args.json,

@@ -90,8 +90,9 @@ class AnalogModule(nn.Module):
                 "programmed": bool(self.programmed), "grid": list(tiles.grid), "tiles": out}
 
     def set_extra_state(self, state) -> None:
-        """Restore ``get_extra_state``; the config and the tile grid must match (an error names the difference)."""
-        import json
+        """Restore ``get_extra_state``; the config and the tile grid must match (an error names the difference).
+
+        Nothing is restored unless every tile's state passes the checks chip images get (``aimc.chip``)."""
         if not state:
             return
         name = type(self).__name__
