@@ -323,13 +323,7 @@ class Tile(_Reads):
         self._adc = None if self._cal_adc is None else adc_arrays(self.config.forward, self._cal_adc)
 
     def _calibration_cfg(self, cal) -> CalibrationConfig:
-        cal = self.config.calibration if cal is None else cal
-        if not isinstance(cal, CalibrationConfig):
-            raise ValueError(f"tile {self.tile_id!r}: no calibration method: set TileConfig.calibration or pass "
-                             f"a CalibrationConfig (got {type(cal).__name__})")
-        if not self.programmed:
-            raise RuntimeError(f"tile {self.tile_id!r} is not programmed: calibrate the programmed chip "
-                               f"(call program(W) first)")
+        cal = _calibration_method(self, f"tile {self.tile_id!r}", cal)
         if self.config.forward.is_perfect:
             raise ValueError(f"tile {self.tile_id!r}: a perfect forward (is_perfect) has no converters to calibrate")
         return cal
@@ -626,14 +620,7 @@ class TileArray(_Reads):
 
     # ------------------------------------------------------------------ calibration (aimc.calibration)
     def _cal_of(self, cal) -> CalibrationConfig:
-        cal = self.config.calibration if cal is None else cal
-        if not isinstance(cal, CalibrationConfig):
-            raise ValueError(f"tile array {self.name!r}: no calibration method: set TileConfig.calibration or "
-                             f"pass a CalibrationConfig (got {type(cal).__name__})")
-        if not self.programmed:
-            raise RuntimeError(f"tile array {self.name!r} is not programmed: calibrate the programmed chip "
-                               f"(program it first)")
-        return cal
+        return _calibration_method(self, f"tile array {self.name!r}", cal)
 
     def calibrate(self, x, cal: CalibrationConfig | None = None) -> dict:
         """Calibrate every tile on its slice of the inputs x (rows, in) (``Tile.calibrate``); with
@@ -721,3 +708,14 @@ class TileArray(_Reads):
             x[:, cs] += tile._backward(np.ascontiguousarray(d[:, rs]))
         self._partial_backward.dig_partial += d.shape[0] * self.in_size * (len(self.out_splits) - 1)
         return x
+
+
+def _calibration_method(obj, what: str, cal) -> CalibrationConfig:
+    """``cal`` or the config's calibration method of a programmed Tile/TileArray ``obj``; clear errors else."""
+    cal = obj.config.calibration if cal is None else cal
+    if not isinstance(cal, CalibrationConfig):
+        raise ValueError(f"{what}: no calibration method: set TileConfig.calibration or pass a "
+                         f"CalibrationConfig (got {type(cal).__name__})")
+    if not obj.programmed:
+        raise RuntimeError(f"{what} is not programmed: calibrate the programmed chip (call program(W) first)")
+    return cal
