@@ -13,8 +13,8 @@ _OMP_WAIT_POLICY_DEFAULTED = "OMP_WAIT_POLICY" not in _os.environ
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import config as presets  # noqa: E402
-from .config import (BoundManagement, ConfigError, DriftCompensation, InferenceConfig, IOConfig, MappingConfig,
-                     MappingKind, NoiseManagement, TileConfig, WeightNoiseType)
+from .config import (BoundManagement, CalibrationConfig, ConfigError, DriftCompensation, InferenceConfig, IOConfig,
+                     MappingConfig, MappingKind, NoiseManagement, TileConfig, WeightNoiseType)
 from .chip import ChipImageError, load_chip, save_chip
 from . import insitu  # callable module: aimc.insitu("tiki-taka", device="reram-es") -> InsituConfig
 from .rng import Stream
@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 
 # Torch-based verbs at the top level, imported on first use so ``import aimc`` never loads torch.
 _LAZY = {"convert_to_analog": "aimc.convert", "convert_to_digital": "aimc.convert", "program": "aimc.convert",
-         "drift": "aimc.convert", "read_weights": "aimc.convert", "evaluate_over_time": "aimc.deploy"}
+         "drift": "aimc.convert", "read_weights": "aimc.convert", "calibrate": "aimc.convert",
+         "clip_fractions": "aimc.convert", "evaluate_over_time": "aimc.deploy"}
 
 
 def __getattr__(name):
@@ -33,6 +34,6 @@ def __getattr__(name):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'aimc' has no attribute {name!r}")
 
-__all__ = ["BoundManagement", "ChipImageError", "ConfigError", "DriftCompensation", "InferenceConfig", "IOConfig",
+__all__ = ["BoundManagement", "CalibrationConfig", "ChipImageError", "ConfigError", "DriftCompensation", "InferenceConfig", "IOConfig",
            "MappingConfig", "MappingKind", "NoiseManagement", "Stream", "Tile", "TileArray", "TileConfig",
            "WeightNoiseType", "load_chip", "presets", "save_chip", "__version__", *_LAZY]

@@ -20,6 +20,7 @@ BENCHES: dict[str, str] = {
     "forward": "aimc.bench:bench_forward",
     "forward-hwa": "aimc.bench:bench_forward_hwa",
     "hwa-step": "aimc.train.hwa:bench_hwa_step",
+    "ir-drop": "aimc.crossbar_bench:bench_ir_drop",
     "lstm": "aimc.nn.bench:bench_lstm",
     "resnet": "aimc.nn.bench:bench_resnet",
     "resnet-hwa-step": "aimc.nn.bench:bench_resnet_hwa_step",
@@ -37,6 +38,8 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for numba, BLAS and torch")
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--size", type=int, default=512, help="layer is size x size")
+    p.add_argument("--circuit-size", type=int, default=256,
+                   help="ir-drop: the array is N x N (batch 256; the exact baseline and errors up to N = 256)")
 
 
 MAX_THREADS = 1024
@@ -67,7 +70,8 @@ def set_threads(n: int) -> None:
         pass
 
 
-def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 2) -> dict[str, float]:
+def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 2,
+                    warmup: int = 2) -> dict[str, float]:
     """Median ms per contender, each timed in a fresh process of its own (the fairest comparison here).
 
     ``factories`` maps a contender to ("module:function", kwargs); the function, given ``args`` and the
@@ -79,7 +83,8 @@ def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 
     import subprocess
     import sys
     best: dict[str, float] = {}
-    payload = {"threads": args.threads, "repeats": args.repeats, "batch": args.batch, "size": args.size}
+    payload = {"threads": args.threads, "repeats": args.repeats, "batch": args.batch, "size": args.size,
+               "warmup": warmup}
     for _ in range(rounds):
         for name, (spec, kw) in factories.items():
             job = json.dumps({"spec": spec, "kw": kw, "args": payload})
@@ -116,7 +121,7 @@ def _child() -> None:
     set_threads(args.threads)
     module, func = job["spec"].split(":")
     fn = getattr(importlib.import_module(module), func)(args, **job["kw"])
-    ms = None if fn is None else timeit({"x": fn}, args.repeats)["x"]
+    ms = None if fn is None else timeit({"x": fn}, args.repeats, getattr(args, "warmup", 2))["x"]
     print(json.dumps({"ms": ms}))
 
 

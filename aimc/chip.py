@@ -30,7 +30,10 @@ Loading reads nothing it has not checked, and changes nothing until everything h
 * every array is validated (finite; conductances >= 0 and in range; scales and compensation factors > 0;
   clock >= 0), every meta field checked (types, seeds, stream counters, enums);
 * the configs are compared after filling in defaults (``TileConfig.normalised_dict``), so images written
-  before a config field existed keep loading while the new field is at its default;
+  before a config field existed keep loading while the new field is at its default; the calibration
+  method (``TileConfig.calibration``) is left out of the comparison: the calibrated ranges are tile state
+  (datasets ``cal_input_range``, ``cal_adc_range``), so an image written before calibration existed loads
+  into a model converted with a calibrating config and keeps its uncalibrated periphery;
 * the state is then restored into all tiles at once; if anything still fails, every tile is put back.
 Every failure is a ``ChipImageError`` (a ``ValueError``; ``ChipImageNotFound`` is also a
 ``FileNotFoundError``) naming the file and the part.
@@ -141,7 +144,6 @@ def _model_from_record(rec, tile: Tile, where: str):
     import device_models
     from device_models.cards import FAMILIES
 
-    from .inference import build_device_model  # noqa: F401  (the range rule below is the same)
     if rec is None:
         return None
     if not isinstance(rec, dict) or not isinstance(rec.get("family"), str) or not isinstance(rec.get("params"), dict):
@@ -176,6 +178,14 @@ def _tile_spec(tile: Tile, meta: dict, model) -> dict:
     from .mapping import n_devices
     out, inp = tile.shape
     spec = {"scale": ((out,), ("<f4",), True)}
+    for key, n in (("forward", out), ("backward", inp)):  # converter errors drawn once per chip
+        io = getattr(tile.config, key)
+        if io.adc_drawn:
+            groups, bits = -(-n // io.adc_group), max(io.out_bits, 1)
+            spec[f"adc_{key}_gain"] = ((n,), ("<f4",), True)
+            spec[f"adc_{key}_offset"] = ((n,), ("<f4",), True)
+            spec[f"adc_{key}_caps"] = ((groups if io.adc.value == "sar" else 0, bits), ("<f4",), True)
+            spec[f"adc_{key}_comp"] = ((groups,), ("<f4",), True)
     if not meta["programmed"]:
         spec["w"] = ((out, inp), ("<f4",), True)
         return spec
@@ -189,6 +199,9 @@ def _tile_spec(tile: Tile, meta: dict, model) -> dict:
     cshape = (out,) if meta["compensation"] == DriftCompensation.PER_COLUMN.value else [(1,), ()]
     spec["comp_ref"] = (cshape, ("<f4",), comp)
     spec["comp_alpha"] = (cshape, ("<f4",), comp)
+    # calibrated converter ranges (aimc.calibration), optional: images written before calibration hold none
+    spec["cal_input_range"] = ([(1,), ()], ("<f4",), False)
+    spec["cal_adc_range"] = ([(1,), (out,)], ("<f4",), False)
     return spec
 
 
@@ -247,7 +260,7 @@ def _check_values(arrays: dict, tile: Tile, model, where: str) -> None:
     for name, a in arrays.items():
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             _fail(f"{where}/{name}", "contains NaN or inf")
-    for name in ("scale", "comp_ref", "comp_alpha"):
+    for name in ("scale", "comp_ref", "comp_alpha", "cal_input_range", "cal_adc_range"):
         if name in arrays and not (arrays[name] > 0).all():
             _fail(f"{where}/{name}", "must be > 0 everywhere")
     if "w" in arrays and arrays["w"].size and np.abs(arrays["w"]).max() > 1e30:
@@ -609,7 +622,9 @@ def _check_array_meta(a_meta: dict, name: str, arr, ver: int, where: str) -> Non
     saved = a_meta.get("config")
     if not isinstance(saved, dict):
         _fail(where, "config must be a JSON object")
-    a, b = type(cfg).normalised_dict(saved), cfg.to_dict()
+    # the calibration *method* is not part of a chip's identity (the calibrated ranges are tile state)
+    from .config import chip_identity
+    a, b = (chip_identity(d) for d in (type(cfg).normalised_dict(saved), cfg.to_dict()))
     if a != b:
         diff = "; ".join(dict_diff(a, b)[:12])
         raise ChipImageError(f"{where}: the config of {name or type(arr).__name__!r} differs from the chip "

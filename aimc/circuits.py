@@ -31,6 +31,14 @@ Diode models (``u = V_anode - V_cathode``):
 
 * ``"pwl"``: ``i = g_off u + (g_on - g_off) max(0, u - v_on)`` -- an ideal-ish diode with a knee at ``v_on``.
 * ``"exp"``: Shockley ``i = i_s (exp(u / n_vt) - 1) + g_leak u`` (``n_vt`` = ideality x thermal voltage).
+
+Selectors (:meth:`ResistiveNetwork.add_selectors`, symmetric nonlinear cells of passive crossbars):
+``i = g sinh(k u) / k`` (``g`` the conductance at 0 V; MemTorch's Data_Driven2021 ``I = a g sinh(b V)`` has
+``b = 2.71689828 / V``).
+
+Large nonlinear networks (more free nodes than ``dense_limit``, e.g. a crossbar, :mod:`aimc.crossbar`) use a
+sparse Newton iteration instead: the Jacobian is the reduced Laplacian of the small-signal conductances,
+factorised by sparse LU at every step, with backtracking on the (convex) co-content.
 """
 from __future__ import annotations
 
@@ -213,6 +221,22 @@ class ResistiveNetwork:
         self._topo_cache.clear()
         return np.arange(start, start + m)
 
+    def add_selectors(self, a, b, g, k=2.71689828) -> np.ndarray:
+        """Add symmetric nonlinear elements ``i = g sinh(k u) / k`` between ``a[k]`` and ``b[k]`` (``g >= 0`` the
+        conductance at 0 V, ``k > 0`` in 1/V): a selector or a passive array's cell. Returns their indices
+        among the diodes (:attr:`diode_nodes`, :meth:`diode_currents`)."""
+        a, b = self._check_pair(a, b, "add_selectors")
+        m = a.size
+        p = np.stack([_as_param(g, m, "add_selectors g", nonneg=True),
+                      _as_param(k, m, "add_selectors k", positive=True), np.zeros(m)])
+        start = self._da.size
+        self._da = np.concatenate([self._da, a])
+        self._db = np.concatenate([self._db, b])
+        self._dt = np.concatenate([self._dt, np.full(m, nodal.SINH, np.int64)])
+        self._dp = np.concatenate([self._dp, p], axis=1)
+        self._topo_cache.clear()
+        return np.arange(start, start + m)
+
     # ------------------------------------------------------------------ element tables
     def _conductances(self) -> np.ndarray:
         g = np.asarray(self.g, dtype=np.float64)
@@ -259,6 +283,18 @@ class ResistiveNetwork:
             raise ValueError("clamped: every node is clamped; nothing to solve")
         fpos = np.full(n, -1, np.int64)
         fpos[free] = np.arange(free.size)
+        t = _Topology(clamped=clamped, free=free, fpos=fpos, cpos=cpos, role=None, pos=None, nD=0, nR=0,
+                      d_ptr=None, d_edge=None, d_other=None)
+        if len(self._topo_cache) > 16:
+            self._topo_cache.clear()
+        self._topo_cache[key] = t
+        return t
+
+    def _split(self, topo: _Topology) -> _Topology:
+        """Fill the independent-set split D/R of the free nodes (needed by the dense Newton kernel only)."""
+        if topo.role is not None:
+            return topo
+        n, clamped, cpos, free = self.n_nodes, topo.clamped, topo.cpos, topo.free
         ea = np.concatenate([self._ra, self._da])
         eb = np.concatenate([self._rb, self._db])
         # free-free adjacency; greedy independent set D in ascending degree order (the widest layer of a
@@ -291,13 +327,9 @@ class ResistiveNetwork:
         order = np.argsort(dn, kind="stable")
         d_ptr = np.zeros(dnodes.size + 1, np.int64)
         np.cumsum(np.bincount(dn, minlength=dnodes.size), out=d_ptr[1:])
-        t = _Topology(clamped=clamped, free=free, fpos=fpos, cpos=cpos, role=role, pos=pos, nD=int(dnodes.size),
-                      nR=int(rnodes.size), d_ptr=d_ptr, d_edge=de[order].astype(np.int64),
-                      d_other=do[order].astype(np.int64))
-        if len(self._topo_cache) > 16:
-            self._topo_cache.clear()
-        self._topo_cache[key] = t
-        return t
+        topo.role, topo.pos, topo.nD, topo.nR = role, pos, int(dnodes.size), int(rnodes.size)
+        topo.d_ptr, topo.d_edge, topo.d_other = d_ptr, de[order].astype(np.int64), do[order].astype(np.int64)
+        return topo
 
     # ------------------------------------------------------------------ solving
     def _batch(self, clamped, v_clamped, currents):
@@ -344,25 +376,7 @@ class ResistiveNetwork:
                 raise ValueError(self._floating_message(topo, gl)) from None
             V[:, topo.free] = scipy.linalg.cho_solve(cf, rhs.T, check_finite=False).T
         else:
-            fa, fb = topo.fpos[ea], topo.fpos[eb]
-            rows, cols, vals = [], [], []
-            for x, y in ((fa, fb), (fb, fa)):
-                m = x >= 0
-                rows += [x[m]]
-                cols += [x[m]]
-                vals += [gl[m]]
-                mf = m & (y >= 0)
-                rows += [x[mf]]
-                cols += [y[mf]]
-                vals += [-gl[mf]]
-            lff = scipy.sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                                          shape=(nf, nf))
-            ca, cb = topo.cpos[ea], topo.cpos[eb]
-            m1 = (fa >= 0) & (cb >= 0)
-            m2 = (fb >= 0) & (ca >= 0)
-            lfc = scipy.sparse.csr_matrix((np.concatenate([-gl[m1], -gl[m2]]),
-                                           (np.concatenate([fa[m1], fb[m2]]), np.concatenate([cb[m1], ca[m2]]))),
-                                          shape=(nf, nc))
+            lff, lfc = self._sparse_blocks(topo, gl)
             rhs -= (lfc @ vc.T).T
             diag = lff.diagonal()
             if np.any(diag <= 0):
@@ -372,6 +386,79 @@ class ResistiveNetwork:
         if not np.all(np.isfinite(V)):
             raise ValueError(self._floating_message(topo, gl))
         return V
+
+    def _sparse_blocks(self, topo, gl):
+        """Sparse (L_ff csc, L_fc csr): the reduced Laplacian of element conductances ``gl``."""
+        ea = np.concatenate([self._ra, self._da])
+        eb = np.concatenate([self._rb, self._db])
+        nf, nc = topo.free.size, topo.clamped.size
+        fa, fb = topo.fpos[ea], topo.fpos[eb]
+        rows, cols, vals = [], [], []
+        for x, y in ((fa, fb), (fb, fa)):
+            m = x >= 0
+            rows += [x[m]]
+            cols += [x[m]]
+            vals += [gl[m]]
+            mf = m & (y >= 0)
+            rows += [x[mf]]
+            cols += [y[mf]]
+            vals += [-gl[mf]]
+        lff = scipy.sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                      shape=(nf, nf))
+        ca, cb = topo.cpos[ea], topo.cpos[eb]
+        m1 = (fa >= 0) & (cb >= 0)
+        m2 = (fb >= 0) & (ca >= 0)
+        lfc = scipy.sparse.csr_matrix((np.concatenate([-gl[m1], -gl[m2]]),
+                                       (np.concatenate([fa[m1], fb[m2]]), np.concatenate([cb[m1], ca[m2]]))),
+                                      shape=(nf, nc))
+        return lff, lfc
+
+    def reduced_system(self, clamped):
+        """(L_ff, L_fc, free): the sparse KCL system ``L_ff V_f = I_f - L_fc V_c`` of a linear network
+        (diodes and selectors at their 0 V slope) for sources at ``clamped``; ``free`` the free node indices.
+        For callers that factorise once and solve many right-hand sides (:mod:`aimc.crossbar`)."""
+        topo = self._topology(_as_index(clamped, self.n_nodes, "clamped"))
+        lff, lfc = self._sparse_blocks(topo, self._linearised())
+        return lff, lfc, topo.free
+
+    def _sparse_newton(self, topo, V, vc, inj, rtol, max_iter):
+        """Newton with sparse LU per step and backtracking on the co-content, sample by sample (in place)."""
+        ea, eb, et, p0, p1, p2 = self._elements()
+        free = topo.free
+        B = V.shape[0]
+        it = np.zeros(B, np.int64)
+        st = np.full(B, nodal.MAX_ITER, np.int64)
+        rr = np.full(B, np.nan)
+        empty = np.zeros((0, 0))
+        for s_ in range(B):
+            Vs = V[s_:s_ + 1]
+            inj_s = empty if inj is None else inj[s_:s_ + 1]
+            for k in range(max_iter + 1):
+                r = nodal.node_currents(Vs, inj_s, ea, eb, et, p0, p1, p2)[0, free]
+                sc = nodal.node_current_scale(Vs, inj_s, ea, eb, et, p0, p1, p2)[0, free]
+                rel = float(np.max(np.abs(r) / (sc + 1e-300))) if free.size else 0.0
+                rr[s_] = rel
+                if rel <= rtol or k == max_iter:
+                    st[s_] = nodal.CONVERGED if rel <= rtol else nodal.MAX_ITER
+                    break
+                gk = nodal.element_conductances(Vs[0, ea] - Vs[0, eb], et, p0, p1, p2)
+                lff, _ = self._sparse_blocks(topo, gk)
+                try:
+                    dv = scipy.sparse.linalg.splu(lff).solve(r)
+                except RuntimeError:
+                    st[s_] = nodal.NOT_PD
+                    break
+                e0 = nodal.cocontent_batch(Vs, inj_s, ea, eb, et, p0, p1, p2)[0]
+                t = 1.0
+                for _ in range(40):
+                    trial = Vs.copy()
+                    trial[0, free] += t * dv
+                    if nodal.cocontent_batch(trial, inj_s, ea, eb, et, p0, p1, p2)[0] <= e0 + 1e-12 * abs(e0):
+                        break
+                    t *= 0.5
+                Vs[0, free] += t * dv
+                it[s_] += 1
+        return it, st, rr
 
     def _floating_message(self, topo, gl):
         ea = np.concatenate([self._ra, self._da])
@@ -427,10 +514,14 @@ class ResistiveNetwork:
             it = np.zeros(B, np.int64)
             st = np.zeros(B, np.int64)
             rr = np.zeros(B)
-            kernel = nodal.newton_batch if B >= self.parallel_min_batch else nodal.newton_serial
-            kernel(V, vc, inj if inj is not None else np.zeros((0, 0)), ea, eb, et, p0, p1, p2,
-                   np.flatnonzero(et != nodal.RESISTOR), topo.clamped, topo.role, topo.pos, topo.nD, topo.nR,
-                   topo.d_ptr, topo.d_edge, topo.d_other, float(rtol), int(max_iter), it, st, rr)
+            if topo.free.size > dense_limit:
+                it, st, rr = self._sparse_newton(topo, V, vc, inj, float(rtol), int(max_iter))
+            else:
+                topo = self._split(topo)
+                kernel = nodal.newton_batch if B >= self.parallel_min_batch else nodal.newton_serial
+                kernel(V, vc, inj if inj is not None else np.zeros((0, 0)), ea, eb, et, p0, p1, p2,
+                       np.flatnonzero(et != nodal.RESISTOR), topo.clamped, topo.role, topo.pos, topo.nD, topo.nR,
+                       topo.d_ptr, topo.d_edge, topo.d_other, float(rtol), int(max_iter), it, st, rr)
             info = SolveInfo(it, st, rr)
             self.n_newton_iterations += int(it.sum())
             if np.any(st == nodal.NOT_PD):
@@ -476,8 +567,10 @@ class ResistiveNetwork:
         i = np.empty_like(u)
         m = self._dt == nodal.DIODE_PWL
         i[:, m] = p0[m] * u[:, m] + (p1[m] - p0[m]) * np.maximum(0.0, u[:, m] - p2[m])
-        m = ~m
+        m = self._dt == nodal.DIODE_EXP
         i[:, m] = p1[m] * np.expm1(u[:, m] / p2[m]) + p0[m] * u[:, m]
+        m = self._dt == nodal.SINH
+        i[:, m] = p0[m] * np.sinh(p1[m] * u[:, m]) / p1[m]
         return i[0] if single else i
 
     def kcl_residual(self, V, currents=None, *, relative: bool = False) -> np.ndarray:

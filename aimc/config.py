@@ -31,6 +31,13 @@ class BoundManagement(str, enum.Enum):
     ITERATIVE = "iterative"  # f = 1, 2, 4, ... until no output clips or the stop rule fires
 
 
+class ADCKind(str, enum.Enum):
+    """The output converter (physics.md §1.4; circuits_and_cost.md C.1, C.3)."""
+
+    UNIFORM = "uniform"  # ideal uniform quantiser: out_bits levels incl. zero (aihwkit)
+    SAR = "sar"          # SAR with binary CDAC: 2^out_bits mid-rise levels; capacitor mismatch, comparator offset
+
+
 class WeightNoiseType(str, enum.Enum):
     """Output-referred short-term weight noise; physics.md §1.5."""
 
@@ -45,6 +52,7 @@ class MappingKind(str, enum.Enum):
     DIFFERENTIAL = "differential"    # G+ / G- pair, g_max scaling
     N_PAIRS = "n_pairs"              # several pairs with significance factors
     SINGLE_OFFSET = "single_offset"  # one device per weight plus an offset (reference) read digitally
+    SLICED = "sliced"                # bit slicing: weight_bits over cells of bits_per_cell, one ADC read per slice
 
 
 class DriftCompensation(str, enum.Enum):
@@ -54,6 +62,76 @@ class DriftCompensation(str, enum.Enum):
     GLOBAL = "global"              # alpha = ref / max(mean |Y|, 1e-4), Y the one-hot readout (aihwkit default)
     PER_COLUMN = "per_column"      # the same per output column (a vector alpha)
     GLOBAL_EXACT = "global_exact"  # global, with ref from the ideal (target) weights instead of a noisy read
+
+
+class WireModel(str, enum.Enum):
+    """How the array's wires are modelled (``ArrayConfig.model``)."""
+
+    NONE = "none"              # ideal wires; the periphery's ir_drop must be 0
+    POLYNOMIAL = "polynomial"  # today's aihwkit-style IR-drop fit, scaled by IOConfig.ir_drop (0 = off)
+    CIRCUIT = "circuit"        # the array solved as a resistor network (aimc/crossbar.py)
+
+
+class CellKind(str, enum.Enum):
+    """The I-V of one cell in the circuit model."""
+
+    LINEAR = "linear"  # i = G v (an ideal switch in 1T1R, or a linear passive cell)
+    T1R1 = "1t1r"      # i = v / (1/G + access_ohm): the access transistor's on-resistance in series
+    SINH = "sinh"      # passive array with a selector-like I-V: i = G sinh(k v) / k (G = slope at 0 V)
+
+
+class PairLayout(str, enum.Enum):
+    """Where the devices of a weight (G+ / G-, or n pairs) sit in the circuit model."""
+
+    TWO_ARRAYS = "two_arrays"    # every device slice is its own array of in x out cells
+    INTERLEAVED = "interleaved"  # one array, the devices of an output side by side: columns [G+_0, G-_0, G+_1, ...]
+
+
+class InputEncoding(str, enum.Enum):
+    """How a DAC value x drives a line in the circuit model (the same for linear cells)."""
+
+    AMPLITUDE = "amplitude"      # x * v_read volts for the whole read
+    PULSE_WIDTH = "pulse_width"  # sign(x) v_read for a time |x| (of the full-scale pulse); charge integrated
+
+
+class ArrayGeometry(str, enum.Enum):
+    """Which array the circuit model solves."""
+
+    USED = "used"          # only the used rows and columns (in_size x out_size cells per array)
+    PHYSICAL = "physical"  # the physical max_in x max_out array, used block at the driver/sense corner
+
+
+class CircuitSolver(str, enum.Enum):
+    """Solver of the circuit model (aimc/crossbar.py)."""
+
+    FAST = "fast"    # Numba Newton + conjugate gradients, batched over inputs, tolerance ``tol``
+    EXACT = "exact"  # scipy.sparse nodal system (sparse LU; Newton for nonlinear cells): the reference
+
+
+class InputCalibration(str, enum.Enum):
+    """How a calibrated tile scales its inputs (``CalibrationConfig.inp``; aimc/calibration.py)."""
+
+    NONE = "none"              # keep forward.noise_management (e.g. abs-max: a digital max per input vector)
+    MAX = "max"                # static DAC range r = max |x| over the calibration set
+    PERCENTILE = "percentile"  # static DAC range r = the inp_percentile-th percentile of |x|
+    LEARNED = "learned"        # the learned input ranges of an HWA-trained model (the layer scales the inputs)
+
+
+class OutputCalibration(str, enum.Enum):
+    """How a calibrated tile chooses its ADC range (``CalibrationConfig.out``)."""
+
+    NONE = "none"              # keep forward.out_bound
+    MAX = "max"                # b = max |y| of the analog outputs on the calibration set at t = 0
+    PERCENTILE = "percentile"  # b = the out_percentile-th percentile of |y|
+    MSE = "mse"                # b minimising the mean squared quantisation + clipping error of the ADC
+
+
+class CalibrationGranularity(str, enum.Enum):
+    """Which outputs share one calibrated ADC range."""
+
+    LAYER = "layer"    # one range for every ADC of the layer (all its tiles)
+    TILE = "tile"      # one range per tile
+    COLUMN = "column"  # one range per output column of each tile (per ADC)
 
 
 class ConfigError(ValueError):
@@ -275,6 +353,12 @@ class IOConfig(_Node):
     max_bm_res: float = 0.25          # ... or once f > max_bm_res / DAC step (f = 16 at 7 bits)
     bm_test_negative_bound: bool = True  # clipping at -out_bound also triggers BM
     out_scale: float = 1.0            # extra digital output factor
+    adc: ADCKind = ADCKind.UNIFORM    # converter model; 'sar' draws its errors once per chip (below)
+    adc_cap_mismatch: float = 0.0     # sar: sigma of a unit capacitor (relative); a 2^n cap gets sigma 2^(n/2)
+    adc_comparator_offset: float = 0.0  # sar: comparator offset sigma, fraction of out_bound (per ADC)
+    adc_group: int = 8                # sar: columns sharing one CDAC + comparator (CrossSim group_size)
+    adc_gain_std: float = 0.0         # per-column gain variation sigma (gain 1 + sigma xi), drawn once
+    adc_offset_std: float = 0.0       # per-column offset sigma, fraction of out_bound, drawn once
 
     def __post_init__(self):
         o = "IOConfig"
@@ -297,6 +381,18 @@ class IOConfig(_Node):
         _enum(o, self, "w_noise_type", WeightNoiseType)
         _enum(o, self, "noise_management", NoiseManagement)
         _enum(o, self, "bound_management", BoundManagement)
+        _enum(o, self, "adc", ADCKind)
+        for name in ("adc_cap_mismatch", "adc_comparator_offset", "adc_gain_std", "adc_offset_std"):
+            _num(o, name, getattr(self, name), 0, 1.0)
+        _num(o, "adc_group", self.adc_group, 1, 2**20, integer=True)
+        if self.adc == ADCKind.SAR and (self.out_bits < 2 or self.out_bound <= 0):
+            raise ConfigError(f"{o}.adc = 'sar' needs out_bits >= 2 and out_bound > 0 "
+                              f"(got {self.out_bits}, {self.out_bound})")
+        if self.adc_drawn and self.out_sto_round:
+            raise ConfigError(f"{o}.out_sto_round is not supported with converter errors (adc 'sar', "
+                              f"adc_gain_std or adc_offset_std > 0)")
+        if self.adc_offset_std > 0 and self.out_bound <= 0:
+            raise ConfigError(f"{o}.adc_offset_std is a fraction of out_bound, which is 0 (infinite)")
         if self.noise_management != NoiseManagement.NONE and self.inp_bound != 1.0 and not self.is_perfect:
             raise ConfigError(f"{o}.inp_bound must be 1.0 when noise_management is {self.noise_management.value!r} "
                               f"(got {self.inp_bound})")
@@ -308,6 +404,11 @@ class IOConfig(_Node):
     def inp_step(self) -> float:
         """DAC step 2*inp_bound/(2^inp_bits - 2); 0 = no quantisation."""
         return 0.0 if self.inp_bits == 0 else 2.0 * self.inp_bound / (2**self.inp_bits - 2)
+
+    @property
+    def adc_drawn(self) -> bool:
+        """Whether the converters have per-chip random errors (drawn once, stored in the chip image)."""
+        return not self.is_perfect and (self.adc == ADCKind.SAR or self.adc_gain_std > 0 or self.adc_offset_std > 0)
 
     @property
     def out_step(self) -> float:
@@ -331,6 +432,10 @@ class MappingConfig(_Node):
     weight_scaling_columnwise: bool = True
     max_in: int = 512                 # tile rows (inputs) at most; 0 = no split
     max_out: int = 512                # tile columns (outputs) at most; 0 = no split
+    weight_bits: int = 8              # sliced: signed weight bits B (integer weights +-(2^(B-1) - 1))
+    bits_per_cell: int = 2            # sliced: bits b per cell; ceil((B-1)/b) slices of G+/G- (balanced)
+    input_bits: int = 0               # bit-serial inputs: signed input bits (0 = inputs in one read)
+    input_bits_per_cycle: int = 1     # bit-serial inputs: bits per read cycle
 
     def __post_init__(self):
         o = "MappingConfig"
@@ -339,6 +444,8 @@ class MappingConfig(_Node):
         _num(o, "g_min", self.g_min, 0, 1e6)
         if self.g_min >= self.g_max:
             raise ConfigError(f"{o}.g_min = {self.g_min} must be below g_max = {self.g_max}")
+        if not isinstance(self.significance, (list, tuple)):
+            raise ConfigError(f"{o}.significance must be a list of factors, got {self.significance!r}")
         sig = tuple(self.significance)
         object.__setattr__(self, "significance", sig)
         if not sig:
@@ -353,6 +460,33 @@ class MappingConfig(_Node):
             raise ConfigError(f"{o}.weight_scaling_columnwise must be true or false")
         _num(o, "max_in", self.max_in, 0, 2**31, integer=True)
         _num(o, "max_out", self.max_out, 0, 2**31, integer=True)
+        _num(o, "weight_bits", self.weight_bits, 2, 24, integer=True)
+        _num(o, "bits_per_cell", self.bits_per_cell, 1, 16, integer=True)
+        if self.kind == MappingKind.SLICED and self.bits_per_cell > self.weight_bits - 1:
+            raise ConfigError(f"{o}.bits_per_cell = {self.bits_per_cell} exceeds the weight_bits - 1 = "
+                              f"{self.weight_bits - 1} magnitude bits")
+        _num(o, "input_bits", self.input_bits, 0, 24, integer=True)
+        if self.input_bits == 1:
+            raise ConfigError(f"{o}.input_bits = 1 is out of range: use 0 (no bit-serial inputs) or 2..24")
+        _num(o, "input_bits_per_cycle", self.input_bits_per_cycle, 1, 24, integer=True)
+        if self.input_bits and self.input_bits_per_cycle > self.input_bits - 1:
+            raise ConfigError(f"{o}.input_bits_per_cycle = {self.input_bits_per_cycle} exceeds the input_bits - 1 "
+                              f"= {self.input_bits - 1} magnitude bits")
+
+    @property
+    def n_slices(self) -> int:
+        """Weight slices: ceil((weight_bits - 1) / bits_per_cell) for kind 'sliced', else 1."""
+        if self.kind != MappingKind.SLICED:
+            return 1
+        return -(-(self.weight_bits - 1) // self.bits_per_cell)
+
+    @property
+    def pair_factors(self) -> tuple:
+        """Significance of each G+/G- pair: (1,) differential, ``significance`` for n_pairs,
+        2^(k b) for slice k of a sliced mapping."""
+        if self.kind == MappingKind.SLICED:
+            return tuple(float(2 ** (k * self.bits_per_cell)) for k in range(self.n_slices))
+        return tuple(self.significance)
 
 
 @dataclass(frozen=True)
@@ -409,6 +543,97 @@ class InferenceConfig(_Node):
 
 
 @dataclass(frozen=True)
+class ArrayConfig(_Node):
+    """The physical array as a circuit: wires, drivers, sense and cells (aimc/crossbar.py).
+
+    Wires belong to the array, not to one read direction. Geometry (forward read): input i drives word line
+    (row) i from its left end, column 0, through ``driver_ohm`` plus one ``wire_row_ohm`` segment; output j
+    is bit line (column) j, held at virtual ground (0 V) at its bottom end, below the last row, through one
+    ``wire_col_ohm`` segment plus ``sense_ohm``; neighbouring cells are one segment apart; the far ends are
+    open. The transposed read (backward) drives the bit lines from the bottom and senses the word lines at
+    the left, so the row/column resistances keep their lines. Input x (after the DAC) is the amplitude
+    x * ``v_read`` volts (``input_encoding`` 'amplitude'), or sign(x) ``v_read`` for a fraction |x| of the
+    read ('pulse_width': the output is the integrated charge, solved per distinct pulse length; it differs
+    from amplitude only for nonlinear cells). ``model``: 'polynomial' keeps today's IOConfig.ir_drop model (default, so old JSON
+    loads unchanged), 'circuit' solves the network, 'none' has ideal wires. For linear cells the circuit is
+    solved once per programmed/drifted state into an effective weight matrix (a never-programmed tile uses
+    the ideal conductances its weights map to); sinh cells need a solve per input.
+    """
+
+    model: WireModel = WireModel.POLYNOMIAL
+    wire_row_ohm: float = 1.0      # word-line resistance per cell segment (Ohm)
+    wire_col_ohm: float = 1.0      # bit-line resistance per cell segment (Ohm)
+    driver_ohm: float = 0.0        # input driver source resistance (Ohm), in series with the first segment
+    sense_ohm: float = 0.0         # bit-line terminal resistance to the virtual ground (Ohm)
+    cell: CellKind = CellKind.LINEAR
+    access_ohm: float = 0.0        # 1T1R access-transistor on-resistance (Ohm); cell '1t1r' only
+    sinh_k: float = 2.71689828     # 1/V; i = G sinh(k v)/k. MemTorch Data_Driven2021 (I = a g sinh(b V), b)
+    v_read: float = 0.2            # V applied for input 1.0 (full-scale DAC)
+    input_encoding: InputEncoding = InputEncoding.AMPLITUDE
+    pair_layout: PairLayout = PairLayout.TWO_ARRAYS
+    geometry: ArrayGeometry = ArrayGeometry.USED
+    solver: CircuitSolver = CircuitSolver.FAST
+    tol: float = 1e-5              # fast solver: relative residual |s (V - v - L F(v))| / |s V| (crossbar.py)
+    max_iter: int = 500            # fast solver: conjugate-gradient iterations per solve
+    fallback: bool = True          # fast solver failed: warn and use the exact solve (else raise)
+
+    def __post_init__(self):
+        o = "ArrayConfig"
+        for name, cls in (("model", WireModel), ("cell", CellKind), ("pair_layout", PairLayout),
+                          ("input_encoding", InputEncoding),
+                          ("geometry", ArrayGeometry), ("solver", CircuitSolver)):
+            _enum(o, self, name, cls)
+        for name in ("wire_row_ohm", "wire_col_ohm", "driver_ohm", "sense_ohm", "access_ohm"):
+            _num(o, name, getattr(self, name), 0, 1e9)
+        _num(o, "sinh_k", self.sinh_k, 0, 1e3, lo_open=True)
+        _num(o, "v_read", self.v_read, 0, 100, lo_open=True)
+        _num(o, "tol", self.tol, 0, 0.1, lo_open=True)
+        _num(o, "max_iter", self.max_iter, 1, 10**6, integer=True)
+        if not isinstance(self.fallback, bool):
+            raise ConfigError(f"{o}.fallback must be true or false, got {self.fallback!r}")
+        if self.model == WireModel.CIRCUIT:
+            for wire, end in (("wire_row_ohm", "driver_ohm"), ("wire_col_ohm", "sense_ohm")):
+                if getattr(self, wire) == 0 and getattr(self, end) > 0:
+                    raise ConfigError(f"{o}.{wire} = 0 needs {end} = 0 (an ideal line), got {end} = "
+                                      f"{getattr(self, end)}: a line of zero-resistance segments is one node")
+        if self.cell == CellKind.T1R1 and self.access_ohm <= 0:
+            raise ConfigError(f"{o}.access_ohm = {self.access_ohm} must be > 0 for cell '1t1r'")
+        if self.cell != CellKind.T1R1 and self.access_ohm != 0:
+            raise ConfigError(f"{o}.access_ohm = {self.access_ohm} is only used by cell '1t1r' "
+                              f"(cell is {self.cell.value!r}); set it to 0")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig(_Node):
+    """Post-training calibration of a programmed chip's converter ranges (aimc/calibration.py).
+
+    On the programmed chip at t = 0, a calibration set drawn from the *training* split is sent through the
+    model once; each tile sets a static DAC range from its inputs (``inp``) and its ADC ranges from the
+    distribution of its analog outputs before the ADC (``out``, per ``out_granularity``). The ranges are tile
+    state (saved in chip images) and hold for every later time. ``samples``: size of the calibration set the
+    deployment draws; ``max_rows``: tile input rows used at most (evenly spaced) for the ADC choice.
+    """
+
+    inp: InputCalibration = InputCalibration.PERCENTILE
+    inp_percentile: float = 99.99
+    out: OutputCalibration = OutputCalibration.MSE
+    out_percentile: float = 99.99
+    out_granularity: CalibrationGranularity = CalibrationGranularity.COLUMN
+    samples: int = 1000
+    max_rows: int = 4096
+
+    def __post_init__(self):
+        o = "CalibrationConfig"
+        _enum(o, self, "inp", InputCalibration)
+        _enum(o, self, "out", OutputCalibration)
+        _enum(o, self, "out_granularity", CalibrationGranularity)
+        _num(o, "inp_percentile", self.inp_percentile, 0, 100, lo_open=True)
+        _num(o, "out_percentile", self.out_percentile, 0, 100, lo_open=True)
+        _num(o, "samples", self.samples, 1, 2**31, integer=True)
+        _num(o, "max_rows", self.max_rows, 1, 2**31, integer=True)
+
+
+@dataclass(frozen=True)
 class TileConfig(_Node):
     """The root of the config tree for one layer's tiles.
 
@@ -422,9 +647,12 @@ class TileConfig(_Node):
     mapping: MappingConfig = field(default_factory=MappingConfig)
     backward_ideal: bool = True
     inference: InferenceConfig | None = None  # device physics for program/drift; None = ideal conductances
+    array: ArrayConfig = field(default_factory=ArrayConfig)  # wires and cells of the array (circuit model)
+    calibration: CalibrationConfig | None = None  # converter-range calibration method; None = uncalibrated
 
     def __post_init__(self):
-        for name, cls in (("forward", IOConfig), ("backward", IOConfig), ("mapping", MappingConfig)):
+        for name, cls in (("forward", IOConfig), ("backward", IOConfig), ("mapping", MappingConfig),
+                          ("array", ArrayConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"TileConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.backward_ideal, bool):
@@ -432,6 +660,22 @@ class TileConfig(_Node):
         if self.inference is not None and not isinstance(self.inference, InferenceConfig):
             raise ConfigError(f"TileConfig.inference must be an InferenceConfig or None, "
                               f"got {type(self.inference).__name__}")
+        if self.array.model != WireModel.POLYNOMIAL:
+            for name in ("forward", "backward"):
+                if getattr(self, name).ir_drop > 0:
+                    raise ConfigError(f"TileConfig.{name}.ir_drop = {getattr(self, name).ir_drop} (the polynomial "
+                                      f"IR-drop model) conflicts with array.model = {self.array.model.value!r}: "
+                                      f"set {name}.ir_drop = 0 or array.model = 'polynomial'")
+        if (self.array.model == WireModel.CIRCUIT and self.array.cell == CellKind.SINH
+                and self.mapping.kind == MappingKind.SLICED):
+            raise ConfigError("TileConfig.mapping.kind = 'sliced' with array.cell = 'sinh' is not supported "
+                              "(sliced reads need the effective matrix of linear cells)")
+        if self.array.geometry == ArrayGeometry.PHYSICAL and (self.mapping.max_in == 0 or self.mapping.max_out == 0):
+            raise ConfigError("TileConfig.array.geometry = 'physical' needs mapping.max_in and mapping.max_out > 0 "
+                              "(the physical array size)")
+        if self.calibration is not None and not isinstance(self.calibration, CalibrationConfig):
+            raise ConfigError(f"TileConfig.calibration must be a CalibrationConfig or None, "
+                              f"got {type(self.calibration).__name__}")
 
     def save(self, path) -> None:
         """Write the config as JSON (atomic)."""
@@ -453,6 +697,7 @@ _SUBNODES: dict[tuple[type, str], type] = {
     (TileConfig, "forward"): IOConfig,
     (TileConfig, "backward"): IOConfig,
     (TileConfig, "mapping"): MappingConfig,
+    (TileConfig, "array"): ArrayConfig,
 }
 
 
@@ -462,6 +707,14 @@ def register_subnode(parent: type, name: str, cls: type) -> None:
 
 
 register_subnode(TileConfig, "inference", InferenceConfig)
+register_subnode(TileConfig, "calibration", CalibrationConfig)
+
+
+def chip_identity(d: dict) -> dict:
+    """A config dict (``to_dict``/``normalised_dict``) less the calibration *method*: what must match for a
+    saved chip state to fit a model (the calibrated ranges are tile state; an image written before
+    calibration existed, or with another method, still fits)."""
+    return {k: v for k, v in d.items() if k != "calibration"} if isinstance(d, dict) else d
 
 
 # ----------------------------------------------------------------------------------------------- presets

@@ -35,8 +35,8 @@ from .nn import (AnalogConv1d, AnalogConv2d, AnalogContainer, AnalogGRU, AnalogL
 from .nn.attention import _no_fast_path
 from .nn.base import AnalogModule
 
-__all__ = ["LAYER_TYPES", "LAYER_NAMES", "analog_layers", "convert_to_analog", "convert_to_digital", "drift",
-           "program", "read_weights", "unprogram", "is_analog"]
+__all__ = ["LAYER_TYPES", "LAYER_NAMES", "analog_layers", "calibrate", "clip_fractions", "convert_to_analog",
+           "convert_to_digital", "drift", "program", "read_weights", "reset_clip_counts", "unprogram", "is_analog"]
 
 
 def _linear_from(layer, config, seed, name):
@@ -290,3 +290,88 @@ def read_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """``{qualified name: (out, in) float32 tensor}``: the weights every analog tile array computes with now
     (programmed, drifted; the digital column scales applied, the drift-compensation factor not)."""
     return {n: torch.from_numpy(m.tiles.read_weights()) for n, m in _holders(model, "read_weights")}
+
+
+def calibrate(model: nn.Module, x, cal=None) -> dict:
+    """Calibrate the converter ranges of a programmed model on calibration inputs ``x`` (``aimc.calibration``).
+
+    One forward pass of ``x`` (eval mode, no gradients) in which every analog layer, when the pass reaches
+    it, sets its static DAC range and ADC ranges from its own inputs (so each layer sees the outputs of the
+    calibrated layers before it), by ``cal`` (a ``CalibrationConfig``) or, if None, its own
+    ``config.calibration`` (layers without one are left uncalibrated). Draw ``x`` from the *training*
+    split: calibrating on the test set makes test accuracies optimistic. Returns
+    ``{layer name: TileArray.calibration_report()}``.
+
+    Raises ValueError for an empty ``x``, NaN/inf, inputs the model does not accept, a 'learned' input range
+    on a layer without HWA-learned ranges, or no layer to calibrate; RuntimeError if not programmed. After a
+    failure no layer keeps a calibration (the earlier one is gone too: recalibrate).
+    """
+    from .config import CalibrationConfig, InputCalibration
+    holders = _holders(model, "calibrate")
+    if cal is not None and not isinstance(cal, CalibrationConfig):
+        raise TypeError(f"calibrate: cal must be a CalibrationConfig or None, got {type(cal).__name__}")
+    x = torch.as_tensor(x)
+    if not torch.is_floating_point(x):
+        x = x.float()
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"calibrate: the calibration set is empty (shape {tuple(x.shape)}): pass at least one "
+                         f"sample from the training split")
+    if not torch.isfinite(x).all():
+        raise ValueError("calibrate: the calibration set contains NaN or inf")
+    todo = []
+    for n, m in holders:
+        c = cal if cal is not None else m.config.calibration
+        if c is None:
+            continue
+        if not m.programmed:
+            raise RuntimeError(f"calibrate: layer {n or '<model>'!r} is not programmed; call program(model) first "
+                               f"(calibration is done on the programmed chip)")
+        if c.inp == InputCalibration.LEARNED:
+            hwa = getattr(m, "hwa", None)
+            if hwa is None or getattr(hwa, "input_range", None) is None:
+                raise ValueError(f"calibrate: layer {n or '<model>'!r} has calibration inp 'learned' but no learned "
+                                 f"input ranges (it was not hardware-aware trained with input_range.enable); "
+                                 f"use 'percentile' or 'max'")
+        todo.append((n, m, c))
+    if not todo:
+        raise ValueError("calibrate: no analog layer has a calibration method (TileConfig.calibration is None "
+                         "everywhere): pass cal=aimc.config.CalibrationConfig() or convert with one")
+    was = model.training
+    try:
+        for _, m, c in todo:
+            m.tiles.calibrate_on_next_forward(c)
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(x.to(torch.float32))
+        except (RuntimeError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"calibrate: the model does not accept the calibration set of shape "
+                             f"{tuple(x.shape)} ({first})") from None
+        return {n: m.tiles.finish_calibration(c) for n, m, c in todo}
+    except BaseException:
+        for _, m, _ in todo:   # all or nothing: a failed calibration leaves no layer half-calibrated
+            for t in m.tiles.all_tiles():
+                t._clear_calibration()
+        raise
+    finally:
+        for _, m, _ in todo:
+            for t in m.tiles.all_tiles():
+                t._cal_pending = t._cal_sample = None
+        model.train(was)
+
+
+def reset_clip_counts(model: nn.Module) -> None:
+    """Zero every analog layer's counts of ADC conversions and clipped outputs."""
+    for _, m in _holders(model, "reset_clip_counts"):
+        m.tiles.reset_clip_counts()
+
+
+def clip_fractions(model: nn.Module) -> dict[str, float]:
+    """``{layer name: fraction of ADC conversions clipped}`` since the last ``reset_clip_counts`` (0 for a layer
+    with no conversions, e.g. a perfect forward)."""
+    out = {}
+    for n, m in _holders(model, "clip_fractions"):
+        c, total = m.tiles.clip_counts()
+        out[n] = c / total if total else 0.0
+    return out

@@ -6,13 +6,21 @@ time) -> drift compensation (``config.inference.compensation``, applied in eval 
 repeated over N chip instances (seeds ``seed, seed+1, ...``), reported as mean and sample std (ddof = 1;
 0 for one chip).
 
+Calibration (``config.calibration``, on by default in :func:`deploy_config`; ``aimc.calibration``): right
+after programming, each chip sets a static DAC range and per-column ADC ranges from ``samples`` inputs of the
+data set's *training* split (``calibration=`` overrides the set; a set that overlaps the test split gives a
+warning, also recorded in the results). At every time the fraction of ADC conversions that clipped is
+counted per layer (``DeployResults.clip_fraction``); fractions above ``clip_warn`` give a warning.
+
 ``aimc deploy`` with no arguments loads the shipped default MLP (``aimc.zoo.load_default``) and the mnist5k
-test split, uses the PCM card ``pcm-joshi2020`` with :func:`deploy_config` and global compensation, drifts
-to 1 s, 1 h, 1 d, 1 y, 10 y over 5 chips, prints the table and writes into a **fresh run folder**
+test split, uses the PCM card ``pcm-joshi2020`` with :func:`deploy_config` (calibrated) and global
+compensation, drifts to 1 s, 1 h, 1 d, 1 y, 10 y over 5 chips, prints the table and the clipped fractions
+and writes into a **fresh run folder**
 ``<out>/run-001``, ``run-002``, ... (``--out``, default ``aimc-results``; the next free number is taken with
 an exclusive ``mkdir``, so no earlier result is ever overwritten, also by two runs at once):
 
-* ``results.json``: times, per-chip accuracies, mean, std, digital accuracy, the config, seeds, versions;
+* ``results.json``: times, per-chip accuracies, mean, std, digital accuracy, the config, seeds, versions,
+  the calibrated ranges of every chip and the clipped fraction per layer, time and chip, warnings;
 * ``accuracy.png``: accuracy mean +- std against time (log axis), the digital accuracy dashed;
 * ``chip.h5``: the chip image (``aimc.chip.save_chip``) of the last chip instance at the last time.
 
@@ -27,21 +35,22 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import platform
-import re
 import sys
 import time as _time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["DEFAULT_TIMES", "DeployResults", "deploy_config", "evaluate_over_time", "format_time",
+__all__ = ["DEFAULT_CLIP_WARN", "DEFAULT_TIMES", "DeployResults", "deploy_config", "evaluate_over_time", "format_time",
            "parse_time", "parse_times", "add_arguments", "run"]
 
 DEFAULT_TIMES = ("1s", "1h", "1d", "1y", "10y")
+#: warn when a layer clips more than this fraction of its ADC conversions at some time (mean over chips)
+DEFAULT_CLIP_WARN = 0.01
 
-from .times import UNITS as _UNITS  # noqa: E402  (the one time parser: aimc/times.py)
-from .times import format_time, parse_time  # noqa: E402,F401
+from .times import format_time, parse_time  # noqa: E402,F401  (the one time parser: aimc/times.py)
 
 
 def parse_times(spec) -> tuple[list[float], list[str]]:
@@ -58,7 +67,7 @@ def parse_times(spec) -> tuple[list[float], list[str]]:
     return secs, labels
 
 
-def deploy_config(device: str = "pcm-joshi2020", compensation: str = "global", base=None):
+def deploy_config(device: str = "pcm-joshi2020", compensation: str = "global", base=None, calibrate: bool = True):
     """The inference config ``aimc deploy`` uses (a ``TileConfig``).
 
     IO: the periphery of the standard HWA preset (Rasch et al., Nat. Commun. 14, 5282, 2023): 8-bit DAC
@@ -70,6 +79,13 @@ def deploy_config(device: str = "pcm-joshi2020", compensation: str = "global", b
     of the device card; a differential pair per weight, or a single device plus a digital offset for
     devices with g_min > 0 (ReRAM CMO). ``base`` (a TileConfig) replaces IO and mapping; its ``inference``
     section is replaced by ``device``/``compensation``.
+
+    ``calibrate`` (default): ``calibration = CalibrationConfig()`` (``base``'s own method if it has one): a
+    static DAC range at the 99.99th percentile of each tile's inputs, as inference chips use (a fixed input
+    scale instead of a digital max over every input vector), and per-column ADC ranges minimising the
+    quantisation + clipping error of the analog outputs on the programmed chip at t = 0. An uncalibrated
+    tile (``calibrate=False``, or before ``aimc.convert.calibrate``) falls back to the IO above: abs-max
+    noise management and the fixed ADC bound 10.
     """
     from .config import BoundManagement, InferenceConfig, IOConfig, MappingKind, NoiseManagement, TileConfig
     if base is None:
@@ -83,7 +99,9 @@ def deploy_config(device: str = "pcm-joshi2020", compensation: str = "global", b
         if model is not None:
             mapping = mapping.replace(g_min=float(model.g_min), g_max=float(model.g_max))
         base = cfg.replace(mapping=mapping)
-    return base.replace(inference=InferenceConfig(device=device, compensation=compensation))
+    from .config import CalibrationConfig
+    cal = (base.calibration or CalibrationConfig()) if calibrate else None
+    return base.replace(inference=InferenceConfig(device=device, compensation=compensation), calibration=cal)
 
 
 def check_device(card: str) -> str:
@@ -117,6 +135,9 @@ class DeployResults:
     config: dict
     n_test: int
     meta: dict = field(default_factory=dict)
+    clip_fraction: dict = field(default_factory=dict)  # {layer: [[chip r] per time i]}: ADC conversions clipped
+    calibration: dict | None = None  # method, samples, source, per-chip ranges; None if not calibrated
+    warnings: list = field(default_factory=list)
     last_model: Any = field(default=None, repr=False, compare=False)  # the last chip at the last time
     cost: dict | None = None  # aimc.cost per time and chip: card, energy_pJ[i][r], latency_ns[i][r], area_mm2
 
@@ -143,8 +164,24 @@ class DeployResults:
                 "time_labels": self.time_labels, "accuracy": self.accuracy, "mean": self.mean, "std": self.std,
                 "digital_accuracy": self.digital_accuracy, "seeds": self.seeds, "repeats": len(self.seeds),
                 "n_test": self.n_test, "config": self.config, "meta": self.meta,
+                "clip_fraction": self.clip_fraction, "clip_fraction_mean": self.clip_fraction_mean,
+                "calibration": self.calibration, "warnings": self.warnings,
                 **({"cost": {**self.cost, "energy_pJ_mean": self._cost_mean("energy_pJ"),
                              "latency_ns_mean": self._cost_mean("latency_ns")}} if self.cost else {})}
+
+    @property
+    def clip_fraction_mean(self) -> dict:
+        """{layer: [mean over chips, per time]}."""
+        return {n: [sum(c) / len(c) for c in per_t] for n, per_t in self.clip_fraction.items()}
+
+    def clip_table(self) -> str:
+        """A markdown table: layer | clipped ADC outputs (%, mean over chips) at each time."""
+        if not self.clip_fraction:
+            return ""
+        rows = ["| layer | " + " | ".join(self.time_labels) + " |", "|---|" + "---|" * len(self.time_labels)]
+        for n, per_t in self.clip_fraction_mean.items():
+            rows.append(f"| {n} | " + " | ".join(f"{100 * v:.2f}" for v in per_t) + " |")
+        return "\n".join(rows)
 
     def table(self) -> str:
         """A markdown table: time | accuracy mean +- std (%) [| energy per inference (nJ) | latency (ns)]."""
@@ -206,10 +243,47 @@ def _xy(data):
     raise TypeError("data must be an aimc.datasets.Dataset (its test split is used) or an (x, y) pair")
 
 
+def calibration_set(data, calibration, n: int, x_test) -> tuple[Any, str, str | None]:
+    """(calibration inputs, source, warning or None) for a deployment.
+
+    ``calibration`` None: ``n`` samples (a fixed random subset, the same for every chip) of ``data``'s
+    training split; else an array/tensor of inputs, an ``(x, y)`` pair or a Dataset (its training split).
+    Errors: no training split and no set given, an empty set. A set sharing samples with ``x_test`` gives a
+    warning (returned and emitted): test accuracies after calibrating on test data are optimistic.
+    """
+    import numpy as np
+    if calibration is None:
+        if not hasattr(data, "x_train"):
+            raise ValueError("calibration needs inputs from the training split: the data has none (an (x, y) "
+                             "pair is the test set); pass calibration=x_train, or a config without calibration")
+        xs, source = data.x_train, "train split"
+    elif hasattr(calibration, "x_train"):
+        xs, source = calibration.x_train, "train split of the given data set"
+    elif isinstance(calibration, (tuple, list)) and len(calibration) == 2:
+        xs, source = calibration[0], "given (x, y)"
+    else:
+        xs, source = calibration, "given inputs"
+    xs = np.asarray(xs.detach().cpu() if hasattr(xs, "detach") else xs, dtype=np.float32)
+    if xs.ndim == 0 or xs.shape[0] == 0:
+        raise ValueError(f"the calibration set is empty (shape {xs.shape}): pass samples from the training split")
+    if calibration is None and xs.shape[0] > n:
+        idx = np.sort(np.random.default_rng(0).choice(xs.shape[0], n, replace=False))
+        xs = xs[idx]
+    xt = np.asarray(x_test.detach().cpu() if hasattr(x_test, "detach") else x_test, dtype=np.float32)
+    warning = None
+    if xt.shape[1:] == xs.shape[1:] and len(xt):
+        test_rows = {r.tobytes() for r in np.ascontiguousarray(xt).reshape(len(xt), -1)}
+        k = sum(r.tobytes() in test_rows for r in np.ascontiguousarray(xs).reshape(len(xs), -1))
+        if k:
+            warning = (f"the calibration set shares {k} of its {len(xs)} samples with the test split: calibrate "
+                       f"on training data, test accuracies after calibrating on test data are optimistic")
+    return xs, source, warning
+
+
 def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES, repeats: int = 5, *,
                        seed: int = 0, batch_size: int = 1000, progress: bool = False,
-                       convert_kwargs: dict | None = None, keep_last: bool = False,
-                       tech=None) -> DeployResults:
+                       convert_kwargs: dict | None = None, keep_last: bool = False, calibration=None,
+                       clip_warn: float = DEFAULT_CLIP_WARN, tech=None) -> DeployResults:
     """Accuracy of ``model`` on ``data`` after programming, at each of ``times``, over ``repeats`` chips.
 
     Args:
@@ -223,17 +297,20 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
         progress: show a progress bar on stderr.
         convert_kwargs: extra arguments of ``convert_to_analog`` (``layers``, ``exclude``, ``per_layer``).
         keep_last: keep the last chip instance (at the last time) in ``results.last_model``.
+        calibration: the calibration set when the config calibrates (see :func:`calibration_set`; default:
+            ``config.calibration.samples`` samples of ``data``'s training split).
+        clip_warn: warn when a layer's clipped fraction of ADC conversions (mean over chips) exceeds it.
         tech: a technology card (``aimc.cost``; name, path or ``TechCard``): tiles are fitted to its core size
             and the energy per inference and latency are reported at every time and chip (``results.cost``).
             None: no cost, tiles as ``config`` says.
     Returns:
-        :class:`DeployResults`.
+        :class:`DeployResults` (with ``clip_fraction`` per layer and time, the calibrated ranges, warnings).
     """
     import torch
 
     from . import __version__
     from .config import as_config
-    from .convert import convert_to_analog, drift, program
+    from .convert import calibrate, clip_fractions, convert_to_analog, drift, program, reset_clip_counts
     from .zoo import evaluate
 
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
@@ -243,6 +320,8 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
     if cfg.inference is None:
         raise ValueError("config has no inference section (device physics): set TileConfig.inference, e.g. "
                          "aimc.deploy.deploy_config('pcm-joshi2020')")
+    if isinstance(clip_warn, bool) or not isinstance(clip_warn, (int, float)) or not 0 <= clip_warn <= 1:
+        raise ValueError(f"clip_warn must be a fraction in [0, 1], got {clip_warn!r}")
     card = None
     if tech is not None:
         from .cost import fit_config, load_card
@@ -252,8 +331,26 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
     x = torch.as_tensor(x, dtype=torch.float32)
     y = torch.as_tensor(y, dtype=torch.int64)
     _check_fits(model, x)
+    notes = []
+    cal_cfgs = [c for c in [cfg.calibration, *(as_config(v).calibration for v in
+                                               ((convert_kwargs or {}).get("per_layer") or {}).values())]
+                if c is not None]
+    x_cal = cal_info = None
+    if cal_cfgs:
+        x_cal, source, warn = calibration_set(data, calibration, cal_cfgs[0].samples, x)
+        if warn:
+            warnings.warn(warn, stacklevel=2)
+            notes.append(warn)
+        x_cal = torch.as_tensor(x_cal)
+        try:
+            _check_fits(model, x_cal)
+        except ValueError as e:
+            raise ValueError(f"calibration set: {e}") from None
+        cal_info = {"method": cfg.calibration.to_dict() if cfg.calibration else None, "samples": int(len(x_cal)),
+                    "source": source, "ranges": []}
     digital = evaluate(model, x, y, batch_size)
     acc = [[0.0] * repeats for _ in secs]
+    clip: dict = {}
     energy = [[0.0] * repeats for _ in secs]
     latency = [[0.0] * repeats for _ in secs]
     area = None
@@ -265,9 +362,12 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
             chip = convert_to_analog(model, cfg, seed=seed + r, **(convert_kwargs or {}))
             chip.eval()
             program(chip)
+            if x_cal is not None:
+                cal_info["ranges"].append(calibrate(chip, x_cal))
             bar.update()
             for i, t in enumerate(secs):
                 drift(chip, t)
+                reset_clip_counts(chip)
                 if card is None:
                     acc[i][r] = evaluate(chip, x, y, batch_size)
                 else:  # energy changes as conductances drift: cost every evaluation
@@ -278,17 +378,27 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
                     rep = dig.report(int(len(y)), card)
                     energy[i][r], latency[i][r] = rep.energy_per_inference * 1e12, rep.latency * 1e9
                     area = rep.area * 1e6
+                for n, f in clip_fractions(chip).items():
+                    clip.setdefault(n, [[0.0] * repeats for _ in secs])[i][r] = f
                 bar.update()
             last = chip
     finally:
         bar.close()
     meta = {"aimc": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
             "wall_s": round(_time.perf_counter() - t0, 3)}
-    return DeployResults(times=secs, time_labels=labels, accuracy=acc, digital_accuracy=digital,
-                         seeds=[seed + r for r in range(repeats)], config=cfg.to_dict(), n_test=int(len(y)),
-                         meta=meta, last_model=last if keep_last else None,
-                         cost=None if card is None else {"card": card.name, "energy_pJ": energy,
-                                                         "latency_ns": latency, "area_mm2": area})
+    res = DeployResults(times=secs, time_labels=labels, accuracy=acc, digital_accuracy=digital,
+                        seeds=[seed + r for r in range(repeats)], config=cfg.to_dict(), n_test=int(len(y)),
+                        meta=meta, clip_fraction=clip, calibration=cal_info, last_model=last if keep_last else None,
+                        cost=None if card is None else {"card": card.name, "energy_pJ": energy,
+                                                        "latency_ns": latency, "area_mm2": area})
+    for n, per_t in res.clip_fraction_mean.items():
+        over = [f"{100 * f:.2f} % at {lab}" for lab, f in zip(labels, per_t) if f > clip_warn]
+        if over:
+            notes.append(f"layer {n!r}: clipped ADC outputs {', '.join(over)} (warning threshold "
+                         f"{100 * clip_warn:g} %)" + ("" if cal_info else "; the chip is not calibrated"))
+            warnings.warn(notes[-1], stacklevel=2)
+    res.warnings = notes
+    return res
 
 
 def _check_fits(model, x) -> None:
@@ -373,6 +483,16 @@ def add_arguments(p) -> None:
                    help="drift compensation (default: global, or the --config's)")
     p.add_argument("--config", help="a TileConfig JSON file (IO, mapping, inference); --device and "
                                     "--compensation override its inference section")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip the calibration of DAC/ADC ranges (abs-max noise management, fixed ADC bound)")
+    p.add_argument("--calib-samples", type=int, default=None,
+                   help="calibration samples drawn from the training split (default: 1000, or the --config's)")
+    p.add_argument("--calib-data", default="train", choices=["train", "test"],
+                   help="split the calibration set is drawn from (default: train; 'test' is for comparison "
+                        "only and is flagged in the output)")
+    p.add_argument("--clip-warn", type=float, default=100 * DEFAULT_CLIP_WARN,
+                   help="warn when a layer clips more than this percentage of its ADC outputs at a time "
+                        "(default: %(default)g)")
     p.add_argument("--tech", default="hermes-pcm-14nm",
                    help="technology card for energy per inference and latency (aimc cost --cards); tiles take its "
                         "core size; 'none': no cost (default: %(default)s)")
@@ -395,14 +515,23 @@ def _load_data(spec: str):
 
 
 def _resolve_config(args):
-    from .config import InferenceConfig, TileConfig
+    from .config import CalibrationConfig, InferenceConfig, TileConfig
     if args.config:
         base = TileConfig.load(args.config)
         inf = base.inference or InferenceConfig()
         device = check_device(args.device) if args.device else inf.device
         comp = args.compensation or inf.compensation.value
-        return base.replace(inference=inf.replace(device=device, compensation=comp))
-    return deploy_config(check_device(args.device or "pcm-joshi2020"), args.compensation or "global")
+        cfg = base.replace(inference=inf.replace(device=device, compensation=comp))
+        cfg = cfg.replace(calibration=None if args.no_calibrate else cfg.calibration or CalibrationConfig())
+    else:
+        cfg = deploy_config(check_device(args.device or "pcm-joshi2020"), args.compensation or "global",
+                            calibrate=not args.no_calibrate)
+    if args.calib_samples is not None:
+        if args.calib_samples < 1:
+            raise ValueError(f"--calib-samples must be >= 1, got {args.calib_samples}")
+        if cfg.calibration is not None:
+            cfg = cfg.replace(calibration=cfg.calibration.replace(samples=args.calib_samples))
+    return cfg
 
 
 def run(args) -> int:
@@ -411,6 +540,8 @@ def run(args) -> int:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     from .bench import check_threads
     check_threads(args.threads)
+    if not 0 <= args.clip_warn <= 100:
+        raise ValueError(f"--clip-warn is a percentage in [0, 100], got {args.clip_warn}")
     secs, labels = parse_times(args.times)
     cfg = _resolve_config(args)
     data = _load_data(args.data)
@@ -423,11 +554,19 @@ def run(args) -> int:
         model, meta = zoo.load_default()
         model_name = f"default ({zoo.DEFAULT_CHECKPOINT.name})"
     run_dir = None if args.no_files else fresh_run_dir(args.out)
+    from .kernels import compile_messages
     try:
-        res = evaluate_over_time(model, data, cfg, labels, args.repeats,
-                                 seed=args.seed, progress=not args.no_progress and not args.json,
-                                 keep_last=run_dir is not None,
-                                 tech=None if args.tech == "none" else args.tech)
+        cal_set = None
+        if cfg.calibration is not None and args.calib_data == "test":
+            n = cfg.calibration.samples
+            cal_set = data.x_test[:n]
+        with warnings.catch_warnings(), compile_messages(enabled=not args.no_progress and not args.json):
+            warnings.simplefilter("ignore")   # printed below, and recorded in results.json
+            res = evaluate_over_time(model, data, cfg, labels, args.repeats,
+                                     seed=args.seed, progress=not args.no_progress and not args.json,
+                                     keep_last=run_dir is not None, calibration=cal_set,
+                                     clip_warn=args.clip_warn / 100,
+                                     tech=None if args.tech == "none" else args.tech)
     except BaseException:
         if run_dir is not None and not any(run_dir.iterdir()):
             run_dir.rmdir()
@@ -455,6 +594,17 @@ def run(args) -> int:
         from .cost import ASSUMPTIONS
         print(f"cost: card {res.cost['card']}, {res.cost['area_mm2']:.3g} mm2 of cores; energy and latency per "
               f"inference, mean over chips (`aimc cost` gives the per-layer table); {ASSUMPTIONS[0]}")
+    if res.calibration:
+        c = res.calibration
+        m = c["method"] or {}
+        print(f"calibrated on {c['samples']} samples ({c['source']}): input range {m.get('inp')}, ADC range "
+              f"{m.get('out')} per {m.get('out_granularity')}")
+    else:
+        print("not calibrated (--no-calibrate): abs-max noise management and the config's fixed ADC bound")
+    print("clipped ADC outputs (%, mean over chips):")
+    print(res.clip_table())
+    for w in res.warnings:
+        print(f"WARNING: {w}")
     if files:
         print(f"results: {run_dir}/ ({', '.join(Path(f).name for f in files.values())})")
     return 0

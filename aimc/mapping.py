@@ -38,8 +38,8 @@ def n_devices(cfg: MappingConfig) -> int:
     """Devices per weight of the mapping."""
     if cfg.kind == MappingKind.DIFFERENTIAL:
         return 2
-    if cfg.kind == MappingKind.N_PAIRS:
-        return 2 * len(cfg.significance)
+    if cfg.kind in (MappingKind.N_PAIRS, MappingKind.SLICED):
+        return 2 * len(cfg.pair_factors)
     return 1
 
 
@@ -61,6 +61,8 @@ def to_conductances(W: np.ndarray, cfg: MappingConfig) -> tuple[np.ndarray, dict
         G = (gmin + (W - np.float32(lo)) * s)[None]
         return G.astype(np.float32), {"scale": float(s), "w_min": lo}
     amax = max(float(np.abs(W).max()) if W.size else 0.0, 1e-7)
+    if cfg.kind == MappingKind.SLICED:
+        return _sliced(W, cfg, amax)
     f = np.asarray(cfg.significance, np.float32)
     s = np.float32(float(f.sum()) * float(rng_g) / amax)
     w_us = W * s
@@ -72,6 +74,23 @@ def to_conductances(W: np.ndarray, cfg: MappingConfig) -> tuple[np.ndarray, dict
         G[2 * k + 1] = np.clip((neg - level) / fk + gmin, gmin, gmax)
         level += fk * rng_g
     return G, {"scale": float(s), "w_min": 0.0}
+
+
+def _sliced(W, cfg: MappingConfig, amax: float):
+    """Balanced bit slicing (CrossSim BitslicedCore, BALANCED; circuits_and_cost.md B.1): integer weights
+    W_i = rint(W / amax (2^(B-1) - 1)); digit k of |W_i| in base 2^b is stored as g_min + (g_max - g_min)
+    d_k / (2^b - 1) in G+ of slice k if W_i > 0, in G- if W_i < 0 (the other device at g_min). Read back
+    with pair factors 2^(k b): sum_k 2^(k b) (G+_k - G-_k) / scale = the quantised weight."""
+    b, lmax = cfg.bits_per_cell, 2 ** (cfg.weight_bits - 1) - 1
+    wi = np.rint(W.astype(np.float64) / amax * lmax).astype(np.int64)
+    mag, levels = np.abs(wi), 2 ** b - 1
+    gmin, span = np.float32(cfg.g_min), np.float32(cfg.g_max - cfg.g_min)
+    G = np.full((2 * cfg.n_slices, *W.shape), gmin, np.float32)
+    for k in range(cfg.n_slices):
+        g = gmin + span * (((mag >> (k * b)) & levels).astype(np.float32) / np.float32(levels))
+        G[2 * k] = np.where(wi > 0, g, gmin)
+        G[2 * k + 1] = np.where(wi < 0, g, gmin)
+    return G, {"scale": float(span) * lmax / (levels * amax), "w_min": 0.0}
 
 
 def line_conductance(W: np.ndarray, cfg: MappingConfig, axis: int) -> np.ndarray:
@@ -93,7 +112,7 @@ def from_conductances(G: np.ndarray, params: dict, cfg: MappingConfig) -> np.nda
     s = np.float32(params["scale"])
     if cfg.kind == MappingKind.SINGLE_OFFSET:
         return ((G[0] - np.float32(cfg.g_min)) / s + np.float32(params["w_min"])).astype(np.float32)
-    f = np.asarray(cfg.significance, np.float32)
+    f = np.asarray(cfg.pair_factors, np.float32)
     W = np.zeros(G.shape[1:], np.float32)
     for k, fk in enumerate(f):
         W += fk * (G[2 * k] - G[2 * k + 1])

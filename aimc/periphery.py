@@ -25,15 +25,32 @@ class WeightView:
     """A weight matrix W (out x in, float32) seen by one read direction, with cached derived arrays.
 
     ``W`` may be a view (e.g. a transposed one for the backward read); nothing is copied until a stage
-    needs a derived array.
+    needs a derived array. With a circuit (``aimc.crossbar.ArrayCircuit``, ``ArrayConfig.model`` 'circuit')
+    the product is the array's: linear cells use the effective matrix of one state solve (computed at the
+    first read, then one BLAS product per forward); sinh cells solve the circuit per input (``W`` stays the
+    nominal matrix for the derived arrays, e.g. PCM read noise).
     """
 
-    __slots__ = ("W", "_absW", "_Wpos")
+    __slots__ = ("_W", "_absW", "_Wpos", "circuit")
 
-    def __init__(self, W: np.ndarray):
-        self.W = W
+    def __init__(self, W: np.ndarray, circuit=None):
+        self.circuit = circuit
+        self._W = None if circuit is not None and circuit.linear else W
         self._absW = None
         self._Wpos = None
+
+    @property
+    def W(self) -> np.ndarray:
+        if self._W is None:
+            We = self.circuit.effective()
+            self._W = We.T if self.circuit.transposed else We
+        return self._W
+
+    def product(self, v: np.ndarray) -> np.ndarray:
+        """W v for a batch v (R x in): one BLAS call, or the circuit solve of nonlinear cells."""
+        if self.circuit is not None and not self.circuit.linear:
+            return self.circuit.product(v)
+        return dot(v, self.W.T)
 
     @property
     def absW(self) -> np.ndarray:
@@ -52,18 +69,60 @@ class WeightView:
         return self._Wpos
 
 
-def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=None, g=None) -> np.ndarray:
+def adc_arrays(io: IOConfig, bounds=None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, bounds) float32 arrays of the ADC: the config's (length 1) or calibrated ``bounds`` (a scalar
+    for the whole tile or one per output column), each with step 2 b / (2^out_bits - 2); bound 0 = no ADC."""
+    if bounds is None:
+        return np.array([io.out_step], np.float32), np.array([io.out_bound], np.float32)
+    b = np.ascontiguousarray(np.atleast_1d(bounds), np.float32)
+    steps = b * np.float32(2.0 / (2**io.out_bits - 2)) if io.out_bits > 0 else np.zeros_like(b)
+    return np.ascontiguousarray(steps, np.float32), b
+
+
+NO_ADC = (np.zeros(1, np.float32), np.zeros(1, np.float32))
+
+
+def draw_adc(io: IOConfig, n_out: int, stream: Stream) -> dict:
+    """The per-chip converter errors of ``n_out`` columns, drawn once (circuits_and_cost.md C.3):
+    ``gain`` = 1 + adc_gain_std xi and ``offset`` = adc_offset_std out_bound xi per column; for SAR, per group of
+    ``adc_group`` columns, binary CDAC ``caps`` C_n = 2^n + adc_cap_mismatch 2^(n/2) xi (unit capacitors, the
+    mismatch of a 2^n-unit capacitor grows as its square root) and a comparator offset ``comp`` (fraction of
+    the ADC bound). float32 arrays, stored in chip images."""
+    z = stream.normal((2, n_out))
+    out = {"gain": (1.0 + io.adc_gain_std * z[0]).astype(np.float32),
+           "offset": (io.adc_offset_std * io.out_bound * z[1]).astype(np.float32)}
+    groups = -(-n_out // io.adc_group)
+    bits = max(io.out_bits, 1)
+    n = np.arange(bits)
+    zc = stream.normal((groups, bits + 1))
+    out["caps"] = np.maximum(2.0 ** n + io.adc_cap_mismatch * 2.0 ** (n / 2) * zc[:, :bits], 0).astype(np.float32) \
+        if io.adc.value == "sar" else np.zeros((0, bits), np.float32)
+    out["comp"] = (io.adc_comparator_offset * zc[:, bits]).astype(np.float32)
+    return out
+
+
+def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=None, g=None, *,
+        inp_range: float | None = None, adc: tuple[np.ndarray, np.ndarray] | None = None,
+        clip_counts: np.ndarray | None = None, raw: bool = False, conv: dict | None = None) -> np.ndarray:
     """y = W x for a batch x (B x in, float32, C-contiguous) through the periphery ``io``. Returns B x out.
 
     ``counts`` (an ``aimc.cost.Counts``) records what the read did; ``g`` (in,) is the conductance per input
     line in uS that its array-energy sums weight the applied inputs with (``aimc.cost.counters``). A perfect
     read counts the conversions a physical array would need and the inputs as an abs-max-scaled DAC applies them.
+
+    Calibrated state of the tile (``aimc.calibration``) overrides two stages: ``inp_range`` r (a static DAC
+    range: x is clipped at +-r, i.e. a constant noise-management scale r / inp_bound in place of the
+    config's), ``adc`` (steps, bounds) from :func:`adc_arrays` (per-column or per-tile ADC ranges;
+    ``NO_ADC`` reads the analog outputs before the ADC). ``clip_counts`` (int64 (2,)) accumulates
+    [outputs beyond the ADC range, ADC conversions]. ``raw``: return the outputs in ADC units, before the
+    digital rescale by the noise-management and bound-management factors and ``out_scale``. ``conv``: the
+    chip's converter errors (:func:`draw_adc`) when ``io.adc_drawn``.
     """
     W = view.W
     B, n = x.shape
     m = W.shape[0]
     if io.is_perfect:
-        y = dot(x, W.T)
+        y = view.product(x)
         if io.out_scale != 1.0:
             y *= np.float32(io.out_scale)
         if counts is not None:
@@ -73,18 +132,24 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=No
             counts.add_pass(x, inv, g, io.inp_step, m)
         return y
     with kernel_threads(B * (n + m)):
-        return _mvm(view, x, io, stream, counts, g, B, m)
+        return _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv, B, m)
 
 
-def _mvm(view, x, io, stream, counts, g, B, m):
+def _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv, B, m):
     alpha = np.empty(B, np.float32)
-    _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
     zero_rows = None
-    if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
-        zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
-        if zero.any():
-            zero_rows = zero
-            alpha[zero] = 1.0
+    if inp_range is not None:
+        alpha.fill(np.float32(inp_range / io.inp_bound))
+    else:
+        _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
+        if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
+            zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
+            if zero.any():
+                zero_rows = zero
+                alpha[zero] = 1.0
+    steps, bounds = adc if adc is not None else adc_arrays(io)
+    if adc is NO_ADC:
+        conv = None  # a raw read (analog outputs before the ADC) skips the converters too
     f = np.ones(B, np.float32)
     y = np.empty((B, m), np.float32)
     rows = np.arange(B, dtype=np.int64)
@@ -98,7 +163,11 @@ def _mvm(view, x, io, stream, counts, g, B, m):
         counts.mvms += B
         counts.dig_out += B * m if managed or io.out_scale != 1.0 else 0
     while True:
-        clipped = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, counts, g)
+        clipped, nclip = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, counts, g, steps, bounds,
+                                   conv)
+        if clip_counts is not None:
+            clip_counts[0] += int(nclip.sum())
+            clip_counts[1] += rows.shape[0] * m
         if not iterative:
             break
         # stop rule (physics.md §1.7): after a pass with factor f, stop if f > max_bm_factor or
@@ -108,6 +177,8 @@ def _mvm(view, x, io, stream, counts, g, B, m):
             break
         rows = rows[redo]
         f[rows] *= 2.0
+    if raw:
+        return y
     y *= (alpha * f * np.float32(io.out_scale))[:, None]
     if zero_rows is not None:
         y[zero_rows] = 0.0
@@ -137,10 +208,11 @@ def _noise_sigmas(io: IOConfig, v2: np.ndarray) -> tuple:
     return nl, sig2, sw
 
 
-def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g) -> np.ndarray:
+def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g, steps, bounds,
+              conv=None):
     """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
 
-    Returns the per-row clip flags.
+    Returns the per-row clip flags and counts of clipped outputs.
     """
     R, n = rows.shape[0], x.shape[1]
     W = view.W
@@ -161,30 +233,50 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     if ir:
         yin = dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
     else:
-        yin = dot(v, W.T)
+        yin = view.product(v)
     if pcm or ir:
         prod = dot(aux, view.absW.T)       # |W| v^2 (read-noise variance), |W| |v| (IR-drop load)
         s_el = prod[:R] if pcm else _EMPTY2
         a_mat = prod[R * pcm:] if ir else _EMPTY2
     else:
         s_el = a_mat = _EMPTY2
-    nl, sig2, sw = _noise_sigmas(io, v2)
+    sig2 = np.full(R, np.float32(io.out_noise) ** 2, np.float32)
+    nl = io.out_nonlinearity / (io.out_bound if io.out_bound > 0 else 1.0)
+    # weight noise comes before the output nonlinearity (aihwkit's order): drawn on its own there when both are on,
+    # else folded into the output noise (a sum of independent normals: one normal per output, same distribution)
+    w_first = nl > 0 and io.w_noise > 0
+    sw = _EMPTY1
+    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+        sw2 = np.float32(io.w_noise) ** 2 * v2    # iid weight noise == one normal per output, sigma ||v||
+        if w_first:
+            sw = np.sqrt(sw2).astype(np.float32)
+        else:
+            sig2 += sw2
+    elif w_first:
+        sw = np.ones(R, np.float32)               # pcm_read: sigma from s_el; non-empty marks "weight noise first"
     _, _, cn2 = stream.next_call()
     _, _, cu2 = stream.next_call()
-    cw = stream.next_call()[2] if sw.shape[0] else 0
+    cw = stream.next_call()[2] if w_first else 0
     clipped = np.empty(R, np.int8)
+    nclip = np.empty(R, np.int32)
+    drawn = conv is not None and io.adc_drawn
     _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
                     np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
-                    io.out_step, io.out_bound, io.out_sto_round, io.bm_test_negative_bound,
-                    k0, k1, cn2, cu2, clipped, y, sw, cw, 0)
-    return clipped
+                    NO_ADC[0] if drawn else steps, NO_ADC[1] if drawn else bounds, io.out_sto_round,
+                    io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y, sw, cw, nclip, 0)
+    if drawn:
+        _k.adc_stage(y, rows, conv["gain"], conv["offset"], steps, bounds, io.adc.value == "sar", io.out_bits,
+                     conv["caps"].astype(np.float64), conv["comp"], io.adc_group, io.bm_test_negative_bound,
+                     clipped, nclip)
+    return clipped, nclip
 
 
 # ------------------------------------------------------------------ convolutions without a patch matrix
 
 def fusable(io: IOConfig) -> bool:
-    """Whether ``patch_pass`` reproduces ``mvm`` for this periphery (one pass per row: no iterative BM)."""
-    return not io.is_perfect and io.bound_management != BoundManagement.ITERATIVE
+    """Whether ``patch_pass`` reproduces ``mvm`` for this periphery (one pass per row: no iterative BM; the
+    config's ADC without drawn converter errors)."""
+    return not io.is_perfect and io.bound_management != BoundManagement.ITERATIVE and not io.adc_drawn
 
 
 def draw_calls(stream: Stream, io: IOConfig) -> tuple:
@@ -200,7 +292,7 @@ def draw_calls(stream: Stream, io: IOConfig) -> tuple:
 
 def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int, sw: int, off, row0: int,
                R: int, io: IOConfig, calls: tuple, v: np.ndarray, yin: np.ndarray, y: np.ndarray,
-               counts=None, g=None) -> None:
+               counts=None, g=None, clip_counts=None) -> None:
     """``mvm`` of rows row0 .. row0 + R - 1 of a convolution's patch matrix into y (R x out), the patches
     gathered from the padded input on the fly (``kernels.periphery.patch_input_stage``).
 
@@ -208,7 +300,7 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     ``draw_calls`` once per forward and tile; random numbers are keyed by the global row), so element-wise
     stages give identical values; only the product runs on R rows at a time (BLAS may round differently).
     ``v`` (>= R rows x in) and ``yin`` (>= R rows x out, 2 out with IR drop) are reused buffers; y is R x out.
-    ``counts``/``g`` as in ``mvm``. Needs ``fusable(io)``.
+    ``counts``/``g``/``clip_counts`` as in ``mvm``. Needs ``fusable(io)`` and a plain view (no circuit).
     """
     W = view.W
     m, n = W.shape
@@ -242,11 +334,16 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
             s_el = a_mat = _EMPTY2
         nl, sig2, sw_row = _noise_sigmas(io, v2)
         clipped = np.empty(R, np.int8)
+        nclip = np.empty(R, np.int32)
+        steps, bounds = adc_arrays(io)
         _k.output_stage(yin, np.arange(R, dtype=np.int64), np.sqrt(sig2), s_el,
                         np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0), np.float32(io.ir_drop),
-                        np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl), io.out_step, io.out_bound,
+                        np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl), steps, bounds,
                         io.out_sto_round, io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y, sw_row, cw,
-                        row0)
+                        nclip, row0)
+        if clip_counts is not None:
+            clip_counts[0] += int(nclip.sum())
+            clip_counts[1] += R * m
     y *= (alpha * np.float32(io.out_scale))[:, None]  # mvm's alpha * f * out_scale with f = 1
     if guard:
         y[zero != 0] = 0.0

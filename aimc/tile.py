@@ -22,16 +22,24 @@ Lifecycle of a programmed tile (``config.inference``; physics.md §3, §4; ``aim
   switches it off in training mode; ``backward`` never applies it; ``set_weights`` clears it.
 
 Without ``config.inference`` (None) ``program`` writes ideal conductances and ``drift`` only moves the clock.
+
+Calibration (``calibrate(x)``, ``config.calibration``; ``aimc.calibration``): on the programmed tile, a static
+DAC range and ADC ranges are chosen from calibration inputs and kept as tile state for every later time
+(saved in chip images); ``program`` and ``set_weights`` drop them (a new chip needs a new calibration). The
+tile counts its ADC conversions and the outputs beyond the ADC range (``clip_counts``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import mapping as _map
-from .config import DriftCompensation, TileConfig, as_config
+from . import calibration as _cal
+from .config import (CalibrationConfig, CalibrationGranularity, DriftCompensation, MappingKind, TileConfig,
+                     WireModel, as_config)
+from .crossbar import tile_circuits
 from .cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
-from .periphery import WeightView, draw_calls, fusable, mvm, patch_pass
+from .periphery import NO_ADC, WeightView, adc_arrays, draw_adc, draw_calls, fusable, mvm, patch_pass
 from .rng import Stream, check_seed
 
 
@@ -133,8 +141,15 @@ class Tile(_Reads):
         self._compensate = True
         self._fused = None        # device engine: None = fused kernels where supported, False = device_models
         self._out = None          # digital output factor of the forward: scale (omega > 0) x alpha, or None
+        self._cal_inp = None      # calibrated static DAC range (float) or None (config's noise management)
+        self._cal_adc = None      # calibrated ADC ranges, float32 (1,) or (out,), or None (config's out_bound)
+        self._adc = None          # (steps, bounds) handed to mvm for _cal_adc
+        self._cal_pending = None  # a CalibrationConfig: calibrate on the next forward's inputs
+        self._cal_sample = None   # analog outputs kept for a layer-wide ADC range (TileArray.finish_calibration)
+        self._clip = np.zeros(2, np.int64)  # [outputs beyond the ADC range, ADC conversions] of the forward
         self.counts = Counts()    # what the forward reads did (aimc.cost); reset with counts.reset()
         self.counts_backward = Counts()
+        self._conv = {}           # per-chip converter errors per direction (draw_adc), drawn at the first read
         self._set_normalised(np.zeros((self.out_size, self.in_size), np.float32))
 
     @property
@@ -142,10 +157,70 @@ class Tile(_Reads):
         return (self.out_size, self.in_size)
 
     def _set_normalised(self, w: np.ndarray) -> None:
+        """New weights to read: the nominal matrix, and with ``array.model`` 'circuit' the array circuits
+        built from the conductances as last read (or the ideal conductances of w if never programmed);
+        with a sliced mapping one view per weight slice (``_fwd_parts``, ``_bwd_parts``)."""
         self._w = w
-        self._fwd = WeightView(w)
-        self._bwd = WeightView(w.T)
         self._gline = {}
+        cfg = self.config
+        G, params = self._G, self._map_params
+        if cfg.mapping.kind == MappingKind.SLICED and G is None:
+            G, params = _map.to_conductances(w, cfg.mapping)
+        fwd = bwd = None
+        if cfg.array.model == WireModel.CIRCUIT:
+            fwd, bwd = tile_circuits(G, params if G is not None else {"weights": w}, cfg, str(self.tile_id))
+        self._fwd = WeightView(w, fwd)
+        self._bwd = WeightView(w.T, bwd)
+        self._fwd_parts = [(1.0, self._fwd)]
+        self._bwd_parts = [(1.0, self._bwd)]
+        if cfg.mapping.kind == MappingKind.SLICED:
+            span = float(cfg.mapping.g_max - cfg.mapping.g_min)
+            coef = [f * span / params["scale"] for f in cfg.mapping.pair_factors]
+            if fwd is None:
+                Wk = [(G[2 * k] - G[2 * k + 1]) / np.float32(span) for k in range(len(coef))]
+                self._fwd_parts = [(c, WeightView(np.ascontiguousarray(W))) for c, W in zip(coef, Wk)]
+                self._bwd_parts = [(c, WeightView(W.T)) for c, W in zip(coef, Wk)]
+            else:
+                self._fwd_parts = [(c, WeightView(None, _SliceCircuit(fwd, k, span))) for k, c in enumerate(coef)]
+                self._bwd_parts = [(c, WeightView(None, _SliceCircuit(bwd, k, span))) for k, c in enumerate(coef)]
+
+    def _conv_of(self, direction: str):
+        """The converter errors of a read direction ('forward' or 'backward'; None without any), drawn once
+        from a stream of their own (drawing them does not move the tile's main stream; kept in chip images)."""
+        io = getattr(self.config, direction)
+        if not io.adc_drawn:
+            return None
+        if direction not in self._conv:
+            n_out = self.out_size if direction == "forward" else self.in_size
+            self._conv[direction] = draw_adc(io, n_out, Stream(self.seed, f"{self.tile_id}/adc/{direction}"))
+        return self._conv[direction]
+
+    def _read(self, parts, x: np.ndarray, direction: str, **kw) -> np.ndarray:
+        """One analog read (``mvm`` with ``kw``) per weight slice and input cycle, shift-and-added digitally
+        (circuits_and_cost.md B.1-B.2). Bit-serial inputs (``mapping.input_bits`` > 0): x is quantised
+        digitally to m = input_bits - 1 magnitude bits of its row's abs-max, sliced into cycles of
+        ``input_bits_per_cycle`` bits (the sign on every cycle), each cycle read through the periphery of
+        ``direction`` ('forward' / 'backward')."""
+        m = self.config.mapping
+        io, conv = getattr(self.config, direction), self._conv_of(direction)
+        if m.input_bits == 0:
+            cycles, amax = [(1.0, x)], None
+        else:
+            mb, sb = m.input_bits - 1, m.input_bits_per_cycle
+            amax = np.abs(x).max(axis=1, keepdims=True)
+            amax[amax == 0] = 1.0
+            xi = np.rint(np.abs(x) / amax * (2 ** mb - 1)).astype(np.int64)
+            sg, lv = np.sign(x), 2 ** sb - 1
+            cycles = [(2.0 ** (c * sb) * lv / (2 ** mb - 1), (sg * ((xi >> (c * sb)) & lv) / lv).astype(np.float32))
+                      for c in range(-(-mb // sb))]
+        y = None
+        for cc, xc in cycles:
+            for ck, view in parts:
+                yk = mvm(view, xc, io, self.stream, conv=conv, **kw)
+                if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None:
+                    return yk  # the plain read
+                y = yk * np.float32(cc * ck) if y is None else y + yk * np.float32(cc * ck)
+        return y if amax is None else y * amax.astype(np.float32)
 
     def line_conductance(self, direction: str = "forward") -> np.ndarray:
         """Conductance per input line of a read in uS, float32: g_j = sum of G over every cell (all devices)
@@ -181,6 +256,7 @@ class Tile(_Reads):
         self._scale = _map.column_scales(W, self.config.mapping)
         self._G = self._map_params = self._device = self._time = None
         self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
+        self._clear_calibration()
         self._set_normalised(W / self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else W.copy())
         self._refresh_out()
 
@@ -205,6 +281,7 @@ class Tile(_Reads):
         device = DeviceArray.program(self.device_model(), g_target, self.stream, fused=self._fused)
         self._scale, self._map_params, self._device = scale, params, device
         self._time = 0.0
+        self._clear_calibration()
         self._comp_kind = cfg.inference.compensation if cfg.inference is not None else DriftCompensation.NONE
         self._comp_ref = self._alpha = None
         self._read_at(0.0)
@@ -242,7 +319,66 @@ class Tile(_Reads):
     def _readout(self) -> np.ndarray:
         """Compensation readout: one-hot inputs through the noisy forward (no digital scales)."""
         eye = np.eye(self.in_size, dtype=np.float32)
-        return compensation_readout(mvm(self._fwd, eye, self.config.forward, self.stream), self._comp_kind)
+        return compensation_readout(self._read(self._fwd_parts, eye, "forward"), self._comp_kind)
+
+    # ------------------------------------------------------------------ calibration
+    def _clear_calibration(self) -> None:
+        self._cal_inp = self._cal_adc = self._adc = self._cal_pending = self._cal_sample = None
+
+    def _set_calibration(self, inp, adc) -> None:
+        self._cal_inp = None if inp is None else float(inp)
+        self._cal_adc = None if adc is None else np.ascontiguousarray(np.atleast_1d(adc), np.float32)
+        self._adc = None if self._cal_adc is None else adc_arrays(self.config.forward, self._cal_adc)
+
+    def _calibration_cfg(self, cal) -> CalibrationConfig:
+        cal = _calibration_method(self, f"tile {self.tile_id!r}", cal)
+        if self.config.forward.is_perfect:
+            raise ValueError(f"tile {self.tile_id!r}: a perfect forward (is_perfect) has no converters to calibrate")
+        return cal
+
+    def analog_outputs(self, x, *, inp_range: float | None = None) -> np.ndarray:
+        """The tile's analog outputs before the ADC (ADC units; B x out) for inputs x (B x in): the forward
+        with no ADC, the given static DAC range (None: the config's noise management), noise included."""
+        x, _ = check_batch(x, self.in_size, "x")
+        return mvm(self._fwd, x, self.config.forward, self.stream, inp_range=inp_range, adc=NO_ADC, raw=True)
+
+    def calibrate(self, x, cal: CalibrationConfig | None = None, *, keep_sample: bool = False) -> dict:
+        """Choose the static DAC range and the ADC ranges of the programmed tile from inputs x (rows, in),
+        by ``cal`` (default ``config.calibration``; see ``aimc.calibration``). Returns the ranges and the
+        fraction of calibration inputs / analog outputs beyond them. The ranges hold until ``program``.
+        """
+        cal = self._calibration_cfg(cal)
+        x = _cal.check_calibration_inputs(x, self.in_size)
+        r = _cal.input_range(x, cal)
+        idx = _cal.rows_for(x.shape[0], cal.max_rows)
+        xs = x if idx is None else np.ascontiguousarray(x[idx])
+        y = self.analog_outputs(xs, inp_range=r)
+        b = _cal.adc_bound(y, cal, self.config.forward,
+                           cal.out_granularity == CalibrationGranularity.COLUMN)
+        self._set_calibration(r, b)
+        self._cal_sample = y if keep_sample else None
+        return self._cal_report(x, y)
+
+    def _cal_report(self, x, y) -> dict:
+        r, b = self._cal_inp, self._cal_adc
+        bound = b if b is not None else np.float32(self.config.forward.out_bound or np.inf)
+        return {"input_range": r, "adc_range": None if b is None else [float(v) for v in b],
+                "input_clip": float(np.mean(np.abs(x) > r)) if r is not None else 0.0,
+                "adc_clip_t0": float(np.mean(np.abs(y) > bound))}
+
+    @property
+    def calibration(self) -> dict | None:
+        """{"input_range": r or None, "adc_range": float32 array or None}; None if never calibrated."""
+        if self._cal_inp is None and self._cal_adc is None:
+            return None
+        return {"input_range": self._cal_inp, "adc_range": self._cal_adc}
+
+    def clip_counts(self) -> tuple[int, int]:
+        """(outputs beyond the ADC range, ADC conversions) of the forward reads since the last reset."""
+        return int(self._clip[0]), int(self._clip[1])
+
+    def reset_clip_counts(self) -> None:
+        self._clip[:] = 0
 
     # ------------------------------------------------------------------ state
     @property
@@ -283,6 +419,10 @@ class Tile(_Reads):
                 "compensation": self._comp_kind.value,
                 "engine": None if self._device is None else ("fused" if self._device.fused else "numpy")}
         arrays = {"scale": self._scale}
+        for key in ("forward", "backward"):  # converter errors (drawn once per chip)
+            draws = self._conv_of(key)
+            if draws is not None:
+                arrays.update({f"adc_{key}_{k}": v for k, v in draws.items()})
         if self._device is None:
             arrays["w"] = self._w
         else:
@@ -291,6 +431,10 @@ class Tile(_Reads):
             if self._comp_ref is not None:
                 arrays["comp_ref"] = np.asarray(self._comp_ref, np.float32)
                 arrays["comp_alpha"] = np.asarray(self._alpha, np.float32)
+            if self._cal_inp is not None:
+                arrays["cal_input_range"] = np.asarray(self._cal_inp, np.float32)
+            if self._cal_adc is not None:
+                arrays["cal_adc_range"] = self._cal_adc
         return meta, arrays
 
     def _set_state(self, meta: dict, arrays: dict) -> None:
@@ -299,10 +443,16 @@ class Tile(_Reads):
         st = meta["stream"]
         stream = Stream(st["seed"], st["stream_id"], st["call"])
         scale = np.ascontiguousarray(arrays["scale"], np.float32)
+        self._conv = {}
+        for key in ("forward", "backward"):
+            if f"adc_{key}_gain" in arrays:
+                self._conv[key] = {k: np.ascontiguousarray(arrays[f"adc_{key}_{k}"])
+                                   for k in ("gain", "offset", "caps", "comp")}
         if not meta["programmed"]:
             w = np.ascontiguousarray(arrays["w"], np.float32)
             self._G = self._map_params = self._device = self._time = None
             self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
+            self._clear_calibration()
             self._scale = scale
             self._set_normalised(w)
         else:
@@ -319,6 +469,10 @@ class Tile(_Reads):
                 self._alpha = np.asarray(arrays["comp_alpha"], np.float32)
             else:
                 self._comp_ref = self._alpha = None
+            self._clear_calibration()   # images written before calibration existed hold none
+            inp = arrays.get("cal_input_range")
+            self._set_calibration(None if inp is None else float(np.asarray(inp).reshape(-1)[0]),
+                                  arrays.get("cal_adc_range"))
         self.seed = stream.seed
         self.stream = stream
         self._refresh_out()
@@ -332,7 +486,11 @@ class Tile(_Reads):
 
     # ------------------------------------------------------------------ reads
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        y = mvm(self._fwd, x, self.config.forward, self.stream, self.counts, self.line_conductance("forward"))
+        if self._cal_pending is not None:
+            cal, self._cal_pending = self._cal_pending, None
+            self.calibrate(x, cal, keep_sample=cal.out_granularity == CalibrationGranularity.LAYER)
+        y = self._read(self._fwd_parts, x, "forward", counts=self.counts, g=self.line_conductance("forward"),
+                       inp_range=self._cal_inp, adc=self._adc, clip_counts=self._clip)
         if self._out is not None:
             y *= self._out
             self.counts.dig_comp += y.size
@@ -342,12 +500,25 @@ class Tile(_Reads):
         if self.config.mapping.weight_scaling_omega > 0:
             d = d * self._scale
             self.counts_backward.dig_comp += d.size
-        return mvm(self._bwd, d, self.config.backward, self.stream, self.counts_backward,
-                   self.line_conductance("backward"))
+        return self._read(self._bwd_parts, d, "backward", counts=self.counts_backward,
+                          g=self.line_conductance("backward"))
 
     def read_weights(self) -> np.ndarray:
         """The weights the tile currently computes with (digital scales applied), float32 (out, in)."""
         return self._w * self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else self._w.copy()
+
+
+class _SliceCircuit:
+    """The effective matrix of one weight slice k of a circuit: (G+_k - G-_k) / (g_max - g_min)."""
+
+    linear = True
+
+    def __init__(self, circuit, k: int, span: float):
+        self.circuit, self.k, self.span, self.transposed = circuit, k, span, circuit.transposed
+
+    def effective(self) -> np.ndarray:
+        E = self.circuit.effective_stack()
+        return (E[2 * self.k] - E[2 * self.k + 1]) / np.float32(self.span)
 
 
 class TileArray(_Reads):
@@ -455,6 +626,73 @@ class TileArray(_Reads):
         for t in self.all_tiles():
             t.compensate = on
 
+    # ------------------------------------------------------------------ calibration (aimc.calibration)
+    def _cal_of(self, cal) -> CalibrationConfig:
+        return _calibration_method(self, f"tile array {self.name!r}", cal)
+
+    def calibrate(self, x, cal: CalibrationConfig | None = None) -> dict:
+        """Calibrate every tile on its slice of the inputs x (rows, in) (``Tile.calibrate``); with
+        ``out_granularity`` 'layer' one ADC range for all tiles. Returns ``calibration_report()``."""
+        cal = self._cal_of(cal)
+        x = _cal.check_calibration_inputs(x, self.in_size, f"calibration inputs of {self.name or 'the array'!r}")
+        layer = cal.out_granularity == CalibrationGranularity.LAYER
+        for _, cs, tile in self._blocks():
+            tile.calibrate(np.ascontiguousarray(x[:, cs]), cal, keep_sample=layer)
+        return self.finish_calibration(cal)
+
+    def calibrate_on_next_forward(self, cal: CalibrationConfig | None = None) -> None:
+        """Let every tile calibrate itself on the inputs of its next forward read (used by
+        ``aimc.convert.calibrate``: layer after layer, each on the outputs of the calibrated layers before
+        it); ``finish_calibration`` completes it."""
+        cal = self._cal_of(cal)
+        for tile in self.all_tiles():
+            tile._clear_calibration()
+            tile._cal_pending = cal
+
+    def finish_calibration(self, cal: CalibrationConfig | None = None) -> dict:
+        """Complete a calibration: check every tile was calibrated; for 'layer' granularity set the one ADC
+        range chosen from all tiles' analog outputs (the layer's outputs during the calibration pass were
+        read with per-tile ranges). Returns ``calibration_report()``."""
+        cal = self.config.calibration if cal is None else cal
+        missing = [t.tile_id for t in self.all_tiles() if t._cal_pending is not None]
+        if missing:
+            for t in self.all_tiles():
+                t._cal_pending = None
+            raise RuntimeError(f"tile array {self.name!r}: tiles {missing[:4]} saw no input during calibration "
+                               f"(the calibration forward never reached them)")
+        if cal is not None and cal.out_granularity == CalibrationGranularity.LAYER:
+            samples = [t._cal_sample for t in self.all_tiles()]
+            if all(y is not None for y in samples):
+                pooled = np.concatenate([y.reshape(-1) for y in samples])[:, None]
+                b = _cal.adc_bound(pooled, cal, self.config.forward, False)
+                for t in self.all_tiles():
+                    t._set_calibration(t._cal_inp, b)
+        for t in self.all_tiles():
+            t._cal_sample = None
+        return self.calibration_report()
+
+    def calibration_report(self) -> dict:
+        """{"input_range": [per tile], "adc_range": [per tile: list or None]} in tile order (row-major)."""
+        out = {"input_range": [], "adc_range": []}
+        for t in self.all_tiles():
+            c = t.calibration or {"input_range": None, "adc_range": None}
+            out["input_range"].append(c["input_range"])
+            out["adc_range"].append(None if c["adc_range"] is None else [float(v) for v in c["adc_range"]])
+        return out
+
+    @property
+    def calibrated(self) -> bool:
+        return all(t.calibration is not None for t in self.all_tiles())
+
+    def clip_counts(self) -> tuple[int, int]:
+        """(outputs beyond the ADC ranges, ADC conversions) summed over the tiles since the last reset."""
+        c = [t.clip_counts() for t in self.all_tiles()]
+        return sum(a for a, _ in c), sum(b for _, b in c)
+
+    def reset_clip_counts(self) -> None:
+        for t in self.all_tiles():
+            t.reset_clip_counts()
+
     def read_weights(self) -> np.ndarray:
         W = np.empty(self.shape, np.float32)
         for rs, cs, tile in self._blocks():
@@ -473,8 +711,13 @@ class TileArray(_Reads):
     # ------------------------------------------------------------------ convolutions
     @property
     def fusable(self) -> bool:
-        """Whether ``forward_patches`` reproduces ``forward`` of the patch matrix (``periphery.fusable``)."""
-        return fusable(self.config.forward)
+        """Whether ``forward_patches`` reproduces ``forward`` of the patch matrix: ``periphery.fusable``, and
+        every tile reads its plain weights (no weight slices, bit-serial inputs or array circuit) with the
+        config's DAC/ADC (not calibrated)."""
+        if not fusable(self.config.forward) or self.config.mapping.input_bits != 0:
+            return False
+        return all(len(t._fwd_parts) == 1 and t._fwd_parts[0] == (1.0, t._fwd) and t._fwd.circuit is None
+                   and t._cal_inp is None and t._adc is None and t._cal_pending is None for t in self.all_tiles())
 
     def forward_patches(self, xflat: np.ndarray, img_size: int, oh: int, ow: int, sh: int, sw: int,
                         off: np.ndarray, n_rows: int, chunk: int | None = None) -> np.ndarray:
@@ -511,7 +754,7 @@ class TileArray(_Reads):
             for rs, tile, off_t, calls, v, yin, ybuf in plan:
                 yt = yc if single else ybuf[:R]
                 patch_pass(tile._fwd, xflat, img_size, oh, ow, sh, sw, off_t, row0, R, io, calls, v, yin, yt,
-                           tile.counts, tile.line_conductance("forward"))
+                           tile.counts, tile.line_conductance("forward"), tile._clip)
                 if tile._out is not None:
                     yt *= tile._out
                     tile.counts.dig_comp += yt.size
@@ -528,3 +771,14 @@ class TileArray(_Reads):
             x[:, cs] += tile._backward(np.ascontiguousarray(d[:, rs]))
         self._partial_backward.dig_partial += d.shape[0] * self.in_size * (len(self.out_splits) - 1)
         return x
+
+
+def _calibration_method(obj, what: str, cal) -> CalibrationConfig:
+    """``cal`` or the config's calibration method of a programmed Tile/TileArray ``obj``; clear errors else."""
+    cal = obj.config.calibration if cal is None else cal
+    if not isinstance(cal, CalibrationConfig):
+        raise ValueError(f"{what}: no calibration method: set TileConfig.calibration or pass a "
+                         f"CalibrationConfig (got {type(cal).__name__})")
+    if not obj.programmed:
+        raise RuntimeError(f"{what} is not programmed: calibrate the programmed chip (call program(W) first)")
+    return cal

@@ -8,11 +8,16 @@ one chip programmed, drifted, evaluated). Each contender runs in a process of it
 on every worker (imports, Numba cache, data), so start-up is reported apart from throughput:
 
 * ``loop``: ``aimc.sweep.run_task`` called in a plain loop (no records, no Dask), 1 thread;
+* ``loop-trim``: the same loop with ``MALLOC_TRIM_THRESHOLD_=65536``, what Dask sets for its workers by
+  default (``aimc.sweep.run.local_cluster`` unsets it);
+* ``loop-x2``: two such loops in two processes, half the tasks each, started together: what two cores give
+  without any engine (the ceiling of a 2-worker run on this machine at this load);
 * ``serial``: ``run_sweep(serial=True)``: the same loop plus an atomic record per task and the table files;
 * ``dask-1`` / ``dask-2``: ``run_sweep`` on ``aimc.sweep.run.local_cluster`` of 1 / 2 worker processes x 1 thread.
 
 Rounds alternate the contenders; the best round of each is reported (the machine is shared). Prints the
-throughput ratio dask-2 / dask-1 and the overhead per task (contender - loop) / tasks.
+throughput ratio dask-2 / dask-1, the ceiling loop / loop-x2, and the overhead per task: (contender -
+loop) / tasks for serial and dask-1, (dask-2 - loop-x2) / tasks for dask-2.
 """
 from __future__ import annotations
 
@@ -52,9 +57,12 @@ def contender(name: str, n: int) -> dict:
     warm = SweepSpec.from_dict({**spec_dict(1), "seed": 10_000})
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        if name == "loop":
+        if name in ("loop", "loop-half"):
             run_task(_task_dict(warm.tasks()[0]), ctx)
             startup = time.perf_counter() - t0
+            if name == "loop-half":     # one of two processes: start together when the parent says go
+                print("ready", flush=True)
+                sys.stdin.readline()
             t = time.perf_counter()
             inside = [run_task(_task_dict(task), ctx)["wall_s"] for task in tasks]
             return {"startup_s": startup, "wall_s": time.perf_counter() - t, "task_s": sum(inside) / n}
@@ -79,27 +87,52 @@ def contender(name: str, n: int) -> dict:
             return {"startup_s": startup, "wall_s": time.perf_counter() - t, "task_s": _task_s(Path(d) / "out")}
 
 
+def _two_loops(n: int, env: dict) -> dict:
+    """The scaling ceiling of this machine: two plain-loop processes (n/2 tasks each), started together."""
+    procs = [subprocess.Popen([sys.executable, __file__, "--contender", "loop-half", "--tasks", str(n // 2)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+             for _ in range(2)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    rs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return {"startup_s": max(r["startup_s"] for r in rs), "wall_s": max(r["wall_s"] for r in rs),
+            "task_s": sum(r["task_s"] for r in rs) / 2}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only", help="comma list of contenders (default: all)")
     ap.add_argument("--contender", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.contender:
         print(json.dumps(contender(a.contender, a.tasks)))
         return 0
-    names = ["loop", "serial", "dask-1", "dask-2"]
+    names = ["loop", "loop-trim", "loop-x2", "serial", "dask-1", "dask-2"]
+    names = a.only.split(",") if a.only else names
     best: dict = {}
+    env = dict(os.environ)  # the user's environment: no thread-pool variables the library does not set
     for _ in range(a.rounds):
         for name in names:
-            env = dict(os.environ)  # the user's environment: no thread-pool variables the library does not set
-            out = subprocess.run([sys.executable, __file__, "--contender", name, "--tasks", str(a.tasks)],
-                                 capture_output=True, text=True, env=env, cwd=ROOT)
-            if out.returncode != 0:
-                best.setdefault(name, {"error": out.stderr.strip().splitlines()[-1:]})
-                continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            if name == "loop-trim":   # the loop in the malloc setting Dask gives its workers by default
+                out = subprocess.run([sys.executable, __file__, "--contender", "loop", "--tasks", str(a.tasks)],
+                                     capture_output=True, text=True, env={**env, "MALLOC_TRIM_THRESHOLD_": "65536"},
+                                     cwd=ROOT)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+            elif name == "loop-x2":
+                r = _two_loops(a.tasks, env)
+            else:
+                out = subprocess.run([sys.executable, __file__, "--contender", name, "--tasks", str(a.tasks)],
+                                     capture_output=True, text=True, env=env, cwd=ROOT)
+                if out.returncode != 0:
+                    best.setdefault(name, {"error": out.stderr.strip().splitlines()[-1:]})
+                    continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
             if "wall_s" not in best.get(name, {}) or r["wall_s"] < best[name]["wall_s"]:
                 best[name] = r
     n = a.tasks
@@ -109,19 +142,24 @@ def main() -> int:
     for name, r in best.items():
         if "wall_s" in r:
             r["tasks_per_s"] = n / r["wall_s"]
-            if loop is not None and name != "loop":
-                r["overhead_ms_per_task"] = 1e3 * (r["wall_s"] - loop) / n
+            ref = {"serial": "loop", "dask-1": "loop", "dask-2": "loop-x2"}.get(name)   # same parallelism
+            if ref is not None and "wall_s" in best.get(ref, {}):
+                r["overhead_ms_per_task"] = 1e3 * (r["wall_s"] - best[ref]["wall_s"]) / n
     if "wall_s" in best.get("dask-1", {}) and "wall_s" in best.get("dask-2", {}):
         res["throughput_ratio_2_vs_1"] = best["dask-1"]["wall_s"] / best["dask-2"]["wall_s"]
+    if loop is not None and "wall_s" in best.get("loop-x2", {}):
+        res["ceiling_ratio_two_loops"] = loop / best["loop-x2"]["wall_s"]
     if a.json:
         print(json.dumps(res, indent=1))
         return 0
     print(f"{n} tasks (MNIST-5k MLP, PCM, 3 times), best of {a.rounds} rounds, load average {res['loadavg_1min']:.1f} "
           f"on {res['cpus']} CPUs")
-    print("| contender | start-up + warm-up (s) | wall (s) | tasks/s | inside a task (s) | overhead vs loop (ms/task) |")
+    print("| contender | start-up + warm-up (s) | wall (s) | tasks/s | inside a task (s) | overhead (ms/task) vs loop; dask-2 vs loop-x2 |")
     print("|---|---|---|---|---|---|")
     for name in names:
         r = best.get(name, {})
+        if not r:
+            continue
         if "error" in r:
             print(f"| {name} | failed: {r['error']} | | | | |")
             continue
@@ -129,6 +167,9 @@ def main() -> int:
         print(f"| {name} | {r['startup_s']:.1f} | {r['wall_s']:.2f} | {r['tasks_per_s']:.2f} | {r['task_s']:.3f} | {ov} |")
     if "throughput_ratio_2_vs_1" in res:
         print(f"throughput 2 workers / 1 worker: {res['throughput_ratio_2_vs_1']:.2f}x")
+    if "ceiling_ratio_two_loops" in res:
+        print(f"ceiling on this machine now (two plain loops, half the tasks each, vs one loop): "
+              f"{res['ceiling_ratio_two_loops']:.2f}x")
     return 0
 
 

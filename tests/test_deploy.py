@@ -8,7 +8,7 @@ pytest.importorskip("sklearn")
 
 from aimc import datasets, zoo  # noqa: E402
 from aimc.cli import main  # noqa: E402
-from aimc.deploy import (DeployResults, deploy_config, evaluate_over_time, format_time, parse_time,  # noqa: E402
+from aimc.deploy import (DeployResults, calibration_set, deploy_config, evaluate_over_time, format_time, parse_time,  # noqa: E402
                          parse_times)
 
 
@@ -63,8 +63,11 @@ def test_evaluate_over_time_api(digits_ckpt, digits):
     assert d["config"]["inference"]["device"] == "pcm-joshi2020" and "| 1d |" in res.table()
     # seeds decide the chips: the same call gives the same numbers
     res2 = evaluate_over_time(model, (digits.x_test, digits.y_test), deploy_config("pcm-joshi2020"), ["1s", "1d"],
-                              repeats=2, seed=4)
+                              repeats=2, seed=4, calibration=calibration_set(digits, None, 1000, digits.x_test)[0])
     assert res2.accuracy == res.accuracy
+    # an (x, y) pair has no training split to calibrate on
+    with pytest.raises(ValueError, match="training split"):
+        evaluate_over_time(model, (digits.x_test, digits.y_test), deploy_config("pcm-joshi2020"), ["1s"], 1)
     with pytest.raises(ValueError, match="no inference section"):
         evaluate_over_time(model, digits, "default", ["1s"], 1)
     with pytest.raises(ValueError, match="repeats"):

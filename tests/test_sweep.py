@@ -21,8 +21,21 @@ pytestmark = pytest.mark.torch
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return datasets.load("digits")
+def idx_dir(tmp_path_factory):
+    """scikit-learn's digits as an IDX folder: workers then load data without importing scikit-learn."""
+    import numpy as np
+    d = datasets.load("digits")
+    folder = tmp_path_factory.mktemp("digits-idx")
+    for split, x, y in (("train", d.x_train, d.y_train), ("t10k", d.x_test, d.y_test)):
+        img = np.round(np.asarray(x).reshape(-1, 8, 8) / np.max(x) * 255).astype(np.uint8)
+        datasets.write_idx(folder / f"{split}-images-idx3-ubyte", img)
+        datasets.write_idx(folder / f"{split}-labels-idx1-ubyte", np.asarray(y).astype(np.uint8))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def digits(idx_dir):
+    return datasets.load("mnist-idx", path=idx_dir)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +54,9 @@ def ckpt(tmp_path_factory, digits):
 
 
 @pytest.fixture(scope="module")
-def spec(ckpt):
+def spec(ckpt, idx_dir):
     # 2 compensations x 2 variants x 3 chips = 12 tasks, each drifted to 1 s and 1 d
-    return SweepSpec.from_dict({"data": "digits", "models": [str(ckpt)], "devices": ["pcm-joshi2020"],
+    return SweepSpec.from_dict({"data": str(idx_dir), "models": [str(ckpt)], "devices": ["pcm-joshi2020"],
                                 "compensation": ["none", "global"], "times": ["1s", "1d"], "chips": 3, "seed": 5,
                                 "variants": {"forward.out_bits": [6, 8]}})
 
@@ -113,7 +126,7 @@ def test_resume_skips_recorded_tasks_and_refuses_another_spec(spec, serial, tmp_
     victim.write_text("{not json")
     with pytest.raises(SweepError, match="corrupt or not this task's"):
         run_sweep(spec, out, serial=True)
-    other = SweepSpec.from_dict({"data": "digits", "models": [spec.models[0][1]], "devices": ["pcm-joshi2020"],
+    other = SweepSpec.from_dict({"data": spec.data, "models": [spec.models[0][1]], "devices": ["pcm-joshi2020"],
                                  "compensation": ["none", "global"], "times": ["1s", "1d"], "chips": 2, "seed": 5,
                                  "variants": {"forward.out_bits": [6, 8]}})
     with pytest.raises(SweepError, match="different sweep .*chips"):
@@ -137,9 +150,9 @@ def test_failed_tasks_are_reported_and_retried_on_rerun(spec, serial, tmp_path, 
     assert res.meta["ran"] == 2 and res.meta["skipped"] == 10 and res.rows == serial.rows
 
 
-def test_chip_images(ckpt, digits, tmp_path):
+def test_chip_images(ckpt, idx_dir, tmp_path):
     import aimc
-    s = SweepSpec.from_dict({"data": "digits", "models": [str(ckpt)], "devices": ["pcm-joshi2020"],
+    s = SweepSpec.from_dict({"data": str(idx_dir), "models": [str(ckpt)], "devices": ["pcm-joshi2020"],
                              "times": ["1s", "1h"], "chips": 1, "chip_images": True})
     res = run_sweep(s, tmp_path / "o", serial=True)
     rec = json.loads(next((tmp_path / "o" / "tasks").glob("*.json")).read_text())
@@ -158,9 +171,9 @@ def test_without_dask_runs_serially_and_refuses_a_scheduler(spec, serial, tmp_pa
         run_sweep(spec, tmp_path / "o2", scheduler="tcp://127.0.0.1:1")
 
 
-def test_cli_sweep(ckpt, tmp_path, capsys):
+def test_cli_sweep(ckpt, idx_dir, tmp_path, capsys):
     p = tmp_path / "s.toml"
-    p.write_text(f'data = "digits"\nmodels = ["{ckpt}"]\ndevices = ["pcm-joshi2020"]\ntimes = ["1s", "1d"]\n'
+    p.write_text(f'data = "{idx_dir}"\nmodels = ["{ckpt}"]\ndevices = ["pcm-joshi2020"]\ntimes = ["1s", "1d"]\n'
                  'chips = 2\n[variants]\n"forward.out_bits" = [6, 8]\n')
     assert main(["sweep", str(p), "--check"]) == 0
     assert "= 4 tasks" in capsys.readouterr().out

@@ -14,6 +14,8 @@ Conventions (all float64: KCL residuals at the 1e-12 level need it).
         (p0 = g_off, p1 = g_on, p2 = knee voltage)
   2     Shockley diode         p1 (exp(u/p2) - 1) + p0 u                    p1 p2 (exp(u/p2)-1) - p1 u + p0 u^2/2
         (p0 = parallel leak, p1 = I_s, p2 = n V_T)
+  3     sinh selector / cell   p0 sinh(p1 u) / p1                           p0 (cosh(p1 u) - 1) / p1^2
+        (p0 = small-signal conductance at 0 V, p1 = k in 1/V; MemTorch Data_Driven2021's I = a g sinh(b V))
   ====  =====================  ===========================================  =========================================
 
   Every i(u) is continuous and non-decreasing, so every Phi is convex and the steady state is the unique
@@ -49,6 +51,7 @@ from numba import njit, prange
 RESISTOR = 0
 DIODE_PWL = 1
 DIODE_EXP = 2
+SINH = 3
 
 # status codes returned per sample by newton_batch
 CONVERGED = 0
@@ -66,6 +69,8 @@ def _current(t, p0, p1, p2, u):
         if x > 0.0:
             return p0 * u + (p1 - p0) * x
         return p0 * u
+    if t == SINH:
+        return p0 * math.sinh(p1 * u) / p1
     return p1 * (math.exp(u / p2) - 1.0) + p0 * u
 
 
@@ -77,6 +82,8 @@ def _conductance(t, p0, p1, p2, u):
         if u >= p2:
             return p1
         return p0
+    if t == SINH:
+        return p0 * math.cosh(p1 * u)
     return p1 / p2 * math.exp(u / p2) + p0
 
 
@@ -89,6 +96,8 @@ def _cocontent(t, p0, p1, p2, u):
         if x > 0.0:
             return 0.5 * p0 * u * u + 0.5 * (p1 - p0) * x * x
         return 0.5 * p0 * u * u
+    if t == SINH:
+        return p0 * (math.cosh(p1 * u) - 1.0) / (p1 * p1)
     return p1 * p2 * (math.exp(u / p2) - 1.0) - p1 * u + 0.5 * p0 * u * u
 
 
@@ -519,3 +528,13 @@ def newton_serial(V, vc, inj, ea, eb, etype, p0, p1, p2, nl, clamped, role, pos,
     for s in range(V.shape[0]):
         _newton_sample(s, V, vc, inj, ea, eb, etype, p0, p1, p2, nl, clamped, role, pos, nD, nR,
                        d_ptr, d_edge, d_other, rtol, max_iter, iters, status, relres)
+
+
+@njit(cache=True)
+def element_conductances(u, etype, p0, p1, p2):
+    """Small-signal conductance di/du of every element at branch voltages ``u`` (the Newton Jacobian's
+    entries, used by the sparse Newton path of :class:`aimc.circuits.ResistiveNetwork`)."""
+    out = np.empty(u.shape[0])
+    for e in range(u.shape[0]):
+        out[e] = _conductance(etype[e], p0[e], p1[e], p2[e], u[e])
+    return out

@@ -150,7 +150,7 @@ def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_th
 
 @njit(parallel=True, fastmath=False, cache=True)
 def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl,
-                 step, bound, sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, key_off):
+                 steps, bounds, sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off):
     """From the product yin (R x M) into y[rows[r]] (B x M), for each row r, stage by stage over the row
     (each stage a simple loop over L1-resident data, so LLVM vectorises it):
 
@@ -161,14 +161,15 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     nonlinearity (nl > 0): y <- y / (1 + |nl y|)
     noise: sigma^2 = sig_row[r]^2 + w_noise2 * s_el[r, i] (s_el empty or weight noise drawn above: sig_row alone);
     without a nonlinearity the caller folds the weight noise in here (one normal per output, same distribution)
-    ADC: quantise with ``step``, clip to +-bound (bound 0: no clip); clipped[r] = 1 if any output exceeded
-    +bound (or -bound, if test_neg). Random numbers of row r are keyed by rows[r] + key_off (a chunk of a
-    larger batch passes its first row).
+    ADC: quantise with steps[i], clip to +-bounds[i] (per column; length-1 arrays: one for all columns;
+    bound 0: no clip); clipped[r] = 1 if any output exceeded +bound (or -bound, if test_neg); nclip[r] = the
+    number of outputs of row r beyond +-bound.
     """
     m = y.shape[1]
-    step = np.float32(step)
+    per_col = bounds.shape[0] > 1
+    step = np.float32(steps[0])
     inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
-    bound = np.float32(bound)
+    bound = np.float32(bounds[0])
     ir_drop = np.float32(ir_drop)
     ir_a_scale = np.float32(ir_a_scale)
     nl = np.float32(nl)
@@ -177,7 +178,7 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     per_el = s_el.shape[0] > 0 and not w_first
     for r in prange(rows.shape[0]):
         b = rows[r]
-        key = b + key_off
+        key = b + key_off  # the random counters' row (a chunk of a larger batch passes its first row)
         row = y[b]
         for i in range(m):
             row[i] = yin[r, i]
@@ -207,15 +208,89 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
             s = np.sqrt(s0)
             for i in range(m):
                 row[i] += s * z[i]
-        _quantise_row(row, step, inv_step, sto, k0, k1, call_u, key)
         flag = 0
-        if bound > 0:
-            hi = np.float32(-np.inf)
-            lo = np.float32(np.inf)
+        cnt = 0
+        if not per_col:
+            _quantise_row(row, step, inv_step, sto, k0, k1, call_u, key)
+            if bound > 0:
+                hi = np.float32(-np.inf)
+                lo = np.float32(np.inf)
+                for i in range(m):
+                    v = row[i]
+                    hi = max(hi, v)
+                    lo = min(lo, v)
+                    if v > bound or v < -bound:
+                        cnt += 1
+                    row[i] = min(max(v, -bound), bound)
+                flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+        else:   # calibrated per-column ADC ranges (aimc.calibration)
+            u = np.zeros(m, np.float32)
+            if sto:
+                uniforms_row(u, k0, k1, call_u, key)
             for i in range(m):
+                st = np.float32(steps[i])
+                if st > 0:
+                    shift = u[i] - np.float32(0.5) if sto else np.float32(0.0)
+                    row[i] = np.rint(row[i] / st + shift) * st
                 v = row[i]
-                hi = max(hi, v)
-                lo = min(lo, v)
-                row[i] = min(max(v, -bound), bound)
-            flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+                bd = np.float32(bounds[i])
+                if bd > 0:
+                    if v > bd or v < -bd:
+                        cnt += 1
+                        if v > bd or test_neg:
+                            flag = 1
+                    row[i] = min(max(v, -bd), bd)
         clipped[r] = flag
+        nclip[r] = cnt
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def adc_stage(y, rows, gain, offset, steps, bounds, sar, bits, caps, comp, group, test_neg, clipped, nclip):
+    """Converters with per-chip errors, in place on y[rows[r]] (after noise; replaces the ADC of
+    ``output_stage``, which then ran without one): u = gain_i y_i + offset_i, clip flag and count as in
+    ``output_stage`` (``steps``/``bounds`` of length 1 or one per column, as there), then
+
+    * uniform: rint(u / step) step clipped to +-bound (step 0: clip only);
+    * SAR (circuits_and_cost.md C.3, CrossSim SarADC): binary search over ``bits`` cycles against the CDAC of
+      the column's group g = i // group, V_dac(code) = -bound + 2 bound sum_{n in code} caps[g, n] / C_tot
+      (C_tot = sum caps[g] + 1 dummy unit), keeping bit n if u + comp[g] bound >= V_dac; output the mid-rise
+      level 2 bound (code + 1/2) / 2^bits - bound. Ideal caps (2^n) and no offset: a uniform mid-rise
+      quantiser with thresholds midway between its 2^bits levels.
+    """
+    m = y.shape[1]
+    nlev = 2 ** bits
+    per_col = bounds.shape[0] > 1
+    for r in prange(rows.shape[0]):
+        b = rows[r]
+        flag = 0
+        cnt = 0
+        for i in range(m):
+            bound = bounds[i] if per_col else bounds[0]
+            step = steps[i] if per_col else steps[0]
+            u = gain[i] * y[b, i] + offset[i]
+            if bound > 0 and (u > bound or u < -bound):
+                cnt += 1
+                if u > bound or test_neg:
+                    flag = 1
+            if sar:
+                g = i // group
+                ctot = 1.0
+                for n in range(bits):
+                    ctot += caps[g, n]
+                v = u + comp[g] * bound
+                code = 0
+                acc = 0.0
+                for n in range(bits - 1, -1, -1):
+                    trial = acc + caps[g, n]
+                    if v >= -bound + 2.0 * bound * trial / ctot:
+                        code |= 1 << n
+                        acc = trial
+                u = np.float32(2.0 * bound * (code + 0.5) / nlev - bound)
+            else:
+                if step > 0:
+                    u = np.float32(np.rint(u / step) * step)
+                if bound > 0:
+                    u = min(max(u, -bound), bound)
+            y[b, i] = u
+        clipped[r] = flag
+        nclip[r] = cnt

@@ -90,8 +90,9 @@ class AnalogModule(nn.Module):
                 "programmed": bool(self.programmed), "grid": list(tiles.grid), "tiles": out}
 
     def set_extra_state(self, state) -> None:
-        """Restore ``get_extra_state``; the config and the tile grid must match (an error names the difference)."""
-        import json
+        """Restore ``get_extra_state``; the config and the tile grid must match (an error names the difference).
+
+        Nothing is restored unless every tile's state passes the checks chip images get (``aimc.chip``)."""
         if not state:
             return
         name = type(self).__name__
@@ -108,7 +109,8 @@ class AnalogModule(nn.Module):
             raise ValueError(str(e)) from None
         if not isinstance(saved, dict):
             raise ValueError(f"{name}: the state dict's analog config must be a JSON object")
-        a, b = type(self.config).normalised_dict(saved), self.config.to_dict()
+        from ..config import chip_identity
+        a, b = (chip_identity(d) for d in (type(self.config).normalised_dict(saved), self.config.to_dict()))
         if a != b:
             raise ValueError(f"{name}: the state dict was saved with another TileConfig (saved vs this layer: "
                              f"{'; '.join(dict_diff(a, b)[:12])}); build the model with the same config")

@@ -73,12 +73,16 @@ def _threads(n: int):
     """numba, BLAS and torch limited to ``n`` threads inside the block (restored after)."""
     import numba
     import torch
-    from threadpoolctl import threadpool_limits
+    try:
+        from threadpoolctl import threadpool_limits
+        blas = threadpool_limits(n)
+    except ImportError:  # comes with scikit-learn; without it BLAS keeps its pool (OPENBLAS_NUM_THREADS)
+        blas = contextlib.nullcontext()
     nb, tt = numba.get_num_threads(), torch.get_num_threads()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(n)
     try:
-        with threadpool_limits(n):
+        with blas:
             yield
     finally:
         numba.set_num_threads(nb)
@@ -220,8 +224,9 @@ def local_cluster(workers: int | None = None):
     """A ``distributed.LocalCluster`` of ``workers`` processes (default: the CPU count) x 1 thread.
 
     Workers keep glibc's default malloc tuning: Dask's default ``MALLOC_TRIM_THRESHOLD_=65536`` (set before
-    spawning workers) freezes the mmap threshold, so every large numpy array is a fresh mmap and page
-    faults; measured here it made a sweep task 1.6-2.2x slower (0.29 -> 0.60 s, MNIST-5k MLP task).
+    spawning workers) freezes glibc's dynamic mmap threshold, so large numpy arrays are fresh mmaps that
+    page-fault; it made a sweep task 2.0x slower here (0.42 s vs 0.21 s, MNIST-5k MLP;
+    ``python benchmarks/sweep_scaling.py --only loop,loop-trim``).
     """
     import logging
 

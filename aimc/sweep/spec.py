@@ -299,13 +299,18 @@ def load_spec(path) -> SweepSpec:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib
+    from .._io import read_regular_text
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"sweep spec not found: {p}")
     try:
-        d = tomllib.loads(p.read_text())
+        d = tomllib.loads(read_regular_text(p, "sweep spec"))  # a regular file only (never blocks on a FIFO)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{p}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise SpecError(f"{p}: nested too deeply") from None
+    except ValueError as e:
+        raise SpecError(str(e)) from None
     if "name" not in d:
         d["name"] = p.stem
     return SweepSpec.from_dict(d, base_dir=p.parent)

@@ -11,7 +11,7 @@ import importlib
 
 METHODS: dict[str, str] = {
     "hwa": "aimc.train.hwa:run_cli",
-    "insitu": "aimc.insitu:run_cli",
+    "insitu": "aimc.train.insitu_cli:run_cli",
     "twin": "aimc.pnn.cli:run_twin",
     "pat": "aimc.pnn.cli:run_pat",
     "fa": "aimc.pnn.cli:run_fa",

@@ -8,7 +8,7 @@ The three verbs::
     hwa.hook_optimizer(opt, model)                     # or call hwa.post_step(model) after opt.step()
     ... your own training loop ...
     hwa.save_checkpoint(model, "net.pt")               # loadable by aimc.zoo and by hwa.load_checkpoint
-    res = hwa.evaluate_over_time(model, dataset)       # PCM chips over time, global drift compensation
+    res = hwa.evaluate_over_time(model, dataset)       # calibrated PCM chips over time, global drift compensation
 
 (*) channel-wise remapping keeps max |w| = 1 per column, so Adam's step is relative to 1: use a learning rate
 about 3-10x the floating-point one (fine-tuning a trained FP model: ~3e-3; from scratch: ~1e-2).
@@ -907,14 +907,23 @@ def load_checkpoint(path, *, analog: bool = True):
 
 # ============================================================================================ deployment
 
-def deploy_config(model: nn.Module, device: str = "pcm-joshi2020", compensation: str = "global") -> TileConfig:
+def deploy_config(model: nn.Module, device: str = "pcm-joshi2020", compensation: str = "global",
+                  calibrate: bool = True) -> TileConfig:
     """The TileConfig to deploy an HWA-trained ``model`` on: its own (training) TileConfig with an inference
-    section (device card, drift compensation) added; the forward periphery stays what HWA trained with."""
-    from ..config import InferenceConfig
+    section (device card, drift compensation) added; the forward periphery stays what HWA trained with.
+    ``calibrate`` (default, as ``aimc deploy``): per-column MSE ADC ranges chosen on each programmed chip, and
+    the learned input ranges (``inp='learned'``) if the model has them, else a static DAC range at the
+    99.99th percentile (``aimc.calibration``)."""
+    from ..config import CalibrationConfig, InferenceConfig
     layers = analog_layers(model)
     if not layers:
         raise ValueError("deploy_config: the model has no analog layers")
-    return layers[0][1].config.replace(inference=InferenceConfig(device=device, compensation=compensation))
+    cal = None
+    if calibrate:
+        learned = bool(input_ranges(model))
+        cal = CalibrationConfig(inp="learned" if learned else "percentile")
+    return layers[0][1].config.replace(inference=InferenceConfig(device=device, compensation=compensation),
+                                       calibration=cal)
 
 
 def deploy_copy(model: nn.Module, config: TileConfig | str | None = None, seed: int = 0) -> nn.Module:
@@ -936,15 +945,21 @@ def deploy_copy(model: nn.Module, config: TileConfig | str | None = None, seed: 
 
 
 def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None = None, times=("1s", "1h", "1d", "1y"),
-                       repeats: int = 5, *, seed: int = 0, batch_size: int = 1000):
+                       repeats: int = 5, *, seed: int = 0, batch_size: int = 1000, calibration=None):
     """``aimc.deploy.evaluate_over_time`` for an HWA-trained analog model (which keeps its learned input ranges
     and output scales): for chip r = 0..repeats-1, ``deploy_copy(model, config, seed + r)``, program, drift
     to each time (eval mode: drift compensation on), test accuracy. Returns ``aimc.deploy.DeployResults``
     (``digital_accuracy``: the same model with a perfect forward, i.e. floating point with its input-range
-    clipping and output scales, no analog noise)."""
+    clipping and output scales, no analog noise).
+
+    With ``config.calibration`` (e.g. ``CalibrationConfig(inp="learned")``: the learned input ranges, ADC
+    ranges from the programmed chip) each chip is calibrated after programming on ``calibration`` (default:
+    the training split; see ``aimc.deploy.calibration_set``), and the clipped fractions are reported."""
     from .. import __version__, zoo
-    from ..convert import drift, program
-    from ..deploy import DeployResults, _xy, parse_times
+    import warnings
+
+    from ..convert import calibrate, clip_fractions, drift, program, reset_clip_counts
+    from ..deploy import DeployResults, _xy, calibration_set, parse_times
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     secs, labels = parse_times(times)
@@ -955,21 +970,34 @@ def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None =
     x = torch.as_tensor(np.asarray(x, np.float32))
     y = torch.as_tensor(np.asarray(y, np.int64))
     ideal = cfg.replace(forward=cfg.forward.replace(is_perfect=True), inference=None)
-    digital = zoo.evaluate(deploy_copy(model, ideal, seed), x, y, batch_size)  # no analog noise, ranges kept
+    digital = zoo.evaluate(deploy_copy(model, ideal.replace(calibration=None), seed), x, y, batch_size)
+    x_cal, notes, cal_info, clip = None, [], None, {}
+    if cfg.calibration is not None:
+        x_cal, source, warn = calibration_set(data, calibration, cfg.calibration.samples, x)
+        if warn:
+            warnings.warn(warn, stacklevel=2)
+            notes.append(warn)
+        x_cal = torch.as_tensor(x_cal)
+        cal_info = {"method": cfg.calibration.to_dict(), "samples": int(len(x_cal)), "source": source, "ranges": []}
     acc = [[0.0] * repeats for _ in secs]
     t0 = time.perf_counter()
     for r in range(repeats):
         chip = deploy_copy(model, cfg, seed + r)
         chip.eval()
         program(chip)
+        if x_cal is not None:
+            cal_info["ranges"].append(calibrate(chip, x_cal))
         for i, t in enumerate(secs):
             drift(chip, t)
+            reset_clip_counts(chip)
             acc[i][r] = zoo.evaluate(chip, x, y, batch_size)
+            for n, f in clip_fractions(chip).items():
+                clip.setdefault(n, [[0.0] * repeats for _ in secs])[i][r] = f
     meta = {"aimc": __version__, "torch": str(torch.__version__), "wall_s": round(time.perf_counter() - t0, 3),
             "hwa_config": _first_hwa_config(model)}
     return DeployResults(times=secs, time_labels=labels, accuracy=acc, digital_accuracy=digital,
                          seeds=[seed + r for r in range(repeats)], config=cfg.to_dict(), n_test=int(len(y)),
-                         meta=meta)
+                         meta=meta, clip_fraction=clip, calibration=cal_info, warnings=notes)
 
 
 def _first_hwa_config(model) -> dict | None:

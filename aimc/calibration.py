@@ -1,0 +1,121 @@
+"""Post-training calibration of converter ranges on a programmed chip (core, numpy only).
+
+A deployed inference chip has a *static* DAC range and fixed ADC ranges, set once after programming from
+the data the chip will see (the practice of inference chips, e.g. IBM HERMES, Le Gallo et al., Nat.
+Electron. 6, 680, 2023). Without it, a fixed ADC bound clips whatever the programmed array produces at t = 0
+and drift then "helps" by shrinking outputs back into range (issue 11). ``CalibrationConfig`` (aimc.config)
+names the method; this module computes the ranges:
+
+* **input range** r per tile (``inp``): ``max`` or ``percentile`` of |x| over the tile's calibration inputs.
+  The DAC then maps [-r, r] onto its full scale (x is clipped at +-r) for every later input, in place of the
+  config's noise management. ``learned``/``none``: the tile keeps its config (an HWA layer's learned range
+  scales the inputs itself).
+* **ADC range** b (``out``) from the tile's analog outputs *before* the ADC at t = 0, computed with the
+  calibrated DAC range, the programmed (noisy) conductances and the forward noise: ``max``, ``percentile``
+  of |y|, or ``mse``: the b minimising mean((clip(Q_b(y), +-b) - y)^2), Q_b the ADC's rounding with step
+  2 b / (2^out_bits - 2): the quantisation + clipping error (as in ACIQ, Banner et al., NeurIPS 2019),
+  searched on a geometric grid (22 points from max|y|/64 to max|y|, then 9 around the best; the finer
+  grid's spacing is 5 %). Per ``out_granularity``:
+  one b per layer, per tile or per output column.
+
+The tile stores r and b (``Tile.calibration``), saves them in chip images, and counts its ADC conversions and
+clipped outputs (``Tile.clip_counts``) so deployment reports the clipped fraction at every time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import CalibrationConfig, CalibrationGranularity, InputCalibration, IOConfig, OutputCalibration
+
+__all__ = ["input_range", "adc_bound", "rows_for", "per_column", "check_calibration_inputs", "N_GRID", "N_FINE"]
+
+#: candidate ADC ranges of the ``mse`` search: a coarse geometric grid, then a finer one around its best
+N_GRID, N_FINE = 22, 9
+
+
+def check_calibration_inputs(x: np.ndarray, n: int, what: str = "calibration inputs") -> np.ndarray:
+    """x as a float32 (rows, n) array, or a ValueError naming the problem (empty, shape, NaN/inf)."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != n:
+        raise ValueError(f"{what} have shape {x.shape}, expected (rows, {n})")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} are empty: calibrate with at least one sample")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what} contain NaN or inf")
+    return np.ascontiguousarray(x, np.float32)
+
+
+def rows_for(n_rows: int, max_rows: int) -> np.ndarray | None:
+    """Evenly spaced row indices (at most ``max_rows``), or None to use every row."""
+    if n_rows <= max_rows:
+        return None
+    return np.unique(np.linspace(0, n_rows - 1, max_rows).round().astype(np.int64))
+
+
+def input_range(x: np.ndarray, cal: CalibrationConfig) -> float | None:
+    """The static DAC range r of a tile from its calibration inputs x (None: keep the config's scaling)."""
+    if cal.inp not in (InputCalibration.MAX, InputCalibration.PERCENTILE):
+        return None
+    a = np.abs(x)
+    r = float(a.max()) if cal.inp == InputCalibration.MAX else float(np.percentile(a, cal.inp_percentile))
+    if not r > 0:  # all-zero inputs: any range works; keep the DAC's unit range
+        r = float(a.max()) if a.max() > 0 else 1.0
+    return r
+
+
+def _mse_bound(y: np.ndarray, bits: int) -> np.ndarray:
+    """Per column of y (S, k): the b minimising mean((min(Q_b(|y|), b) - |y|)^2) (Q is odd, so |y| suffices):
+    a geometric grid of ``N_GRID`` points from max|y|/64 to max|y|, refined by ``N_FINE`` points between
+    the best point's neighbours."""
+    a = np.abs(np.asarray(y, np.float32))
+    top = a.max(axis=0)
+    top = np.where(top > 0, top, np.float32(1.0)).astype(np.float32)
+    levels = np.float32(2.0 / (2**bits - 2)) if bits > 0 else np.float32(0.0)
+    q = np.empty_like(a)
+
+    def err(b, q=q):
+        if levels > 0:
+            st = b * levels
+            np.divide(a, st, out=q)
+            np.rint(q, out=q)
+            q *= st
+        else:
+            q[...] = a
+        np.minimum(q, b, out=q)
+        q -= a
+        q *= q
+        return q.mean(axis=0, dtype=np.float64)
+
+    ratio = 64.0 ** (1.0 / (N_GRID - 1))
+    best, best_b = np.full(a.shape[1], np.inf), top.copy()
+    for grid in (np.geomspace(1.0 / 64, 1.0, N_GRID), np.geomspace(1.0 / ratio, ratio, N_FINE)):
+        base = top if grid[-1] == 1.0 else best_b.copy()
+        for c in grid:
+            b = (base * np.float32(c)).astype(np.float32)
+            e = err(b)
+            better = e < best
+            best = np.where(better, e, best)
+            best_b = np.where(better, b, best_b)
+    return best_b
+
+
+def adc_bound(y: np.ndarray, cal: CalibrationConfig, io: IOConfig, per_column: bool) -> np.ndarray | None:
+    """ADC range(s) from the analog outputs y (S, m) before the ADC: (m,) if ``per_column`` else (1,).
+
+    None: keep the config's ``out_bound``.
+    """
+    if cal.out == OutputCalibration.NONE:
+        return None
+    cols = y if per_column else y.reshape(-1, 1)
+    a = np.abs(cols)
+    if cal.out == OutputCalibration.MAX:
+        b = a.max(axis=0)
+    elif cal.out == OutputCalibration.PERCENTILE:
+        b = np.percentile(a, cal.out_percentile, axis=0)
+    else:
+        b = _mse_bound(cols, io.out_bits)
+    return np.maximum(np.asarray(b, np.float64), 1e-6).astype(np.float32)
+
+
+def per_column(cal: CalibrationConfig) -> bool:
+    return cal.out_granularity == CalibrationGranularity.COLUMN

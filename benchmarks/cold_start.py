@@ -1,0 +1,78 @@
+"""Cold start of ``aimc deploy``: the first run from a fresh clone (Numba compiles), then a warm run.
+
+Each contender (a git revision of this repository) is cloned into a fresh temporary folder (so no Numba
+cache exists) and ``python -m aimc deploy --no-files`` (the default model, data, times and 5 chips) runs
+there twice, each in a process of its own: the first run compiles the kernels, the second loads them from
+the on-disk cache. The compile share is cold - warm. With ``--baseline REV`` the same is measured for
+another revision in the same run, and the ratio of compile shares is printed (machine load affects both).
+
+    python benchmarks/cold_start.py                       # HEAD only
+    python benchmarks/cold_start.py --baseline main       # HEAD and main, ratio of compile times
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _clone(rev: str, where: Path) -> Path:
+    dst = where / rev.replace("/", "_")
+    subprocess.run(["git", "clone", "--quiet", "--no-checkout", str(ROOT), str(dst)], check=True)
+    subprocess.run(["git", "-C", str(dst), "checkout", "--quiet", _resolve(rev)], check=True)
+    return dst
+
+
+def _resolve(rev: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", rev], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _deploy(clone: Path, threads: int) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    env.pop("NUMBA_CACHE_DIR", None)                      # the cache lives in the clone's __pycache__
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "aimc", "deploy", "--no-files", "--threads", str(threads)],
+                       cwd=clone, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"aimc deploy failed in {clone}:\n{p.stderr[-2000:]}")
+    return wall, p.stderr
+
+
+def measure(rev: str, where: Path, threads: int) -> dict:
+    clone = _clone(rev, where)
+    cold, err = _deploy(clone, threads)
+    warm, _ = _deploy(clone, threads)
+    said = [line.strip() for line in err.replace("\r", "\n").splitlines() if "compiling kernel" in line]
+    return {"rev": rev, "commit": _resolve(rev)[:10], "cold_s": round(cold, 1), "warm_s": round(warm, 1),
+            "compile_s": round(cold - warm, 1), "compile_messages": said}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rev", default="HEAD")
+    ap.add_argument("--baseline", default=None, help="another revision measured in the same run")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    out = {"load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    with tempfile.TemporaryDirectory(prefix="aimc-cold-") as tmp:
+        out["aimc"] = measure(args.rev, Path(tmp), args.threads)
+        if args.baseline:
+            out["baseline"] = measure(args.baseline, Path(tmp), args.threads)
+            out["compile_ratio"] = round(out["aimc"]["compile_s"] / max(out["baseline"]["compile_s"], 1e-9), 3)
+            out["cold_ratio"] = round(out["aimc"]["cold_s"] / out["baseline"]["cold_s"], 3)
+    out["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
