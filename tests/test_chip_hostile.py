@@ -301,7 +301,9 @@ def test_images_written_by_older_releases_keep_loading(name):
         target = Tile(7, 9, exact, seed=0, tile_id="solo")
     load_chip(DATA / f"{name}.h5", target)
     np.testing.assert_array_equal(target.read_weights(), ref["weights"])
-    np.testing.assert_array_equal(target.forward(ref["x"]), ref["y"])
+    # the product's summation order depends on the BLAS in use (torch's pool once aimc.nn is imported,
+    # aimc.threads), so the forward agrees to float32 rounding; weights and conductances agree exactly
+    np.testing.assert_allclose(target.forward(ref["x"]), ref["y"], rtol=1e-5, atol=1e-6)
     if "g" in ref:
         np.testing.assert_array_equal(
             np.concatenate([t.conductances().ravel() for t in target.all_tiles()]), ref["g"])
