@@ -240,20 +240,8 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
         a_mat = prod[R * pcm:] if ir else _EMPTY2
     else:
         s_el = a_mat = _EMPTY2
-    sig2 = np.full(R, np.float32(io.out_noise) ** 2, np.float32)
-    nl = io.out_nonlinearity / (io.out_bound if io.out_bound > 0 else 1.0)
-    # weight noise comes before the output nonlinearity (aihwkit's order): drawn on its own there when both are on,
-    # else folded into the output noise (a sum of independent normals: one normal per output, same distribution)
+    nl, sig2, sw = _noise_sigmas(io, v2)
     w_first = nl > 0 and io.w_noise > 0
-    sw = _EMPTY1
-    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
-        sw2 = np.float32(io.w_noise) ** 2 * v2    # iid weight noise == one normal per output, sigma ||v||
-        if w_first:
-            sw = np.sqrt(sw2).astype(np.float32)
-        else:
-            sig2 += sw2
-    elif w_first:
-        sw = np.ones(R, np.float32)               # pcm_read: sigma from s_el; non-empty marks "weight noise first"
     _, _, cn2 = stream.next_call()
     _, _, cu2 = stream.next_call()
     cw = stream.next_call()[2] if w_first else 0
