@@ -30,6 +30,8 @@ tile counts its ADC conversions and the outputs beyond the ADC range (``clip_cou
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import mapping as _map
@@ -286,7 +288,7 @@ class Tile(_Reads):
         self._comp_ref = self._alpha = None
         self._read_at(0.0)
         if self._comp_kind != DriftCompensation.NONE:
-            cur = self._readout()
+            cur = self._readout(wn)
             if self._comp_kind == DriftCompensation.GLOBAL_EXACT:
                 self._comp_ref = compensation_readout(wn.T, self._comp_kind)
             else:
@@ -316,10 +318,23 @@ class Tile(_Reads):
         self._G = self._device.read(t, self.stream)
         self._set_normalised(_map.from_conductances(self._G, self._map_params, self.config.mapping))
 
-    def _readout(self) -> np.ndarray:
-        """Compensation readout: one-hot inputs through the noisy forward (no digital scales)."""
+    def _readout(self, wn=None) -> np.ndarray:
+        """Compensation readout: one-hot inputs through the noisy forward (no digital scales).
+
+        With the programmed weights ``wn`` (at program time) it warns when the ADC resolves fewer than half of
+        the nonzero weights (coarse ADC: each one-hot output is a single weight, below half a step reads 0),
+        because the compensation factor is then unreliable."""
         eye = np.eye(self.in_size, dtype=np.float32)
-        return compensation_readout(self._read(self._fwd_parts, eye, "forward"), self._comp_kind)
+        Y = self._read(self._fwd_parts, eye, "forward")
+        if wn is not None:
+            nz = wn.T != 0
+            resolved = float(np.mean(Y[nz] != 0)) if nz.any() else 1.0
+            if resolved < 0.5:
+                warnings.warn(f"tile {self.tile_id!r}: the drift-compensation readout (one-hot inputs through the "
+                              f"{self.config.forward.out_bits}-bit ADC) resolves only {100 * resolved:.0f} % of the "
+                              f"nonzero weights, so the compensation factor is unreliable: use more ADC bits or "
+                              f"compensation 'none'", RuntimeWarning, stacklevel=3)
+        return compensation_readout(Y, self._comp_kind)
 
     # ------------------------------------------------------------------ calibration
     def _clear_calibration(self) -> None:

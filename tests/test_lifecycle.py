@@ -168,6 +168,21 @@ def test_compensation_with_noisy_periphery_and_pcm_reduces_the_drift_error():
     assert 1.5 < float(tile.compensation_alpha) < 2.5   # mean drift factor ~0.5 after a year
 
 
+@pytest.mark.parametrize("bits, warns", [(4, True), (9, False)])
+def test_a_coarse_adc_that_cannot_resolve_the_compensation_readout_warns(bits, warns):
+    # one-hot readout: each output is a single weight; a 4-bit ADC (step 2*10/14) reads nearly all of them as 0
+    W = weights(32, 64, 5, 0.3)
+    tile = Tile(32, 64, cfg(InferenceConfig(), forward=IOConfig(out_bits=bits)), seed=2)
+    import warnings
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        tile.program(W)
+    msgs = [str(r.message) for r in rec if "compensation readout" in str(r.message)]
+    assert bool(msgs) == warns, msgs
+    if warns:
+        assert f"{bits}-bit ADC" in msgs[0] and "unreliable" in msgs[0]
+
+
 def test_backward_never_compensates_and_no_inference_keeps_the_old_behaviour():
     W = weights(12, 9)
     d = np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32)
