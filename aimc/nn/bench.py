@@ -82,15 +82,21 @@ def _eval_closure(model, x):
 
 def make_resnet(args, kind: str):
     """A zero-argument forward of ResNet-20: kind 'digital', 'deploy' or 'standard-hwa' (programmed, 1 day)."""
-    from ..convert import convert_to_analog, drift, program
     torch.manual_seed(0)
     model = resnet20().eval()
     x = torch.rand(_resnet_batch(args), 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    if kind != "digital":
-        model = convert_to_analog(model, _config(kind), seed=0).eval()
-        program(model)
-        drift(model, 86400.0)
-    return _eval_closure(model, x)
+    return _eval_closure(_deployed(model, kind), x)
+
+
+def _deployed(model, kind: str):
+    """``model`` as is for "digital", else converted with the pinned config of ``kind``, programmed, drifted 1 d."""
+    if kind == "digital":
+        return model
+    from ..convert import convert_to_analog, drift, program
+    model = convert_to_analog(model, _config(kind), seed=0).eval()
+    program(model)
+    drift(model, 86400.0)
+    return model
 
 
 def make_resnet_aihwkit(args):
@@ -146,15 +152,10 @@ def bench_resnet(args) -> dict:
 
 def make_lstm(args, kind: str):
     """A zero-argument forward of the 2-layer LSTM (128 -> 256, seq 50, batch 64): 'digital' or 'deploy'."""
-    from ..convert import convert_to_analog, drift, program
     torch.manual_seed(0)
     model = nn.LSTM(128, 256, num_layers=2).eval()
     x = torch.randn(50, 64, 128, generator=torch.Generator().manual_seed(1))
-    if kind != "digital":
-        model = convert_to_analog(model, _config(kind), seed=0).eval()
-        program(model)
-        drift(model, 86400.0)
-    return _eval_closure(model, x)
+    return _eval_closure(_deployed(model, kind), x)
 
 
 def make_lstm_aihwkit(args):
