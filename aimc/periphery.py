@@ -280,7 +280,8 @@ def draw_calls(stream: Stream, io: IOConfig) -> tuple:
 
 def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int, sw: int, off, row0: int,
                R: int, io: IOConfig, calls: tuple, v: np.ndarray, yin: np.ndarray, y: np.ndarray,
-               counts=None, g=None, clip_counts=None) -> None:
+               counts=None, g=None, clip_counts=None, *, inp_range: float | None = None,
+               adc: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """``mvm`` of rows row0 .. row0 + R - 1 of a convolution's patch matrix into y (R x out), the patches
     gathered from the padded input on the fly (``kernels.periphery.patch_input_stage``).
 
@@ -288,7 +289,9 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     ``draw_calls`` once per forward and tile; random numbers are keyed by the global row), so element-wise
     stages give identical values; only the product runs on R rows at a time (BLAS may round differently).
     ``v`` (>= R rows x in) and ``yin`` (>= R rows x out, 2 out with IR drop) are reused buffers; y is R x out.
-    ``counts``/``g``/``clip_counts`` as in ``mvm``. Needs ``fusable(io)`` and a plain view (no circuit).
+    ``counts``/``g``/``clip_counts`` and a calibrated tile's ``inp_range`` (static DAC range: the constant
+    noise-management scale inp_range / inp_bound, no zero-row guard, as in ``mvm``) and ``adc`` (per-tile or
+    per-column ADC steps and bounds) as in ``mvm``. Needs ``fusable(io)`` and a plain view (no circuit).
     """
     W = view.W
     m, n = W.shape
@@ -300,10 +303,14 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     alpha = np.empty(R, np.float32)
     zero = np.empty(R, np.int8)
     aux = np.empty(((pcm + ir) * R, n), np.float32)
-    guard = io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0
+    if inp_range is None:
+        nm, thres = _NM_CODE[io.noise_management], np.float32(io.nm_thres)
+        guard = io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0
+    else:  # mvm's alpha.fill(float32(inp_range / inp_bound)): a constant NM scale of that value, no guard
+        nm, thres, guard = _k.NM_CONSTANT, np.float32(inp_range / io.inp_bound), False
     with kernel_threads(R * (n + m)):
-        _k.patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, _NM_CODE[io.noise_management],
-                             np.float32(io.nm_thres), guard, io.inp_step, io.inp_bound, io.inp_sto_round,
+        _k.patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm,
+                             thres, guard, io.inp_step, io.inp_bound, io.inp_sto_round,
                              io.inp_noise, k0, k1, cu, cn, v, v2, alpha, zero, aux, 0 if pcm else -1,
                              R * pcm if ir else -1)
         if counts is not None:
@@ -323,7 +330,7 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
         nl, sig2, sw_row = _noise_sigmas(io, v2)
         clipped = np.empty(R, np.int8)
         nclip = np.empty(R, np.int32)
-        steps, bounds = adc_arrays(io)
+        steps, bounds = adc if adc is not None else adc_arrays(io)
         _k.output_stage(yin, np.arange(R, dtype=np.int64), np.sqrt(sig2), s_el,
                         np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0), np.float32(io.ir_drop),
                         np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl), steps, bounds,

@@ -727,12 +727,13 @@ class TileArray(_Reads):
     @property
     def fusable(self) -> bool:
         """Whether ``forward_patches`` reproduces ``forward`` of the patch matrix: ``periphery.fusable``, and
-        every tile reads its plain weights (no weight slices, bit-serial inputs or array circuit) with the
-        config's DAC/ADC (not calibrated)."""
+        every tile reads its plain weights (no weight slices, bit-serial inputs or array circuit) and no tile
+        waits to calibrate on this read (calibrated ranges are read as ``forward`` reads them)."""
         if not fusable(self.config.forward) or self.config.mapping.input_bits != 0:
             return False
         return all(len(t._fwd_parts) == 1 and t._fwd_parts[0] == (1.0, t._fwd) and t._fwd.circuit is None
-                   and t._cal_inp is None and t._adc is None and t._cal_pending is None for t in self.all_tiles())
+                   and t._cal_pending is None and (t._cal_inp is None or np.float32(t._cal_inp / self.config.forward.inp_bound) > 0)
+                   for t in self.all_tiles())
 
     def forward_patches(self, xflat: np.ndarray, img_size: int, oh: int, ow: int, sh: int, sw: int,
                         off: np.ndarray, n_rows: int, chunk: int | None = None) -> np.ndarray:
@@ -769,7 +770,8 @@ class TileArray(_Reads):
             for rs, tile, off_t, calls, v, yin, ybuf in plan:
                 yt = yc if single else ybuf[:R]
                 patch_pass(tile._fwd, xflat, img_size, oh, ow, sh, sw, off_t, row0, R, io, calls, v, yin, yt,
-                           tile.counts, tile.line_conductance("forward"), tile._clip)
+                           tile.counts, tile.line_conductance("forward"), tile._clip, inp_range=tile._cal_inp,
+                           adc=tile._adc)
                 if tile._out is not None:
                     yt *= tile._out
                     tile.counts.dig_comp += yt.size

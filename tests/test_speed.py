@@ -123,6 +123,9 @@ def _fused_and_reference(kind, kw, shape, cfg, monkeypatch, chunk=300):
     import aimc.tile
     from aimc import nn as ann
     monkeypatch.setattr(aimc.tile, "PATCH_CHUNK", chunk)  # many chunks, chunk borders inside images
+    calls = []
+    real = aimc.tile.TileArray.forward_patches
+    monkeypatch.setattr(aimc.tile.TileArray, "forward_patches", lambda *a, **k: calls.append(1) or real(*a, **k))
     outs = []
     for fused in (True, False):
         torch.manual_seed(0)
@@ -131,11 +134,19 @@ def _fused_and_reference(kind, kw, shape, cfg, monkeypatch, chunk=300):
             m.program()
             m.drift(100.0)
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+        if cfg.calibration is not None:  # static DAC range and ADC ranges chosen on other inputs (unfused read)
+            from aimc.convert import calibrate
+            calibrate(m, 0.7 * torch.randn(*shape, generator=torch.Generator().manual_seed(3)))
+            arrays = [m.tiles] if m.group_tiles is None else [g.tiles for g in m.group_tiles]
+            assert all(t.calibrated and t.fusable for t in arrays)
         if fused:
             with torch.no_grad():
                 outs.append(m(x))
+            assert calls, "the fused path was not taken"
         else:  # a gradient is needed: the layer builds the patch matrix and reads it through analog_matmul
+            n = len(calls)
             outs.append(m(x.requires_grad_(True)).detach())
+            assert len(calls) == n
     return outs
 
 
@@ -146,10 +157,16 @@ def _configs():
     noisy_in = deploy.replace(forward=deploy.forward.replace(inp_noise=0.02, inp_sto_round=True,
                                                              w_noise=0.01, w_noise_type="additive_constant"),
                               inference=None)
-    return {"deploy": deploy, "standard-hwa": aimc.presets.standard_hwa(), "noisy-input": noisy_in}
+    from aimc.config import CalibrationConfig
+    cal_col = deploy.replace(calibration=CalibrationConfig(out="percentile", out_percentile=99.0))
+    cal_tile = noisy_in.replace(inference=deploy.inference,
+                                calibration=CalibrationConfig(inp="max", out_granularity="tile"))
+    return {"deploy": deploy, "standard-hwa": aimc.presets.standard_hwa(), "noisy-input": noisy_in,
+            "calibrated-column": cal_col, "calibrated-tile": cal_tile}
 
 
-@pytest.mark.parametrize("preset", ["deploy", "standard-hwa", "noisy-input"])
+@pytest.mark.parametrize("preset", ["deploy", "standard-hwa", "noisy-input", "calibrated-column",
+                                    "calibrated-tile"])
 @pytest.mark.parametrize("kind,kw,shape", CONV_CASES)
 def test_fused_conv_equals_unfused_element_wise(kind, kw, shape, preset, monkeypatch):
     """With a product whose rows do not depend on the chunking, the fused path gives today's values exactly
