@@ -94,6 +94,53 @@ def test_lstm_same_result_on_1_and_2_threads_torch_and_numba():
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
+RNN_CASES = [
+    ("LSTM", dict(input_size=6, hidden_size=10, num_layers=2), (5, 3, 6), False),
+    ("LSTM", dict(input_size=6, hidden_size=10, proj_size=4, bidirectional=True, batch_first=True), (3, 5, 6), True),
+    ("GRU", dict(input_size=6, hidden_size=8, num_layers=2, bidirectional=True), (4, 6), False),  # unbatched
+    ("RNN", dict(input_size=6, hidden_size=8, nonlinearity="relu", bias=False), (5, 2, 6), True),
+]
+
+
+@pytest.mark.parametrize("preset", ["deploy", "noisy-input"])
+@pytest.mark.parametrize("kind,kw,shape,with_hx", RNN_CASES)
+def test_rnn_inference_loop_equals_autograd_loop(kind, kw, shape, with_hx, preset):
+    """The no-autograd time-step loop (``_steps_inference``) gives the autograd loop's numbers bit for bit
+    (same reads, same random counters; the hidden bias and input part added in numpy)."""
+    torch = pytest.importorskip("torch")
+    from aimc import nn as ann
+    cfg = _configs()[preset]
+    if preset == "noisy-input":  # a zero initial state through abs-max NM with input noise reads NaN (any path)
+        cfg = cfg.replace(forward=cfg.forward.replace(noise_management="constant", nm_thres=1.0))
+    outs, used = [], []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        m = getattr(ann, "Analog" + kind)(**kw, config=cfg, seed=2).eval()
+        if cfg.inference is not None:
+            m.program()
+            m.drift(60.0)
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        hx = None
+        if with_hx:
+            ndir = 2 if m.bidirectional else 1
+            b = shape[0] if m.batch_first else shape[1]
+            hx = torch.randn(m.num_layers * ndir, b, m.proj_size or m.hidden_size)
+            if kind == "LSTM":
+                hx = (hx, torch.randn(m.num_layers * ndir, b, m.hidden_size))
+        real = m._steps_inference
+        m._steps_inference = lambda *a: used.append(fast) or real(*a)
+        if fast:
+            with torch.no_grad():
+                outs.append(m(x, hx))
+        else:  # gradients needed: every read through analog_matmul
+            outs.append(m(x.requires_grad_(True), hx))
+    assert used == [True] * (m.num_layers * (2 if m.bidirectional else 1))
+    flat = [torch.utils._pytree.tree_leaves(o) for o in outs]
+    assert len(flat[0]) == len(flat[1])
+    for a, b in zip(*flat):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------- fused conv
 
 CONV_CASES = [

@@ -145,7 +145,15 @@ class AnalogModule(nn.Module):
         """The tiles, ready for a read that bypasses ``analog_matmul`` (the fused inference path of a
         convolution), or None when this layer's read needs ``analog_matmul`` (an HWA hook, or a periphery
         ``TileArray.forward_patches`` does not reproduce). Prepares the tiles as ``analog_matmul`` does."""
-        if self._modules.get("hwa") is not None or not self.tiles.fusable:
+        if not self.tiles.fusable:
+            return None
+        return self._inference_tiles()
+
+    def _inference_tiles(self):
+        """The tiles, prepared as ``analog_matmul`` prepares them, for reads without autograd that call
+        ``tiles._forward`` on numpy arrays directly (inference loops: no autograd node per read); None when
+        the read needs ``analog_matmul`` (an HWA hook)."""
+        if self._modules.get("hwa") is not None:
             return None
         if self.programmed:
             comp = not self.training
