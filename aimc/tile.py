@@ -714,6 +714,11 @@ class TileArray(_Reads):
             W[rs, cs] = tile.read_weights()
         return W
 
+    def read_work(self, batch: int) -> int:
+        """Elements a ``batch``-row read touches in its largest tile (what ``aimc.threads.kernel_threads``
+        weighs)."""
+        return batch * (max(self.in_splits) + max(self.out_splits))
+
     def _forward(self, x: np.ndarray) -> np.ndarray:
         if len(self.tiles) == 1 and len(self.tiles[0]) == 1:
             return self.tiles[0][0]._forward(x)

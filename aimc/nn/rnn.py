@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import as_config
+from ..threads import kernel_threads
 from ._function import as_numpy
 from .conv import AnalogContainer, TileSlot
 
@@ -240,6 +241,10 @@ class _AnalogRNNBase(AnalogContainer):
         b = as_numpy(getattr(self, "bias_hh" + sfx)) if self.bias else None
         xin = as_numpy(xi) if self._sum_gates else None
         hn = as_numpy(h)
+        with kernel_threads(hh_tiles.read_work(hn.shape[0])):  # one thread policy for the whole loop
+            return self._step_loop(xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn)
+
+    def _step_loop(self, xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn):
         for t in steps:
             g = hh_tiles._forward(hn)   # a fresh (B, gates) array
             if b is not None:
