@@ -403,6 +403,8 @@ class Tile(_Reads):
         cal = self._calibration_cfg(cal)
         x = _cal.check_calibration_inputs(x, self.in_size)
         r = _cal.input_range(x, cal)
+        if r is not None and self.config.mapping.input_bits:
+            r = 1.0  # bit-serial: the DAC reads digital cycle levels in [-1, 1] (Tile._cycles), its full scale
         idx = _cal.rows_for(x.shape[0], cal.max_rows)
         xs = x if idx is None else np.ascontiguousarray(x[idx])
         ys = self.analog_reads(xs, inp_range=r)
