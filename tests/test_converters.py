@@ -295,3 +295,29 @@ def test_slice_encoding_errors_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=field):
         MappingConfig(**kw)
     MappingConfig(kind="sliced", slice_encoding="offset", weight_bits=4, bits_per_cell=4)  # 4 bits fit offset
+
+
+def test_an_image_with_sar_adcs_written_before_columns_per_adc_still_loads():
+    """tests/data/chip_sar_adc_group.h5 was written by aimc 1b3c33a (field ``adc_group`` 8): it loads into a
+    tile built with today's field (``columns_per_adc`` 8) and into one built from the old JSON, with the same
+    drawn converters; one built with another sharing is refused, naming the field."""
+    from pathlib import Path
+
+    from aimc.chip import ChipImageError
+    data = Path(__file__).parent / "data"
+    ref = np.load(data / "chip_sar_adc_group.npz")
+    old = TileConfig.from_json(str(ref["config"]))
+    assert old.forward.columns_per_adc == 8 and "adc_group" in json.loads(str(ref["config"]))["forward"]
+    new = TileConfig(forward=IOConfig(adc="sar", out_bits=6, out_bound=8.0, adc_cap_mismatch=0.05,
+                                      adc_comparator_offset=0.01, columns_per_adc=8, adc_gain_std=0.01),
+                     backward=PERFECT)
+    assert new == old
+    for cfg in (old, new):
+        t = load_chip(data / "chip_sar_adc_group.h5", Tile(20, 9, cfg, seed=0, tile_id="sar"))
+        for k in ("gain", "offset", "caps", "comp"):
+            assert np.array_equal(t._conv["forward"][k], ref[k])
+        assert np.array_equal(t.read_weights(), ref["W"])
+        assert np.isfinite(t.forward(np.ones((2, 9), np.float32))).all()
+    other = new.replace(forward=new.forward.replace(columns_per_adc=4))
+    with pytest.raises(ChipImageError, match="columns_per_adc"):
+        load_chip(data / "chip_sar_adc_group.h5", Tile(20, 9, other, seed=0, tile_id="sar"))
