@@ -321,3 +321,25 @@ def test_an_image_with_sar_adcs_written_before_columns_per_adc_still_loads():
     other = new.replace(forward=new.forward.replace(columns_per_adc=4))
     with pytest.raises(ChipImageError, match="columns_per_adc"):
         load_chip(data / "chip_sar_adc_group.h5", Tile(20, 9, other, seed=0, tile_id="sar"))
+
+
+def test_layer_wide_ranges_are_one_per_slice_over_all_tiles(rng):
+    from aimc import TileArray
+    m = MappingConfig(kind="sliced", weight_bits=7, bits_per_cell=3, max_in=8, max_out=4)
+    io = IOConfig(inp_bits=7, out_bits=6, out_noise=0.0, bound_management="none")
+    cfg = TileConfig(forward=io, backward=PERFECT, mapping=m, inference=InferenceConfig(device="none"),
+                     calibration=CalibrationConfig(inp="max", out="max", out_granularity="layer"))
+    arr = TileArray(6, 14, cfg, seed=2, name="fc")
+    arr.program(rng.uniform(-1, 1, (6, 14)).astype(np.float32))
+    x = rng.uniform(-1, 1, (100, 14)).astype(np.float32)
+    rep = arr.calibrate(x)
+    tiles = list(arr.all_tiles())
+    assert len(tiles) == 4 and all(np.asarray(r).shape == (2, 1) for r in rep["adc_range"])
+    b = tiles[0].calibration["adc_range"]
+    assert all(np.array_equal(t.calibration["adc_range"], b) for t in tiles)
+    # slice k's layer range = max over every tile of its slice-k analog outputs (2 slices of 3 bits)
+    for k in range(2):
+        top = max(float(np.abs(t.analog_reads(np.ascontiguousarray(x[:, cs]),
+                                              inp_range=t.calibration["input_range"])[k]).max())
+                  for (_, cs, t) in arr._blocks())
+        assert abs(b[k, 0] - top) <= 1e-5 * top
