@@ -54,13 +54,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import (BoundManagement, ConfigError, NoiseManagement, TileConfig, _enum, _Node, _num,
+from ..core.config import (BoundManagement, ConfigError, NoiseManagement, TileConfig, _enum, _Node, _num,
                       as_config, register_subnode)
-from ..config import ideal as _ideal_tile
-from ..config import standard_hwa as _standard_hwa_tile
+from ..core.config import ideal as _ideal_tile
+from ..core.config import standard_hwa as _standard_hwa_tile
 from ..nn._function import as_numpy
 from ..nn.base import AnalogModule
-from ..rng import Stream
+from ..core.rng import Stream
 
 __all__ = [
     "ModifierType", "ClipType", "RemapType", "WeightModifier", "WeightClip", "WeightRemap", "InputRange",
@@ -348,7 +348,7 @@ def _amax(W: np.ndarray, mod: WeightModifier) -> float:
 
 
 def _pcm_noise(W: np.ndarray, mod: WeightModifier, amax: float, stream: Stream) -> np.ndarray:
-    from ..inference import DeviceArray  # program/read engine of the tiles (fused kernels for PCM-like cards)
+    from ..core.inference import DeviceArray  # program/read engine of the tiles (fused kernels for PCM-like cards)
     m = _device(mod.pcm_device)
     gmax = np.float32(m.g_max)
     gmin = np.float32(m.g_min)
@@ -765,7 +765,7 @@ def _resolve(preset_, tile_config, hwa_config):
 
 def _convert(model: nn.Module, tcfg: TileConfig, seed: int) -> nn.Module:
     """Swap the supported torch layers for analog twins (``aimc.convert.convert_to_analog``; a copy)."""
-    from ..convert import convert_to_analog
+    from ..deployment.convert import convert_to_analog
     out = convert_to_analog(model, tcfg, seed=seed)
     tag = getattr(model, "_aimc_arch", None)  # keep the zoo architecture tag on the copy
     if tag is not None and getattr(out, "_aimc_arch", None) is None:
@@ -867,7 +867,7 @@ def save_checkpoint(model: nn.Module, path, meta: dict | None = None, *, overwri
     """Write an aimc checkpoint (``aimc.zoo`` format) of the digital twin (output scales folded in), with
     ``meta["hwa"]`` = {tile_config, hwa_config, input_ranges} so ``load_checkpoint`` restores the analog
     model exactly and ``aimc.zoo.load_checkpoint`` / ``aimc deploy`` read it as a plain torch model."""
-    from .. import zoo
+    from ..workloads import zoo
     tag = getattr(model, zoo._ARCH_ATTR, None)
     if arch is None and tag is None:
         raise ValueError("save_checkpoint: the model was not built by aimc.zoo; pass arch=(name, kwargs)")
@@ -887,7 +887,7 @@ def save_checkpoint(model: nn.Module, path, meta: dict | None = None, *, overwri
 def load_checkpoint(path, *, analog: bool = True):
     """Load a checkpoint written by ``save_checkpoint``; returns (model, meta). With ``analog`` (default) and
     HWA metadata present, the model is prepared with the stored configs and its input ranges restored."""
-    from .. import zoo
+    from ..workloads import zoo
     model, meta = zoo.load_checkpoint(path)
     h = meta.get("hwa") if isinstance(meta, dict) else None
     if not analog or not h:
@@ -914,7 +914,7 @@ def deploy_config(model: nn.Module, device: str = "pcm-joshi2020", compensation:
     ``calibrate`` (default, as ``aimc deploy``): per-column MSE ADC ranges chosen on each programmed chip, and
     the learned input ranges (``inp='learned'``) if the model has them, else a static DAC range at the
     99.99th percentile (``aimc.calibration``)."""
-    from ..config import CalibrationConfig, InferenceConfig
+    from ..core.config import CalibrationConfig, InferenceConfig
     layers = analog_layers(model)
     if not layers:
         raise ValueError("deploy_config: the model has no analog layers")
@@ -955,11 +955,12 @@ def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None =
     With ``config.calibration`` (e.g. ``CalibrationConfig(inp="learned")``: the learned input ranges, ADC
     ranges from the programmed chip) each chip is calibrated after programming on ``calibration`` (default:
     the training split; see ``aimc.deploy.calibration_set``), and the clipped fractions are reported."""
-    from .. import __version__, zoo
+    from .. import __version__
+    from ..workloads import zoo
     import warnings
 
-    from ..convert import calibrate, clip_fractions, drift, program, reset_clip_counts
-    from ..deploy import DeployResults, _xy, calibration_set, parse_times
+    from ..deployment.convert import calibrate, clip_fractions, drift, program, reset_clip_counts
+    from ..deployment.deploy import DeployResults, _xy, calibration_set, parse_times
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     secs, labels = parse_times(times)
@@ -1019,7 +1020,7 @@ def train(model: nn.Module, dataset, epochs: int = 10, lr: float = 1e-3, batch_s
     ``optimizer``: 'adam' or 'sgd' (momentum 0.9); ``scheduler``: 'cosine' (to 0 over all steps) or 'none'.
     Returns the test accuracy (``model.eval()``, the noisy analog forward) after training.
     """
-    from .. import zoo
+    from ..workloads import zoo
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -1080,7 +1081,7 @@ def train(model: nn.Module, dataset, epochs: int = 10, lr: float = 1e-3, batch_s
 
 def run_cli(args) -> int:
     """``aimc train --method hwa``: train a zoo model with the HWA preset and write a checkpoint."""
-    from .. import datasets, zoo
+    from ..workloads import datasets, zoo
     from .cli import method_options
     opts = method_options(args, {"preset": "standard-hwa", "hidden": "256,128", "optimizer": "adam",
                                  "scheduler": "cosine", "batch_size": 64, "fp_epochs": 0})
@@ -1126,7 +1127,7 @@ def bench_hwa_step(args) -> dict:
     slows small torch ops (the baseline most of all) several-fold. Compare runs with the same
     ``OMP_WAIT_POLICY`` (``PASSIVE`` gives the faster, fairer baseline).
     """
-    from ..timing import timeit
+    from ..core.timing import timeit
     from ..nn import AnalogLinear
     n, B = args.size, args.batch
     torch.manual_seed(0)
