@@ -362,7 +362,7 @@ def prepare_lookup_table(params: dict, *, source: str = "params") -> dict:
         raise ValueError(f"{owner}.csv: {e}") from None
     fitted = fit_lookup_table(up, down, n_nodes=int(nn))
     fitted.pop("info")
-    return {**fitted, **{k: v for k, v in p.items() if v is not None}}
+    return {**fitted, **{k: v for k, v in p.items() if not (v is None and k in fitted)}}
 
 
 register_preparer("pulsed-lookup-table", prepare_lookup_table, path_fields=("csv",))
