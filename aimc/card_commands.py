@@ -157,7 +157,7 @@ def plot_card(card: dict, model, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ._io import atomic_write
+    from .core._io import atomic_write
     if card["kind"] == "inference":
         fig = _plot_inference(plt, card, model)
     else:

@@ -38,8 +38,8 @@ from . import mapping as _map
 from . import calibration as _cal
 from .config import (CalibrationConfig, CalibrationGranularity, DriftCompensation, MappingKind, TileConfig,
                      WireModel, as_config)
-from .crossbar import tile_circuits
-from .cost.counters import Counts
+from ..circuit.crossbar import tile_circuits
+from ..cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
 from .periphery import NO_ADC, WeightView, adc_arrays, draw_adc, draw_calls, fusable, mvm, patch_pass
 from .rng import Stream, check_seed

@@ -483,7 +483,7 @@ def save_chip(obj, path, *, overwrite: bool = False, key: bytes | str | None = N
     ``overwrite=True``, checked atomically when the file is put in place. ``key`` (>= 16 bytes) signs the
     image with HMAC-SHA256 (see the module docstring). Returns the path.
     """
-    from . import __version__
+    from .. import __version__
     kind, entries = _arrays_of(obj)
     kb = None if key is None else _key_bytes(key)
     path = Path(path)
