@@ -4,7 +4,6 @@ only (a FIFO is refused, never blocks), never opened from inside a saved file, a
 """
 from __future__ import annotations
 
-import ast
 import contextlib
 import dataclasses
 import io
@@ -27,99 +26,29 @@ LUT = "pulsed-lookup-table"
 
 # ------------------------------------------------------------------------------------------- import graph
 
-def _module_names() -> dict[str, Path]:
-    out = {}
-    for p in PKG.rglob("*.py"):
-        parts = ("device_models",) + p.relative_to(PKG).with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        out[".".join(parts)] = p
-    return out
+def test_device_models_imports_point_one_way():
+    """fit uses pulsed (it simulates the lookup device), never the reverse; the whole graph (aimc and
+    device_models, function-local imports included) is checked acyclic by tests/test_layout.py."""
+    from test_layout import _cycle, _graph  # the one import-graph parser
+
+    graph = {m: t for m, t in _graph().items() if m.startswith("device_models")}
+    assert {"device_models.fit", "device_models.pulsed", "device_models.cards"} <= set(graph)
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+    assert "device_models.pulsed" in graph["device_models.fit"]
+    assert "device_models.fit" not in graph["device_models.pulsed"]
+    assert not any(t.startswith("aimc") for ts in graph.values() for t in ts)
 
 
-def _imports(name: str, path: Path, modules: set[str]) -> tuple[set[str], set[str]]:
-    """(device_models modules ``name`` imports, other top-level packages it imports), from every import
-    statement in the file, function-local ones included."""
-    is_pkg = path.name == "__init__.py"
-    package = name if is_pkg else name.rpartition(".")[0]
-    inside, outside = set(), set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                (inside if a.name in modules else outside).add(a.name if a.name in modules else a.name.split(".")[0])
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            if not mod.startswith("device_models"):
-                outside.add(mod.split(".")[0])
-                continue
-            for a in node.names:
-                sub = f"{mod}.{a.name}"
-                if sub in modules:
-                    inside.add(sub)
-                elif mod in modules:
-                    inside.add(mod)
-    inside.discard(name)
-    return inside, outside
-
-
-def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One cycle of ``graph`` as a list of nodes (first == last), or None when it is acyclic."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n):
-        state[n] = 1
-        stack.append(n)
-        for m in sorted(graph.get(n, ())):
-            if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
-            if m not in state:
-                c = visit(m)
-                if c:
-                    return c
-        stack.pop()
-        state[n] = 2
-        return None
-
-    for n in sorted(graph):
-        if n not in state:
-            c = visit(n)
-            if c:
-                return c
-    return None
-
-
-def test_cycle_finder_finds_cycles():
-    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert _find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
-
-
-def test_device_models_import_graph_is_acyclic_and_numpy_only():
-    mods = _module_names()
-    assert {"device_models", "device_models.fit", "device_models.pulsed", "device_models.cards"} <= set(mods)
-    graph, foreign = {}, {}
-    for name, path in mods.items():
-        graph[name], foreign[name] = _imports(name, path, set(mods))
-    assert _find_cycle(graph) is None, f"import cycle in device_models: {' -> '.join(_find_cycle(graph))}"
-    assert "device_models.pulsed" in graph["device_models.fit"]        # the real dependency: fit uses pulsed
-    assert "device_models.fit" not in graph["device_models.pulsed"]    # and never the reverse
-    assert "device_models.fit" in graph["device_models"]                # so the csv preparer is registered
-    for name, pkgs in foreign.items():
-        assert not pkgs & {"aimc", "torch"}, f"{name} imports {sorted(pkgs & {'aimc', 'torch'})}"
-
-
-def test_importing_device_models_does_not_import_scipy():
+def test_the_csv_preparer_is_registered_without_scipy_or_torch():
+    """Importing any device_models module registers fit's preparer (the package imports fit); scipy is only
+    imported by a fit, torch never."""
     import subprocess
     import sys
 
-    code = "import sys, device_models; print('scipy' in sys.modules)"
+    code = ("import sys, device_models.pulsed as p\nfrom device_models.cards import PREPARERS\n"
+            "print(PREPARERS['pulsed-lookup-table'][1], 'scipy' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.split() == ["('csv',)", "False", "False"], out.stdout + out.stderr
 
 
 # ------------------------------------------------------------------------------------------- csv in cards
