@@ -12,6 +12,11 @@ Card format (``device_models/cards/<name>.toml``)::
 
 A family is a frozen dataclass; its ``__post_init__`` validates every field (error names the field and the
 allowed range). ``load`` turns unknown or missing fields into errors that name them.
+
+Paths: a card name is a name (no path separators); a path to a user's own ``.toml`` is accepted where the
+user writes it, never inside ``names_only``. A file a card names (a preparer's path field, e.g. ``csv``) is
+taken from the card's folder, must be a regular file, and is turned into fields before the model is built,
+so no model carries a path.
 """
 from __future__ import annotations
 
@@ -164,8 +169,10 @@ def _data_path(value, *, base: Path | None, what: str) -> Path:
         p = base / p
     try:
         st = os.stat(p)
-    except OSError:
+    except FileNotFoundError:
         raise ValueError(f"{what} = {s!r}: file {str(p)!r} not found") from None
+    except OSError as e:
+        raise ValueError(f"{what} = {s!r}: cannot open {str(p)!r} ({e.strerror or e})") from None
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{what} = {s!r}: {str(p)!r} is not a regular file")
     return p

@@ -156,6 +156,8 @@ def test_csv_must_be_an_existing_regular_file_and_never_a_path_inside_a_saved_fi
     (tmp_path / "three.csv").write_text("1,2,3\n" * 20)
     with pytest.raises(ValueError, match=r"csv.*two columns"):
         dm.from_params(LUT, {"csv": str(tmp_path / "three.csv")})
+    with pytest.raises(ValueError, match=r"csv.*two columns"):  # base: the folder relative paths start from
+        dm.from_params(LUT, {"csv": "three.csv"}, base=tmp_path)
     with pytest.raises(ValueError, match="n_nodes"):
         dm.from_params(LUT, {"csv": str(tmp_path / "three.csv"), "n_nodes": 2.5})
 
