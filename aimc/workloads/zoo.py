@@ -39,7 +39,7 @@ CHECKPOINT_VERSION = 1
 
 #: The default model of ``aimc deploy``: MLP 784-256-128-10 trained on mnist5k by
 #: ``data/make_default_model.py`` (see ``data/README.md``). Lives in the source tree, not in wheels.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "mnist5k_mlp.pt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "data" / "mnist5k_mlp.pt"
 
 _ARCH_ATTR = "_aimc_arch"
 
