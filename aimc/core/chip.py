@@ -525,8 +525,10 @@ def load_chip(path, obj, *, key: bytes | str | None = None):
     kind, entries = _arrays_of(obj)
     kb = None if key is None else _key_bytes(key)
     rd = _Reader(path)
+    from device_models.cards import names_only
     try:
-        root_meta, tree, plan, arrays_plan, signature = _read_checked(rd, kind, entries)
+        with names_only(str(path)):  # a card inside the image must be a shipped card's name, never a path
+            root_meta, tree, plan, arrays_plan, signature = _read_checked(rd, kind, entries)
     except ChipImageError:
         raise
     except Exception as e:  # noqa: BLE001 - damaged HDF5 metadata surfaces as many exception types
