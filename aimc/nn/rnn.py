@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import as_config
+from ..core.config import as_config
 from ..threads import kernel_threads
 from ._function import as_numpy
 from .conv import AnalogContainer, TileSlot
