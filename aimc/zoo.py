@@ -308,9 +308,11 @@ def _as_tensors(x, y, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{name}: x must have a batch dimension, got shape {tuple(x.shape)}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"{name}: x has {x.shape[0]} samples but y has shape {tuple(y.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: x must be floating point, got {x.dtype}")
-    if x.dtype != torch.float32:
+    if x.dtype in (torch.int64, torch.int32):   # token ids (zoo.bert): passed on as int64
+        x = x.long()
+    elif not x.is_floating_point():
+        raise TypeError(f"{name}: x must be floating point (or int64 token ids), got {x.dtype}")
+    elif x.dtype != torch.float32:
         x = x.float()
     if y.dtype != torch.int64:
         y = y.long()
@@ -319,7 +321,8 @@ def _as_tensors(x, y, name: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x, y, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)`` (numpy arrays or tensors), in eval mode; returns a float.
+    """Top-1 accuracy of ``model`` on ``(x, y)`` (numpy arrays or tensors; x float, or int64 token ids), in
+    eval mode; returns a float.
 
     The model's train/eval mode is restored afterwards.
     """
