@@ -142,14 +142,14 @@ CONTENDERS = {
 def bench_hwa_step(args) -> dict:
     """Time every contender in its own process; ``<name>_ms`` and ``<name>_ratio`` (to the nn.Linear step) per
     contender that ran, ``<name>_error`` per contender that did not."""
-    import os
-    from ..bench import timeit_isolated
+    from ..bench import timeit_isolated, user_environ
     errors: dict[str, str] = {}
     tm = timeit_isolated(CONTENDERS, args, errors=errors)
     base = tm.get("baseline")
     out = {"name": "hwa-step", "shape": [args.size, args.size], "batch": args.batch, "threads": args.threads,
            "isolated_processes": True, "input_gradients": True,
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+           "omp_wait_policy": user_environ().get("OMP_WAIT_POLICY", "(unset)"),  # what every contender got
+           "loadavg_1min": round(__import__("os").getloadavg()[0], 2),
            "baseline": "torch.nn.Linear step: forward, MSE backward, SGD",
            "aimc": "equal features with aihwkit-lightning (8-bit I/O, learned input range, additive weight "
                    "noise, layer-Gaussian clip; no IR drop, no PCM read noise)",
