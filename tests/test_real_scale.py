@@ -59,6 +59,16 @@ def test_resnet32_architecture():
         m(torch.rand(2, 3, 16, 16))
 
 
+def test_resnet_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = zoo.resnet(depth=8, width=4).eval()
+    path = zoo.save_checkpoint(m, tmp_path / "r.pt")
+    back, _ = zoo.load_checkpoint(path)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))
+
+
 def test_resnet32_conversion_covers_every_conv_and_fc():
     torch.manual_seed(0)
     m = zoo.resnet().eval()
