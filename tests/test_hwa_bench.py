@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from aimc.train import hwa_bench  # noqa: E402
+from aimc.train.hwa import bench as hwa_bench  # noqa: E402
 from aimc.train.hwa import ClipType, ModifierType  # noqa: E402
 
 SMALL = SimpleNamespace(size=16, batch=8, threads=1, repeats=1)
@@ -37,8 +37,8 @@ def test_contender_steps_change_the_weights(name):
 
 def test_failing_contender_is_reported_with_its_error(monkeypatch):
     monkeypatch.setattr(hwa_bench, "CONTENDERS", {
-        "baseline": ("aimc.train.hwa_bench:make_baseline", {}),
-        "aimc": ("aimc.train.hwa_bench:no_such_factory", {}),
+        "baseline": ("aimc.train.hwa.bench:make_baseline", {}),
+        "aimc": ("aimc.train.hwa.bench:no_such_factory", {}),
     })
     out = hwa_bench.bench_hwa_step(SMALL)
     assert out["baseline_ms"] > 0

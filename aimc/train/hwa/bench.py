@@ -1,4 +1,4 @@
-"""``aimc bench hwa-step``: one hardware-aware training step of a size x size linear layer, every contender in a
+"""``aimc bench hwa-step`` (``bench_hwa_step``, exported by ``aimc.train.hwa``): one hardware-aware training step of a size x size linear layer, every contender in a
 process of its own (``aimc.bench.timeit_isolated``), all in the same default environment.
 
 Contenders (forward, MSE backward with input gradients, optimizer step, post-step clipping/remapping):
@@ -38,8 +38,8 @@ def _data(args):
 
 def equal_features():
     """(TileConfig, HWAConfig) of the features aimc and aihwkit-lightning share (see the module docstring)."""
-    from ..config import standard_hwa as tile_preset
-    from .hwa import ClipType, HWAConfig, InputRange, ModifierType, WeightClip, WeightModifier
+    from ...core.config import standard_hwa as tile_preset
+    from .config import ClipType, HWAConfig, InputRange, ModifierType, WeightClip, WeightModifier
     tc = tile_preset()
     tc = tc.replace(forward=tc.forward.replace(w_noise=0.0, w_noise_type="none", ir_drop=0.0))
     hc = HWAConfig(modifier=WeightModifier(ModifierType.ADD_NORMAL, std_dev=NOISE_STD),
@@ -64,8 +64,9 @@ def _closure(model, opt, x, t, post=None):
 
 def make_aimc(args, preset: str):
     """aimc's step with ``equal_features()`` (preset 'equal') or the standard-HWA preset ('full')."""
-    from ..nn import AnalogLinear
-    from .hwa import post_step, prepare, standard_hwa
+    from ...nn import AnalogLinear
+    from .config import standard_hwa
+    from .layer import post_step, prepare
     lin, x, t = _data(args)
     tc, hc = equal_features() if preset == "equal" else standard_hwa()
     al = prepare(AnalogLinear.from_linear(lin, tc, 0, "bench"), (tc, hc))
@@ -76,8 +77,9 @@ def make_aimc(args, preset: str):
 
 def make_core_forward(args):
     """The core's tile forward alone (the analog MVM of ``aimc.periphery``) with the full preset."""
-    from ..nn import AnalogLinear
-    from .hwa import prepare, standard_hwa
+    from ...nn import AnalogLinear
+    from .config import standard_hwa
+    from .layer import prepare
     lin, x, _ = _data(args)
     tc, hc = standard_hwa()
     al = prepare(AnalogLinear.from_linear(lin, tc, 0, "bench"), (tc, hc))
@@ -130,19 +132,19 @@ def make_lightning(args):
 
 
 CONTENDERS = {
-    "aimc": ("aimc.train.hwa_bench:make_aimc", {"preset": "equal"}),
-    "aimc_full": ("aimc.train.hwa_bench:make_aimc", {"preset": "full"}),
-    "baseline": ("aimc.train.hwa_bench:make_baseline", {}),
-    "core_forward": ("aimc.train.hwa_bench:make_core_forward", {}),
-    "aihwkit": ("aimc.train.hwa_bench:make_aihwkit", {}),
-    "aihwkit_lightning": ("aimc.train.hwa_bench:make_lightning", {}),
+    "aimc": ("aimc.train.hwa.bench:make_aimc", {"preset": "equal"}),
+    "aimc_full": ("aimc.train.hwa.bench:make_aimc", {"preset": "full"}),
+    "baseline": ("aimc.train.hwa.bench:make_baseline", {}),
+    "core_forward": ("aimc.train.hwa.bench:make_core_forward", {}),
+    "aihwkit": ("aimc.train.hwa.bench:make_aihwkit", {}),
+    "aihwkit_lightning": ("aimc.train.hwa.bench:make_lightning", {}),
 }
 
 
 def bench_hwa_step(args) -> dict:
     """Time every contender in its own process; ``<name>_ms`` and ``<name>_ratio`` (to the nn.Linear step) per
     contender that ran, ``<name>_error`` per contender that did not."""
-    from ..bench import timeit_isolated, user_environ
+    from ...bench import timeit_isolated, user_environ
     errors: dict[str, str] = {}
     tm = timeit_isolated(CONTENDERS, args, errors=errors)
     base = tm.get("baseline")
