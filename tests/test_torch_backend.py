@@ -59,7 +59,8 @@ def test_nm_alpha_exact(nm):
 @pytest.mark.parametrize("bits,bound", [(7, 1.0), (8, 1.0), (0, 1.0), (5, 0.5)])
 def test_input_stage_exact(bits, bound):
     _, x = _data()
-    io = _io(inp_bits=bits, inp_bound=bound, noise_management=NoiseManagement.NONE)
+    io = _io(inp_bits=bits, inp_bound=bound, noise_management=NoiseManagement.NONE,
+             w_noise=0.01, w_noise_type=WeightNoiseType.ADDITIVE_CONSTANT)   # additive: v2 is computed
     scale = np.abs(x).max(axis=1).astype(np.float32) * np.float32(0.7)   # some inputs clip
     B, n = x.shape
     v, v2, aux = np.empty((B, n), np.float32), np.empty(B, np.float32), np.empty((0, n), np.float32)
@@ -96,8 +97,9 @@ def test_output_stage_exact(kw):
                     io.bm_test_negative_bound, k0, k1, c, c, clipped, y, np.zeros(0, np.float32), 0, nclip, 0)
     st, bd = (torch.from_numpy(steps), torch.from_numpy(bounds)) if per_col else \
         tb.adc_tensors(io, None, torch.device("cpu"))
-    yt, ft, ct = tb.output_stage(torch.from_numpy(yin), m, n, torch.zeros(R), None,
-                                 torch.from_numpy(a_mat) if io.ir_drop > 0 else None, io, _gen(), st, bd)
+    yt, ft, ct = tb.output_stage(torch.from_numpy(yin.copy()), m, n, None, None,
+                                 torch.from_numpy(a_mat.copy()) if io.ir_drop > 0 else None, io, _gen(), st, bd,
+                                 counts=True)
     np.testing.assert_array_equal(yt.numpy(), y)
     np.testing.assert_array_equal(ft.numpy().astype(np.int8), clipped)
     np.testing.assert_array_equal(ct.numpy(), nclip)

@@ -133,98 +133,120 @@ def nm_alpha(x: torch.Tensor, io) -> torch.Tensor:
     elif kind == NoiseManagement.MAX:
         a = x.amax(dim=1)
     else:
-        a = x.abs().amax(dim=1)
+        a = torch.linalg.vector_norm(x, math.inf, dim=1)   # max |x| in one pass
     if thres > 0:
         a = torch.where(a > thres, torch.full_like(a, thres), a)
     return a
 
 
-def quantise(v: torch.Tensor, step: float, sto: bool, gen) -> torch.Tensor:
-    """rint(v/step)*step (half to even) or stochastic rint(v/step + U - 0.5)*step; step 0 = none (§1.4)."""
+def quantise_(v: torch.Tensor, step: float, sto: bool, gen) -> torch.Tensor:
+    """In place: rint(v/step)*step (half to even) or stochastic rint(v/step + U - 0.5)*step; step 0 = none
+    (physics.md §1.4; the kernels' arithmetic: v * float32(1/step), then * step)."""
     if step <= 0:
         return v
     s, inv = _f32(step), _inv32(step)
+    v.mul_(inv)
     if sto:
-        u = torch.rand(v.shape, generator=gen, dtype=torch.float32, device=v.device)
-        return torch.round(v * inv + u - 0.5) * s
-    return torch.round(v * inv) * s
+        v.add_(torch.rand(v.shape, generator=gen, dtype=torch.float32, device=v.device)).sub_(0.5)
+    return v.round_().mul_(s)
+
+
+def quantise(v: torch.Tensor, step: float, sto: bool, gen) -> torch.Tensor:
+    """``quantise_`` on a copy."""
+    return quantise_(v.clone(), step, sto, gen)
+
+
+def _additive(io) -> bool:
+    return io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT
 
 
 def input_stage(x: torch.Tensor, scale: torch.Tensor, io, gen):
-    """(v, v2): v = clip(Q(x / scale), +-inp_bound) + inp_noise xi, v2 = sum_j v^2 per row
-    (``kernels.periphery.input_stage``)."""
+    """(v, v2): v = clip(Q(x / scale), +-inp_bound) + inp_noise xi and v2 = sum_j v^2 per row, computed only
+    when additive weight noise needs it (else None) (``kernels.periphery.input_stage``)."""
     v = x * (1.0 / scale)[:, None]
-    v = quantise(v, io.inp_step, io.inp_sto_round, gen)
+    quantise_(v, io.inp_step, io.inp_sto_round, gen)
     b = _f32(io.inp_bound)
-    v = v.clamp(-b, b)
+    v.clamp_(-b, b)
     if io.inp_noise > 0:
-        v = v + _f32(io.inp_noise) * torch.randn(v.shape, generator=gen, dtype=torch.float32, device=v.device)
-    return v, (v * v).sum(dim=1)
+        v.add_(torch.randn(v.shape, generator=gen, dtype=torch.float32, device=v.device), alpha=_f32(io.inp_noise))
+    return v, ((v * v).sum(dim=1) if _additive(io) else None)
 
 
-def noise_sigmas(io, v2: torch.Tensor):
-    """(nl, sigma^2 of the output noise per row, sigma of the weight noise drawn before the nonlinearity or
-    None, whether weight noise comes first) (``aimc.periphery._noise_sigmas``)."""
-    sig2 = torch.full_like(v2, _f32(io.out_noise) ** 2)
+def noise_sigmas(io, v2):
+    """(nl, sigma^2 of the output noise (a float, or per row with additive weight noise), sigma of the weight
+    noise drawn before the nonlinearity or None, whether weight noise comes first)
+    (``aimc.periphery._noise_sigmas``: weight noise folds into the output noise unless a nonlinearity
+    separates them)."""
+    sig2 = _f32(io.out_noise) ** 2
     nl = io.out_nonlinearity / (io.out_bound if io.out_bound > 0 else 1.0)
     w_first = nl > 0 and io.w_noise > 0
     sw = None
-    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+    if _additive(io):
         sw2 = _f32(_f32(io.w_noise) ** 2) * v2   # iid weight noise == one normal per output, sigma ||v||
         if w_first:
             sw = torch.sqrt(sw2)
         else:
-            sig2 = sig2 + sw2
+            sig2 = sw2 + _f32(sig2)
     return nl, sig2, sw, w_first
 
 
-def output_stage(yin: torch.Tensor, m: int, n: int, v2: torch.Tensor, s_el, a_mat, io, gen, steps, bounds):
-    """(y, clipped flag per row, clipped outputs per row) from the product yin (``kernels.periphery.output_stage``):
-    IR drop -> weight noise first (with a nonlinearity) -> nonlinearity -> output (+ weight) noise -> ADC -> clip.
-    ``steps``/``bounds``: floats (one ADC range) or (out,) tensors (calibrated per column), see ``adc_tensors``;
-    ``s_el`` = |W| v^2 (PCM read noise) and ``a_mat`` = |W| |v| (IR drop) or None."""
-    y = yin[:, :m]
+def output_stage(yin: torch.Tensor, m: int, n: int, v2, s_el, a_mat, io, gen, steps, bounds, *,
+                 flags: bool = True, counts: bool = False):
+    """(y, clip flag per row or None, clipped outputs per row or None) from the product yin (overwritten)
+    (``kernels.periphery.output_stage``): IR drop -> weight noise first (with a nonlinearity) -> nonlinearity
+    -> output (+ weight) noise -> ADC -> clip. ``steps``/``bounds``: floats (one ADC range) or (out,)
+    tensors (calibrated per column), see ``adc_tensors``; ``s_el`` = |W| v^2 (PCM read noise) and ``a_mat`` =
+    |W| |v| (IR drop) or None; ``flags``/``counts``: compute the clip flags (bound management) / counts."""
+    dev = yin.device
     if io.ir_drop > 0:
-        a = a_mat * _f32(n / io.ir_drop_g_ratio)
-        y = y - _f32(io.ir_drop) * a * (0.5 - 0.2 * a + 0.05 * a * a) * yin[:, m:2 * m]
+        a = a_mat.mul_(_f32(n / io.ir_drop_g_ratio))
+        y = yin[:, :m] - _f32(io.ir_drop) * a * (0.5 - 0.2 * a + 0.05 * a * a) * yin[:, m:2 * m]
+    else:
+        y = yin if yin.shape[1] == m else yin[:, :m]
     nl, sig2, sw, w_first = noise_sigmas(io, v2)
     pcm = s_el is not None
     w2 = _f32(_f32(io.w_noise) ** 2) if pcm else 0.0
+
+    def normal():
+        return torch.randn(y.shape, generator=gen, dtype=torch.float32, device=dev)
     if w_first:
-        zw = torch.randn(y.shape, generator=gen, dtype=torch.float32, device=y.device)
-        y = y + (torch.sqrt(w2 * s_el) if pcm else sw[:, None]) * zw
+        y.addcmul_(torch.sqrt(s_el.mul_(w2)) if pcm else sw[:, None], normal())
     if nl > 0:
         y = y / (1.0 + (_f32(nl) * y).abs())
-    s0 = torch.sqrt(sig2) ** 2
     if pcm and not w_first:
-        z = torch.randn(y.shape, generator=gen, dtype=torch.float32, device=y.device)
-        y = y + torch.sqrt(s0[:, None] + w2 * s_el) * z
-    elif io.out_noise > 0 or (sw is None and io.w_noise > 0 and not w_first):
-        z = torch.randn(y.shape, generator=gen, dtype=torch.float32, device=y.device)
-        y = y + torch.sqrt(s0)[:, None] * z
+        y.addcmul_(torch.sqrt(s_el.mul_(w2).add_(sig2)), normal())
+    elif isinstance(sig2, torch.Tensor):
+        y.addcmul_(torch.sqrt(sig2)[:, None], normal())
+    elif sig2 > 0:
+        y.add_(normal(), alpha=math.sqrt(sig2))
     test_neg = io.bm_test_negative_bound
     if not isinstance(steps, torch.Tensor):
-        y = quantise(y, steps, io.out_sto_round, gen)
+        quantise_(y, steps, io.out_sto_round, gen)
         bd = bounds
         if bd <= 0:
-            z0 = torch.zeros(y.shape[0], dtype=torch.int32, device=y.device)
-            return y, z0.bool(), z0
-        hi, lo = y > bd, y < -bd
-        out = hi | lo
-        flag = hi.any(dim=1) | (lo.any(dim=1) if test_neg else False)
-        return y.clamp(-bd, bd), flag, out.sum(dim=1, dtype=torch.int32)
+            return y, (torch.zeros(y.shape[0], dtype=torch.bool, device=dev) if flags else None), \
+                (torch.zeros(y.shape[0], dtype=torch.int32, device=dev) if counts else None)
+        flag = cnt = None
+        if flags:
+            flag = y.amax(dim=1) > bd
+            if test_neg:
+                flag |= y.amin(dim=1) < -bd
+        if counts:
+            cnt = (y.abs() > bd).sum(dim=1, dtype=torch.int32)
+        return y.clamp_(-bd, bd), flag, cnt
     # calibrated per-column ADC ranges (aimc.calibration): steps/bounds (out,) tensors
     st, bd = steps, bounds
     q = st > 0
-    shift = torch.rand(y.shape, generator=gen, dtype=torch.float32, device=y.device) - 0.5 \
+    shift = torch.rand(y.shape, generator=gen, dtype=torch.float32, device=dev) - 0.5 \
         if io.out_sto_round else 0.0
     safe = torch.where(q, st, torch.ones_like(st))
     y = torch.where(q, torch.round(y / safe + shift) * safe, y)
     hb = bd > 0
     hi, lo = (y > bd) & hb, (y < -bd) & hb
-    flag = hi.any(dim=1) | (lo.any(dim=1) if test_neg else False)
+    flag = (hi.any(dim=1) | (lo.any(dim=1) if test_neg else False)) if flags else None
+    cnt = (hi | lo).sum(dim=1, dtype=torch.int32) if counts else None
     y = torch.where(hb, torch.minimum(torch.maximum(y, -bd), bd), y)
-    return y, flag, (hi | lo).sum(dim=1, dtype=torch.int32)
+    return y, flag, cnt
 
 
 def adc_tensors(io, bounds, device) -> tuple:
@@ -237,27 +259,28 @@ def adc_tensors(io, bounds, device) -> tuple:
     return torch.from_numpy(s).to(device), torch.from_numpy(b).to(device)
 
 
-def one_pass(view: View, x: torch.Tensor, scale: torch.Tensor, io, gen, steps, bounds):
-    """One analog read of the rows of x (scaled by ``scale``): (y, clip flag per row, clipped outputs per row)."""
+def one_pass(view: View, x: torch.Tensor, scale: torch.Tensor, io, gen, steps, bounds, flags: bool):
+    """One analog read of the rows of x (scaled by ``scale``): (y, clip flag per row or None)."""
     v, v2 = input_stage(x, scale, io, gen)
     m, n = view.W.shape
     pcm = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ
     ir = io.ir_drop > 0
     yin = v @ (view.Wpos if ir else view.W).T
     s_el = (v * v) @ view.absW.T if pcm else None
-    a_mat = v.abs() @ view.absW.T if ir else None
-    return output_stage(yin, m, n, v2, s_el, a_mat, io, gen, steps, bounds)
+    a_mat = v.abs_() @ view.absW.T if ir else None   # v is not needed after this
+    y, flag, _ = output_stage(yin, m, n, v2, s_el, a_mat, io, gen, steps, bounds, flags=flags)
+    return y, flag
 
 
 def mvm(view: View, x: torch.Tensor, io, gen, *, inp_range: float | None = None, adc=None,
         raw: bool = False) -> torch.Tensor:
     """y = W x for x (B x in, float32) through the periphery ``io`` (``aimc.periphery.mvm`` on torch tensors).
 
-    ``inp_range``: calibrated static DAC range; ``adc``: (steps, bounds) tensors (``adc_tensors``) replacing
-    the config's; ``raw``: outputs in ADC units before the digital rescale."""
+    ``inp_range``: calibrated static DAC range; ``adc``: (steps, bounds) from ``adc_tensors`` replacing
+    the config's; ``raw``: outputs in ADC units before the digital rescale. Returns a new tensor."""
     if io.is_perfect:
         y = x @ view.W.T
-        return y * _f32(io.out_scale) if io.out_scale != 1.0 else y
+        return y.mul_(_f32(io.out_scale)) if io.out_scale != 1.0 else y
     if io.adc_drawn:
         raise _unsupported("ADC converter errors (IOConfig.adc 'sar', adc_gain_std, adc_offset_std)", "mvm")
     B = x.shape[0]
@@ -270,15 +293,14 @@ def mvm(view: View, x: torch.Tensor, io, gen, *, inp_range: float | None = None,
             zero = alpha < _TINY   # zero or subnormal: 1/alpha would overflow
             alpha = torch.where(zero, torch.ones_like(alpha), alpha)
     steps, bounds = adc if adc is not None else adc_tensors(io, None, x.device)
-    if io.bound_management != BoundManagement.ITERATIVE:
-        y, _, _ = one_pass(view, x, alpha, io, gen, steps, bounds)
-        f = None
-    else:
+    iterative = io.bound_management == BoundManagement.ITERATIVE
+    y, clipped = one_pass(view, x, alpha, io, gen, steps, bounds, iterative)
+    fac = alpha
+    if iterative:
         max_f = io.max_bm_factor
         if io.inp_step > 0:
             max_f = min(max_f, io.max_bm_res / io.inp_step)
         f = torch.ones(B, dtype=torch.float32, device=x.device)
-        y, clipped, _ = one_pass(view, x, alpha, io, gen, steps, bounds)
         rows = torch.arange(B, device=x.device)
         while True:
             # stop rule (physics.md §1.7): re-read the clipped rows with 2 f while f <= max_f
@@ -287,15 +309,15 @@ def mvm(view: View, x: torch.Tensor, io, gen, *, inp_range: float | None = None,
                 break
             rows = rows[redo]
             f[rows] *= 2.0
-            yr, clipped, _ = one_pass(view, x[rows], alpha[rows] * f[rows], io, gen, steps, bounds)
-            y[rows] = yr
+            y[rows], clipped = one_pass(view, x[rows], alpha[rows] * f[rows], io, gen, steps, bounds, True)
+        fac = alpha * f
     if raw:
         return y
-    fac = alpha if f is None else alpha * f
-    y = y * (fac * _f32(io.out_scale))[:, None]
+    if io.out_scale != 1.0:
+        fac = fac * _f32(io.out_scale)
     if zero is not None:
-        y = torch.where(zero[:, None], torch.zeros_like(y), y)
-    return y
+        fac = torch.where(zero, torch.zeros_like(fac), fac)
+    return y.mul_(fac[:, None])
 
 
 # ============================================================================================ tiles on a device
@@ -377,7 +399,7 @@ class TileState:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = mvm(self.fwd, x, self.tile.config.forward, self.gen, inp_range=self.inp_range, adc=self.adc)
-        return y if self.out is None else y * self.out
+        return y if self.out is None else y.mul_(self.out)
 
     def backward(self, d: torch.Tensor) -> torch.Tensor:
         if self.scale is not None:
