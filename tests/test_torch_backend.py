@@ -15,14 +15,16 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import aimc  # noqa: E402
-from aimc.config import (BoundManagement, IOConfig, MappingConfig, NoiseManagement, TileConfig,  # noqa: E402
-                         WeightNoiseType)
+from aimc.core.config import (BoundManagement, IOConfig, MappingConfig, NoiseManagement, TileConfig,  # noqa: E402
+                              WeightNoiseType, as_config)
 from aimc.kernels import periphery as _k  # noqa: E402
 from aimc.nn import AnalogLinear, set_backend  # noqa: E402
 from aimc.nn import torch_backend as tb  # noqa: E402
-from aimc.periphery import WeightView, _NM_CODE, adc_arrays  # noqa: E402
-from aimc.periphery import mvm as numba_mvm  # noqa: E402
-from aimc.rng import Stream  # noqa: E402
+from aimc.train.hwa import torch_backend as thwa  # noqa: E402
+from aimc.core.periphery import WeightView, _NM_CODE, adc_arrays  # noqa: E402
+from aimc.core.periphery import mvm as numba_mvm  # noqa: E402
+from aimc.core.rng import Stream  # noqa: E402
+from aimc.core.mapping import from_conductances  # noqa: E402
 
 EPS = float(np.finfo(np.float32).eps)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -288,8 +290,8 @@ def test_layer_parity_noise_off_with_splits_and_analog_backward():
 def test_deploy_program_drift_and_read_on_torch():
     """Programmed PCM layer: the torch drift updates the tile state (clock, conductances, weights,
     compensation factor); read noise has the card's moments; forwards read the drifted state."""
-    from aimc.nn import bench
-    cfg = aimc.config.as_config(bench.DEPLOY_CONFIG)
+    from aimc.deployment import bench
+    cfg = as_config(bench.DEPLOY_CONFIG)
     _, a, b = _pair(cfg, i=128, o=64)
     a.program()
     b.program()
@@ -309,7 +311,7 @@ def test_deploy_program_drift_and_read_on_torch():
     assert N > 5000
     assert abs(z.mean()) < 4 / math.sqrt(N) and abs(z.std() - 1) < 4 / math.sqrt(2 * N)
     np.testing.assert_allclose(tile_b.read_weights(),
-                               aimc.mapping.from_conductances(tile_b.conductances(), tile_b._map_params,
+                               from_conductances(tile_b.conductances(), tile_b._map_params,
                                                               cfg.mapping) * tile_b._scale[:, None], rtol=1e-6,
                                atol=1e-7)
     # compensation factors of the two backends: same distribution, close values (read noise differs)
@@ -327,11 +329,11 @@ def test_deploy_program_drift_and_read_on_torch():
 
 
 def test_calibrated_layer_parity_and_state_dict():
-    """Calibration through ``aimc.convert.calibrate`` on the torch backend (the calibration pass runs by the
+    """Calibration through ``aimc.deployment.convert.calibrate`` on the torch backend (the calibration pass runs by the
     numba path), then calibrated reads (static DAC range, per-column ADC ranges) agree with the numba
     backend with noise off; a state dict saved from the torch-backend layer restores the same reads."""
-    from aimc.config import CalibrationConfig, InferenceConfig
-    from aimc.convert import calibrate
+    from aimc.core.config import CalibrationConfig, InferenceConfig
+    from aimc.deployment.convert import calibrate
     io = _io(noise_management=NoiseManagement.ABS_MAX, bound_management=BoundManagement.NONE)
     cfg = TileConfig(forward=io, mapping=MappingConfig(weight_scaling_omega=1.0),
                      inference=InferenceConfig(device="none"), calibration=CalibrationConfig())
@@ -405,12 +407,12 @@ def test_hwa_modifier_moments_torch():
     from aimc.train import hwa
     mod = hwa.WeightModifier(type=hwa.ModifierType.ADD_NORMAL, std_dev=0.05)
     W = torch.randn(200, 300)
-    out = tb.modify_weights(W, mod, _gen(1), Stream(0))
+    out = thwa.modify_weights(W, mod, _gen(1), Stream(0))
     d = (out - W).numpy().ravel()
     amax = float(W.abs().max())
     assert abs(d.mean()) < 4 * 0.05 * amax / math.sqrt(d.size)
     assert abs(d.std() / (0.05 * amax) - 1) < 4 / math.sqrt(2 * d.size)
-    q = tb.modify_weights(W, hwa.WeightModifier(type=hwa.ModifierType.DISCRETIZE, res=0.1), _gen(1), Stream(0))
+    q = thwa.modify_weights(W, hwa.WeightModifier(type=hwa.ModifierType.DISCRETIZE, res=0.1), _gen(1), Stream(0))
     ref = hwa.modify_weights(W.numpy(), hwa.WeightModifier(type=hwa.ModifierType.DISCRETIZE, res=0.1), Stream(0))
     np.testing.assert_array_equal(q.numpy(), ref)   # deterministic modifier: exactly the numpy one
 
@@ -433,7 +435,7 @@ def test_unsupported_stage_named(cfg, stage):
 
 
 def test_circuit_unsupported_named():
-    from aimc.config import ArrayConfig
+    from aimc.core.config import ArrayConfig
     m = AnalogLinear(8, 4, config=TileConfig(array=ArrayConfig(model="circuit"), forward=IOConfig(ir_drop=0.0)))
     with pytest.raises(tb.TorchBackendUnsupported, match="circuit solve"):
         m.set_backend("torch")
@@ -461,8 +463,8 @@ def test_cuda_placement_forward_backward_drift():
     assert x.grad.device.type == "cuda" and m.weight.grad.device.type == "cuda"
     tt = m.__dict__["_torch_tiles"]
     assert tt.blocks[0][2].fwd.W.device.type == "cuda"
-    from aimc.nn import bench
-    m2 = AnalogLinear(64, 32, config=aimc.config.as_config(bench.DEPLOY_CONFIG))
+    from aimc.deployment import bench
+    m2 = AnalogLinear(64, 32, config=as_config(bench.DEPLOY_CONFIG))
     m2 = m2.to("cuda")
     m2.program()
     m2.drift(3600.0)

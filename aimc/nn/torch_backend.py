@@ -1,11 +1,11 @@
 """The torch backend: the tile periphery, drift reads and the HWA product on torch tensors, on the device the
-model lives on (CPU torch, CUDA). The Numba path (``aimc.periphery``, ``aimc.kernels``) stays the reference;
+model lives on (CPU torch, CUDA). The Numba path (``aimc.core.periphery``, ``aimc.kernels``) stays the reference;
 this module re-expresses the same stages with torch ops, reading the same config tree (``TileConfig``).
 
 Selection: ``AnalogModule.backend`` ('auto' | 'numba' | 'torch'; ``aimc.nn.set_backend(model, ...)``).
 'auto' runs torch when the module's weight is on a non-CPU device (``model.to("cuda")``), Numba otherwise.
 
-What runs here, per tile pass (``mvm``; the order and formulas of ``aimc.periphery.mvm``, physics.md §1.2):
+What runs here, per tile pass (``mvm``; the order and formulas of ``aimc.core.periphery.mvm``, physics.md §1.2):
 noise management (none / abs_max / max / constant, ``nm_thres``) or a calibrated static DAC range -> DAC
 (round half to even or stochastic) -> clip -> input noise -> product(s) (W v; |W| v^2 for PCM read noise;
 [W; W*pos] v and |W| |v| for the simple IR drop) -> IR drop -> weight noise before the nonlinearity ->
@@ -13,7 +13,7 @@ nonlinearity -> output noise (+ additive / PCM weight noise in output space) -> 
 per-tile / per-column ranges; deterministic or stochastic) -> clip flags -> iterative bound management ->
 digital rescale. Drift: the read of programmed power-law cells (``DeviceArray`` with the fused engine: pcm,
 hermes, state-independent, lookup-table) and the compensation readout. HWA: weight modifiers, input ranges,
-output scales (``aimc.train.hwa``).
+output scales (``aimc.train.hwa``; its torch product is ``aimc.train.hwa.torch_backend``, built on this module).
 
 Not supported here (a ``TorchBackendUnsupported`` names the stage): the circuit solve (``ArrayConfig.model``
 'circuit'), weight slicing (``MappingConfig.kind`` 'sliced'), bit-serial inputs (``input_bits``), converters
@@ -34,9 +34,9 @@ import math
 import numpy as np
 import torch
 
-from ..config import (BoundManagement, DriftCompensation, MappingKind, NoiseManagement, TileConfig,
+from ..core.config import (BoundManagement, DriftCompensation, MappingKind, NoiseManagement, TileConfig,
                       WeightNoiseType, WireModel)
-from ..rng import Stream
+from ..core.rng import Stream
 
 BACKENDS = ("auto", "numba", "torch")
 _TINY = float(np.finfo(np.float32).tiny)
@@ -95,7 +95,7 @@ def _inv32(step: float) -> float:
 
 class View:
     """A weight matrix W (out x in) as one read direction sees it, with cached derived tensors (as
-    ``aimc.periphery.WeightView``): |W| (PCM read noise, IR-drop load) and [W; W*pos] (IR drop)."""
+    ``aimc.core.periphery.WeightView``): |W| (PCM read noise, IR-drop load) and [W; W*pos] (IR drop)."""
 
     __slots__ = ("W", "_absW", "_Wpos")
 
@@ -175,7 +175,7 @@ def input_stage(x: torch.Tensor, scale: torch.Tensor, io, gen):
 def noise_sigmas(io, v2):
     """(nl, sigma^2 of the output noise (a float, or per row with additive weight noise), sigma of the weight
     noise drawn before the nonlinearity or None, whether weight noise comes first)
-    (``aimc.periphery._noise_sigmas``: weight noise folds into the output noise unless a nonlinearity
+    (``aimc.core.periphery._noise_sigmas``: weight noise folds into the output noise unless a nonlinearity
     separates them)."""
     sig2 = _f32(io.out_noise) ** 2
     nl = io.out_nonlinearity / (io.out_bound if io.out_bound > 0 else 1.0)
@@ -250,9 +250,9 @@ def output_stage(yin: torch.Tensor, m: int, n: int, v2, s_el, a_mat, io, gen, st
 
 
 def adc_tensors(io, bounds, device) -> tuple:
-    """(steps, bounds) of the ADC (``aimc.periphery.adc_arrays``): Python floats (the float32 values) for one
+    """(steps, bounds) of the ADC (``aimc.core.periphery.adc_arrays``): Python floats (the float32 values) for one
     range of the whole tile, float32 tensors (out,) on ``device`` for per-column ranges."""
-    from ..periphery import adc_arrays
+    from ..core.periphery import adc_arrays
     s, b = adc_arrays(io, bounds)
     if s.shape[0] == 1:
         return float(s[0]), float(b[0])
@@ -274,7 +274,7 @@ def one_pass(view: View, x: torch.Tensor, scale: torch.Tensor, io, gen, steps, b
 
 def mvm(view: View, x: torch.Tensor, io, gen, *, inp_range: float | None = None, adc=None,
         raw: bool = False) -> torch.Tensor:
-    """y = W x for x (B x in, float32) through the periphery ``io`` (``aimc.periphery.mvm`` on torch tensors).
+    """y = W x for x (B x in, float32) through the periphery ``io`` (``aimc.core.periphery.mvm`` on torch tensors).
 
     ``inp_range``: calibrated static DAC range; ``adc``: (steps, bounds) from ``adc_tensors`` replacing
     the config's; ``raw``: outputs in ADC units before the digital rescale. Returns a new tensor."""
@@ -411,7 +411,7 @@ class TileState:
         """``Tile.drift(t)`` with the read, the weights and the compensation readout in torch; the numpy
         tile's state is updated (one device-to-host copy of G and W) so chip images and state dicts hold it.
         Needs a fused (power-law) device array; the caller checked time and order."""
-        from ..inference import compensation_readout
+        from ..core.inference import compensation_readout
         tile = self.tile
         dev = tile._device
         if self.cells is None or self.cells[0] is not dev:
@@ -478,7 +478,7 @@ class TorchTiles:
 
     def drift(self, t) -> None:
         """``TileArray.drift`` (same checks) with power-law reads in torch; other cards drift by the numpy path."""
-        from ..inference import check_time
+        from ..core.inference import check_time
         arr = self.tiles
         t = check_time(t)
         if not arr.programmed:
@@ -571,166 +571,13 @@ def drift(layer, t) -> None:
     torch_tiles(layer).drift(t)
 
 
-# ============================================================================================ HWA
-
-def modify_weights(W: torch.Tensor, mod, gen: torch.Generator, numpy_stream: Stream) -> torch.Tensor:
-    """One sample of the modified weights (``aimc.train.hwa.modify_weights`` in torch; same formulas).
-    PCM_NOISE runs the numpy path (device programming of ``aimc.inference``) with ``numpy_stream``."""
-    from ..train.hwa import ModifierType, _amax, _default_coeffs
-    from ..train.hwa import modify_weights as _numpy_modify
-    t = mod.type
-    if t == ModifierType.PCM_NOISE:
-        out = _numpy_modify(W.detach().cpu().numpy(), mod, numpy_stream)
-        return torch.from_numpy(out).to(W.device)
-    W = W.detach().to(torch.float32)
-    amax = float(W.abs().max()) if mod.rel_to_actual_wmax and W.numel() else 0.0
-    amax = amax if amax > 0 else (1.0 if mod.rel_to_actual_wmax else _amax(np.zeros(0, np.float32), mod))
-    std = _f32(mod.std_dev * amax)
-
-    def normal():
-        return torch.randn(W.shape, generator=gen, dtype=torch.float32, device=W.device)
-
-    def poly(c, a):
-        out = torch.full_like(a, _f32(c[-1]))
-        for ci in c[-2::-1]:
-            out = out * a + _f32(ci)
-        return out
-    if t in (ModifierType.NONE, ModifierType.DROP_CONNECT):
-        out = W.clone()
-    elif t == ModifierType.ADD_NORMAL:
-        out = W + std * normal()
-    elif t == ModifierType.MULT_NORMAL:
-        out = W * (1.0 + std * normal())
-    elif t == ModifierType.POLY:
-        out = W + std * poly(_default_coeffs(mod, relative=True), W.abs() * _f32(1.0 / amax)) * normal()
-    elif t == ModifierType.PROG_NOISE:
-        sig = poly(_default_coeffs(mod, relative=False), W.abs() * _f32(1.0 / amax)) * \
-            _f32(amax * mod.std_dev / mod.g_max)
-        out = (W + sig * normal()).abs()
-        out = torch.where(W < 0, -out, out)
-    elif t in (ModifierType.DISCRETIZE, ModifierType.DISCRETIZE_ADD_NORMAL):
-        r = mod.res if mod.res <= 1 else 1.0 / mod.res
-        step = _f32(amax * r)
-        v = W * _f32(1.0 / step)
-        if mod.sto_round:
-            v = v + torch.rand(W.shape, generator=gen, dtype=torch.float32, device=W.device) - 0.5
-        out = torch.round(v) * step
-        if t == ModifierType.DISCRETIZE_ADD_NORMAL:
-            out = out + std * normal()
-    else:  # pragma: no cover - enum is closed
-        raise ValueError(f"unknown modifier type {t!r}")
-    if mod.pdrop > 0:
-        keep = torch.rand(W.shape, generator=gen, dtype=torch.float32, device=W.device) >= _f32(mod.pdrop)
-        out = out * keep
-    return out
-
-
-class TorchHWAMatmul(torch.autograd.Function):
-    """``aimc.train.hwa._HWAMatmul`` on the torch backend (same forward and gradients; see there)."""
-
-    @staticmethod
-    def forward(ctx, x2d, weight, r, s, layer, state, tt: TorchTiles):
-        x = _f(x2d)
-        r_out = None
-        if r is None:
-            y = tt.forward(x)
-        else:
-            rd = r.detach()
-
-            def scaled(xs, rk):
-                xs = xs * (1.0 / rk)
-                return xs if state._dac_clips else xs.clamp(-1.0, 1.0)
-            if rd.shape[0] == 1:
-                y = tt.forward(scaled(x, rd[0]))
-                r_out = rd[0]
-            else:
-                y = torch.zeros(x.shape[0], layer.tiles.out_size, dtype=torch.float32, device=x.device)
-                for rs, cs, ts in tt.blocks:
-                    k = state._split_of[cs.start]
-                    y[:, rs] += rd[k] * ts.forward(scaled(x[:, cs], rd[k]))
-        if s is None:
-            out, saved = (y if r_out is None else y * r_out), None
-        else:
-            f = s.detach() if r_out is None else s.detach() * r_out
-            out, saved = y * f, y
-        ctx.r_out = r_out
-        ctx.save_for_backward(x2d, weight, r, s, saved)
-        ctx.layer, ctx.state, ctx.tt = layer, state, tt
-        return out.to(x2d.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x2d, weight, r, s, saved = ctx.saved_tensors
-        state, layer = ctx.state, ctx.layer
-        grad_x = grad_w = grad_r = grad_s = None
-        if s is not None and ctx.needs_input_grad[3]:
-            grad_s = (grad_y * saved).sum(0)
-            if ctx.r_out is not None:
-                grad_s = grad_s * ctx.r_out
-        sd = None if s is None else s.detach()
-        need_r = r is not None and ctx.needs_input_grad[2]
-        gxin = None
-        if ctx.needs_input_grad[0] or need_r:
-            if layer.config.backward_ideal:
-                w = weight if sd is None else weight * sd[:, None]
-                gxin = grad_y @ w.to(grad_y.dtype)
-            else:
-                d = grad_y if sd is None else grad_y * sd
-                gxin = ctx.tt.backward(_f(d)).to(grad_y.dtype)
-            if ctx.needs_input_grad[0]:
-                grad_x = gxin
-        clip = state._clip_info(x2d.detach(), r.detach()) if r is not None else None
-        if ctx.needs_input_grad[1]:
-            xc = x2d if clip is None or clip[0] is None else clip[1]
-            grad_w = grad_y.t() @ xc
-            if sd is not None:
-                grad_w = grad_w * sd[:, None]
-        if need_r:
-            grad_r = state._range_grad(x2d.detach(), gxin, r.detach(), clip)
-        return grad_x, grad_w, grad_r, grad_s, None, None, None
-
-
-def hwa_matmul(state, layer, x2d: torch.Tensor) -> torch.Tensor:
-    """``aimc.train.hwa.HWALayer.matmul`` on the torch backend: modifiers drawn with the layer's torch
-    generator, the tiles' mirrors written from torch tensors, the product on the layer's device."""
-    from ..train.hwa import _StraightThrough
-    tt = torch_tiles(layer)
-    y = _calibration_pass(layer, x2d)
-    if y is not None:
-        return y
-    W = layer.analog_weight()
-    mod = state.config.modifier
-    if layer.programmed:
-        tt.sync()
-        w_eff = W
-    elif mod.active and (state.training or mod.enable_during_test):
-        key = ("modifier", layer.weight._version, layer.weight.data_ptr(), state._resample)
-        sample = state.__dict__.get("_torch_sample")
-        if sample is None or sample[0] != key or sample[1].device != W.device:
-            gen = state.__dict__.get("_torch_gen")
-            if gen is None or gen.device != W.device:
-                gen = generator_for(layer.tiles.seed, f"{layer.tiles.name}/hwa-modifier/torch", W.device)
-                state.__dict__["_torch_gen"] = gen
-            sample = (key, modify_weights(W, mod, gen, state._stream))
-            state.__dict__["_torch_sample"] = sample
-        tt.set_weights(sample[1], key)
-        w_eff = _StraightThrough.apply(W, sample[1])
-    else:
-        tt.set_weights(W, (layer.weight._version, layer.weight.data_ptr(), "w"))
-        w_eff = W
-    r = state.input_range
-    if r is not None and state.training and int(state.ir_batches) < state.config.input_range.init_from_data:
-        state._init_range_from(x2d.detach())
-    return TorchHWAMatmul.apply(x2d, w_eff, r, state.out_scale, layer, state, tt)
-
-
 def set_backend(model: torch.nn.Module, backend: str) -> torch.nn.Module:
     """Set ``backend`` ('auto' | 'numba' | 'torch') on every analog layer of ``model``; returns ``model``.
     Checked before any layer changes: an unknown name or a configuration the torch backend does not
     support is an error naming it."""
-    from .base import AnalogModule
     check_backend(backend)
-    layers = [m for m in model.modules() if isinstance(m, AnalogModule) and getattr(m, "tiles", None) is not None]
+    layers = [m for m in model.modules()   # analog layers (AnalogModule; not imported: base imports this module)
+              if callable(getattr(m, "_use_torch", None)) and getattr(m, "tiles", None) is not None]
     if backend == "torch":
         for m in layers:
             check_supported(m.config, f"{type(m).__name__} {m.tiles.name!r}")

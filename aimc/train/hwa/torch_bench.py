@@ -1,4 +1,4 @@
-"""``aimc bench torch-backend``: the torch backend (``aimc.nn.torch_backend``) against the Numba path, on CPU.
+"""``aimc bench torch-backend``: the torch backend (``aimc.nn.torch_backend``) against the Numba path.
 
 Contenders, each timed in a process of its own (``aimc.bench.timeit_isolated``: a user's default process),
 size x size layer, batch ``--batch``:
@@ -32,8 +32,9 @@ def _sync(device):
 
 def make_hwa_step(args, backend: str = "numba", device: str = "cpu"):
     """A closure of one standard-HWA training step of a size x size AnalogLinear on ``backend``."""
-    from ..train.hwa import post_step, prepare, standard_hwa
-    from . import AnalogLinear
+    from ...nn import AnalogLinear
+    from .config import standard_hwa
+    from .layer import post_step, prepare
     torch.manual_seed(0)
     lin = nn.Linear(args.size, args.size)
     tcfg, hcfg = standard_hwa()
@@ -69,9 +70,9 @@ def make_linear_step(args):
 
 def make_deploy_forward(args, backend: str = "numba", device: str = "cpu"):
     """A closure of one eval forward of a programmed, 1-day-drifted deploy-config layer on ``backend``."""
-    from ..config import as_config
-    from . import AnalogLinear
-    from .bench import DEPLOY_CONFIG
+    from ...core.config import as_config
+    from ...deployment.bench import DEPLOY_CONFIG
+    from ...nn import AnalogLinear
     torch.manual_seed(0)
     m = AnalogLinear.from_linear(nn.Linear(args.size, args.size), as_config(DEPLOY_CONFIG), 0, "bench").to(device)
     m.set_backend(backend)
@@ -89,8 +90,8 @@ def make_deploy_forward(args, backend: str = "numba", device: str = "cpu"):
 
 def bench_torch_backend(args) -> dict:
     """Median ms per contender (own processes) and the ratios torch / numba and against nn.Linear's step."""
-    from ..bench import timeit_isolated
-    me = "aimc.nn.torch_bench"
+    from ...bench import timeit_isolated
+    me = "aimc.train.hwa.torch_bench"
     contenders = {
         "baseline": (f"{me}:make_linear_step", {}),
         "hwa_numba": (f"{me}:make_hwa_step", {"backend": "numba"}),
