@@ -268,7 +268,7 @@ def train(model: nn.Module, dataset, epochs: int = 10, lr: float = 1e-3, batch_s
 def run_cli(args) -> int:
     """``aimc train --method hwa``: train a zoo model with the HWA preset and write a checkpoint."""
     from ...workloads import datasets, zoo
-    from .cli import method_options
+    from ..cli import method_options
     opts = method_options(args, {"preset": "standard-hwa", "hidden": "256,128", "optimizer": "adam",
                                  "scheduler": "cosine", "batch_size": 64, "fp_epochs": 0})
     ds = datasets.load(args.data)
