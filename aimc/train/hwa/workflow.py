@@ -141,7 +141,7 @@ def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None =
     With ``config.calibration`` (e.g. ``CalibrationConfig(inp="learned")``: the learned input ranges, ADC
     ranges from the programmed chip) each chip is calibrated after programming on ``calibration`` (default:
     the training split; see ``aimc.deploy.calibration_set``), and the clipped fractions are reported."""
-    from .. import __version__
+    from ... import __version__
     from ...workloads import zoo
     import warnings
 
