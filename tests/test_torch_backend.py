@@ -287,6 +287,41 @@ def test_layer_parity_noise_off_with_splits_and_analog_backward():
     torch.testing.assert_close(a.weight.grad, b.weight.grad)
 
 
+def test_layer_reproducible_per_seed_with_noise():
+    """Noisy reads on the torch backend: fresh layers with the same seed give bit-identical outputs (forward
+    and analog backward), another seed gives other values."""
+    cfg = TileConfig(forward=aimc.presets.standard_hwa().forward, backward=IOConfig(out_noise=0.1),
+                     backward_ideal=False)
+    x = torch.randn(32, 40)
+
+    def run(seed):
+        torch.manual_seed(0)
+        m = AnalogLinear(40, 24, config=cfg, seed=seed)
+        m.set_backend("torch")
+        xi = x.clone().requires_grad_(True)
+        y = m(xi)
+        y.sum().backward()
+        return y.detach(), xi.grad
+    (y1, g1), (y2, g2), (y3, g3) = run(5), run(5), run(6)
+    assert torch.equal(y1, y2) and torch.equal(g1, g2)
+    assert float((y1 != y3).float().mean()) > 0.5 and float((g1 != g3).float().mean()) > 0.5
+
+
+def test_lstm_on_torch_backend_matches_numba_noise_off():
+    from aimc.nn import AnalogLSTM
+    cfg = TileConfig(forward=_io(bound_management=BoundManagement.NONE))
+    torch.manual_seed(2)
+    ref = torch.nn.LSTM(12, 16)
+    a, b = AnalogLSTM.from_torch(ref, cfg, seed=1), AnalogLSTM.from_torch(ref, cfg, seed=1)
+    set_backend(b, "torch")
+    x = torch.randn(5, 3, 12)
+    with torch.no_grad():
+        ya, yb = a(x)[0], b(x)[0]
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        assert float((ya - ref(x)[0]).abs().max()) < 0.2   # and it is an analog LSTM of the reference
+
+
 def test_deploy_program_drift_and_read_on_torch():
     """Programmed PCM layer: the torch drift updates the tile state (clock, conductances, weights,
     compensation factor); read noise has the card's moments; forwards read the drifted state."""
@@ -447,6 +482,20 @@ def test_bad_backend_name():
         m.set_backend("cuda")
     with pytest.raises(ValueError, match="backend must be one of"):
         set_backend(m, "gpu")
+
+
+def test_auto_selects_by_device_and_numba_refuses_non_cpu():
+    """'auto' reads by torch exactly when the weight is off the CPU ('meta' stands in for a GPU here)."""
+    m = AnalogLinear(8, 4)
+    assert not m._use_torch()
+    m.set_backend("torch")
+    assert m._use_torch()
+    m.set_backend("auto")
+    m.to("meta")
+    assert m._use_torch()
+    m.set_backend("numba")
+    with pytest.raises(RuntimeError, match="runs on the CPU"):
+        m._use_torch()
 
 
 # ------------------------------------------------------------------------------------ CUDA
