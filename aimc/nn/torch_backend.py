@@ -199,8 +199,12 @@ def output_stage(yin: torch.Tensor, m: int, n: int, v2, s_el, a_mat, io, gen, st
     |W| |v| (IR drop) or None; ``flags``/``counts``: compute the clip flags (bound management) / counts."""
     dev = yin.device
     if io.ir_drop > 0:
+        # y = W v - ir_drop a (0.5 - 0.2 a + 0.05 a^2) (W*pos) v, a = scale |W| |v|, in the kernel's order of
+        # operations ((ir_drop a) P) ypos with P = (0.5 - 0.2 a) + (0.05 a) a, in place (two temporaries)
         a = a_mat.mul_(_f32(n / io.ir_drop_g_ratio))
-        y = yin[:, :m] - _f32(io.ir_drop) * a * (0.5 - 0.2 * a + 0.05 * a * a) * yin[:, m:2 * m]
+        p = (a * 0.2).neg_().add_(0.5)
+        p.add_((a * 0.05).mul_(a))
+        y = yin[:, :m].sub_(a.mul_(_f32(io.ir_drop)).mul_(p).mul_(yin[:, m:2 * m]))
     else:
         y = yin if yin.shape[1] == m else yin[:, :m]
     nl, sig2, sw, w_first = noise_sigmas(io, v2)
