@@ -452,6 +452,18 @@ def test_hwa_modifier_moments_torch():
     np.testing.assert_array_equal(q.numpy(), ref)   # deterministic modifier: exactly the numpy one
 
 
+def test_hwa_pcm_noise_modifier_runs_numpy_device_model_on_torch_backend():
+    """PCM_NOISE (device programming) runs the numpy device model and reaches the torch mirrors: the torch
+    layer reads exactly the sample the numba path would draw from the same stream."""
+    from aimc.train import hwa
+    mod = hwa.WeightModifier(type=hwa.ModifierType.PCM_NOISE, pcm_t_inference=3600.0)
+    W = torch.randn(16, 24) * 0.3
+    a = thwa.modify_weights(W, mod, _gen(0), Stream(9, "m"))
+    b = hwa.modify_weights(W.numpy(), mod, Stream(9, "m"))
+    np.testing.assert_array_equal(a.numpy(), b)
+    assert float((a - W).abs().mean()) > 0
+
+
 # ------------------------------------------------------------------------------------ errors
 
 @pytest.mark.parametrize("cfg,stage", [
