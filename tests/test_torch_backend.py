@@ -471,6 +471,8 @@ def test_hwa_pcm_noise_modifier_runs_numpy_device_model_on_torch_backend():
     (TileConfig(forward=IOConfig(adc="sar")), "SAR ADC"),
     (TileConfig(forward=IOConfig(adc_gain_std=0.01)), "gain/offset"),
     (TileConfig(mapping=MappingConfig(input_bits=4)), "bit-serial"),
+    (TileConfig(forward=IOConfig(adc="ramp")), "ramp ADC"),
+    (TileConfig(backward=IOConfig(dac_unit_mismatch=0.01)), "DAC unit mismatch of the backward"),
 ])
 def test_unsupported_stage_named(cfg, stage):
     m = AnalogLinear(8, 4, config=cfg)

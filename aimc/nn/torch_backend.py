@@ -17,7 +17,8 @@ output scales (``aimc.train.hwa``; its torch product is ``aimc.train.hwa.torch_b
 
 Not supported here (a ``TorchBackendUnsupported`` names the stage): the circuit solve (``ArrayConfig.model``
 'circuit'), weight slicing (``MappingConfig.kind`` 'sliced'), bit-serial inputs (``input_bits``), converters
-with drawn errors (``IOConfig.adc`` 'sar', ``adc_gain_std``, ``adc_offset_std``). Run by the Numba path
+with drawn errors (``IOConfig.adc`` 'sar' / 'ramp', ``adc_gain_std``, ``adc_offset_std``,
+``dac_unit_mismatch``). Run by the Numba path
 instead (a host round trip, documented in aimc/nn/README.md): programming, calibration passes, drift of
 non-power-law cards, the PCM_NOISE weight modifier. The cost counters (``tile.counts``, ``clip_counts``)
 are recorded by the Numba path only.
@@ -62,9 +63,12 @@ def check_supported(config: TileConfig, where: str = "tile") -> None:
     for direction in ("forward", "backward"):
         io = getattr(config, direction)
         if io.adc_drawn:
-            what = "the SAR ADC" if io.adc.value == "sar" else "ADC gain/offset errors"
+            what = {"sar": "the SAR ADC", "ramp": "the ramp ADC"}.get(io.adc.value, "ADC gain/offset errors")
             raise _unsupported(f"{what} of the {direction} periphery (IOConfig.adc = {io.adc.value!r}, "
                                f"adc_gain_std = {io.adc_gain_std}, adc_offset_std = {io.adc_offset_std})", where)
+        if io.dac_drawn:
+            raise _unsupported(f"DAC unit mismatch of the {direction} periphery (IOConfig.dac_unit_mismatch = "
+                               f"{io.dac_unit_mismatch})", where)
 
 
 def check_backend(backend) -> str:
@@ -285,8 +289,9 @@ def mvm(view: View, x: torch.Tensor, io, gen, *, inp_range: float | None = None,
     if io.is_perfect:
         y = x @ view.W.T
         return y.mul_(_f32(io.out_scale)) if io.out_scale != 1.0 else y
-    if io.adc_drawn:
-        raise _unsupported("ADC converter errors (IOConfig.adc 'sar', adc_gain_std, adc_offset_std)", "mvm")
+    if io.adc_drawn or io.dac_drawn:
+        raise _unsupported("converter errors (IOConfig.adc 'sar'/'ramp', adc_gain_std, adc_offset_std, "
+                           "dac_unit_mismatch)", "mvm")
     B = x.shape[0]
     zero = None
     if inp_range is not None:
@@ -396,7 +401,12 @@ class TileState:
             self.out = self._up(t._out)
             src["out"] = t._out
         if "adc" not in src or src["adc"] is not t._adc:
-            self.adc = None if t._adc is None else tuple(self._up(a) for a in t._adc)
+            if t._adc is None:
+                self.adc = None
+            elif t._adc[1].shape[0] == 1:   # one calibrated range for the tile: the kernels' one-range path
+                self.adc = (float(t._adc[0][0]), float(t._adc[1][0]))
+            else:
+                self.adc = tuple(self._up(a) for a in t._adc)
             src["adc"] = t._adc
         self.inp_range = t._cal_inp
         src.pop("torch", None)
