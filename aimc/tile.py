@@ -205,6 +205,7 @@ class Tile(_Reads):
         ``direction`` ('forward' / 'backward')."""
         m = self.config.mapping
         io, conv = getattr(self.config, direction), self._conv_of(direction)
+        counts = kw.pop("counts", None)
         if m.input_bits == 0:
             cycles, amax = [(1.0, x)], None
         else:
@@ -215,14 +216,41 @@ class Tile(_Reads):
             sg, lv = np.sign(x), 2 ** sb - 1
             cycles = [(2.0 ** (c * sb) * lv / (2 ** mb - 1), (sg * ((xi >> (c * sb)) & lv) / lv).astype(np.float32))
                       for c in range(-(-mb // sb))]
+        if counts is None:
+            gs = [None] * len(parts)
+        elif len(parts) == 1:
+            gs = [self.line_conductance(direction)]
+        else:
+            gs = self._slice_conductance(direction)
         y = None
         for cc, xc in cycles:
-            for ck, view in parts:
-                yk = mvm(view, xc, io, self.stream, conv=conv, **kw)
+            for (ck, view), g in zip(parts, gs):
+                yk = mvm(view, xc, io, self.stream, conv=conv, counts=counts, g=g, **kw)
                 if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None:
                     return yk  # the plain read
                 y = yk * np.float32(cc * ck) if y is None else y + yk * np.float32(cc * ck)
+        if counts is not None:  # one MVM of B rows; its other slices and cycles are reads of it (aimc.cost)
+            B, k = x.shape[0], len(parts) * len(cycles)
+            counts.mvms -= (k - 1) * B
+            counts.slice_reads += (k - 1) * B
+            counts.dig_shift += k * y.size if k > 1 else 0
+            if amax is not None:
+                counts.dig_in += x.size   # x / amax (2^mb - 1), rounded: the digital input quantiser
+                counts.dig_out += y.size  # y * amax
         return y if amax is None else y * amax.astype(np.float32)
+
+    def _slice_conductance(self, direction: str) -> list:
+        """Conductance per input line of each weight slice (G+_k + G-_k summed over the lines a driver
+        reaches), uS float32, from the conductances as last read or those the mapping would write."""
+        key = direction + "/slices"
+        gs = self._gline.get(key)
+        if gs is None:
+            G = self._G if self._G is not None else _map.to_conductances(self._w, self.config.mapping)[0]
+            axis = 0 if direction == "forward" else 1
+            gs = [(G[2 * k] + G[2 * k + 1]).sum(axis=axis, dtype=np.float64).astype(np.float32)
+                  for k in range(G.shape[0] // 2)]
+            self._gline[key] = gs
+        return gs
 
     def line_conductance(self, direction: str = "forward") -> np.ndarray:
         """Conductance per input line of a read in uS, float32: g_j = sum of G over every cell (all devices)
@@ -504,8 +532,8 @@ class Tile(_Reads):
         if self._cal_pending is not None:
             cal, self._cal_pending = self._cal_pending, None
             self.calibrate(x, cal, keep_sample=cal.out_granularity == CalibrationGranularity.LAYER)
-        y = self._read(self._fwd_parts, x, "forward", counts=self.counts, g=self.line_conductance("forward"),
-                       inp_range=self._cal_inp, adc=self._adc, clip_counts=self._clip)
+        y = self._read(self._fwd_parts, x, "forward", counts=self.counts, inp_range=self._cal_inp, adc=self._adc,
+                       clip_counts=self._clip)
         if self._out is not None:
             y *= self._out
             self.counts.dig_comp += y.size
@@ -515,8 +543,7 @@ class Tile(_Reads):
         if self.config.mapping.weight_scaling_omega > 0:
             d = d * self._scale
             self.counts_backward.dig_comp += d.size
-        return self._read(self._bwd_parts, d, "backward", counts=self.counts_backward,
-                          g=self.line_conductance("backward"))
+        return self._read(self._bwd_parts, d, "backward", counts=self.counts_backward)
 
     def read_weights(self) -> np.ndarray:
         """The weights the tile currently computes with (digital scales applied), float32 (out, in)."""
