@@ -74,23 +74,30 @@ input_sums_serial = njit(fastmath=True, cache=True)(_input_sums)  # small passes
 @njit(fastmath=True, cache=True)
 def abs_sums_max(W, axis, out):
     """out = sum of |W| over ``axis`` (0: per column, (in,); 1: per row, (out,)) in float32, and the return
-    value max |W|, in one sweep over the C-contiguous W (out x in).
+    value max |W|, for the C-contiguous W (out x in).
 
     The per-line conductance of an unprogrammed differential tile (``aimc.mapping.line_conductance``) is
-    s * out + 2 g_min x lines; one pass keeps it cheap when training rewrites the weights every step.
+    s * out + 2 g_min x lines; kept cheap because training rewrites the weights every step. Two vectorised
+    sweeps (measured ~2x faster than one sweep doing both, whose max reduction LLVM does not vectorise): the
+    sums, then max |W| as the largest int32 bit pattern with the sign bit cleared (IEEE order of |w|).
     """
-    n = W.shape[1]
-    mx = np.zeros(n, np.float32)
-    out[:] = 0.0
-    for i in range(W.shape[0]):
-        row = W[i]
-        acc = np.float32(0.0)
-        for j in range(n):  # element-wise over a row: vectorised
-            a = abs(row[j])
-            acc += a
-            mx[j] = max(mx[j], a)
-            if axis == 0:
-                out[j] += a
-        if axis == 1:
+    m, n = W.shape
+    if axis == 0:
+        loc = np.zeros(n, np.float32)
+        for i in range(m):
+            row = W[i]
+            for j in range(n):
+                loc[j] += abs(row[j])
+        out[:] = loc
+    else:
+        for i in range(m):
+            row = W[i]
+            acc = np.float32(0.0)
+            for j in range(n):
+                acc += abs(row[j])
             out[i] = acc
-    return mx.max() if n else np.float32(0.0)
+    flat = W.reshape(m * n).view(np.int32)
+    mi = np.int32(0)
+    for k in range(m * n):
+        mi = max(mi, flat[k] & np.int32(0x7FFFFFFF))
+    return np.array([mi], np.int32).view(np.float32)[0]
