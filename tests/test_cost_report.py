@@ -269,18 +269,17 @@ def test_dac_wider_than_a_cycle_is_noted():
     assert any("forward.inp_bits = 2" in n for n in lc.notes)
 
 
-def test_columns_per_adc_from_simulated_sar_group():
-    """A SAR ADC shared by 4 columns (adc_group): 64 ADCs per 256-column core, conversions serialised 4 deep."""
-    cfg = cost.fit_config(TileConfig(forward=io8(adc="sar", out_bound=12.0, adc_group=4)), PCM)
+def test_columns_per_adc_from_the_config():
+    """4 columns per ADC in the config (SAR, shared errors): 64 ADCs per 256-column core, conversions
+    serialised 4 deep; at the config's default 1 the card's sharing holds."""
+    cfg = cost.fit_config(TileConfig(forward=io8(adc="sar", out_bound=12.0, columns_per_adc=4)), PCM)
     ta = TileArray(256, 256, cfg, seed=0, name="fc")
     ta.set_weights(np.ones((256, 256), np.float32))
     ta.forward(np.ones((1, 256), np.float32))
     lc = cost.report({"fc": ta}, 1, PCM).layers[0]
     assert lc.latency == pytest.approx(4 * 0.3e-9 * 256)        # 4 conversions of 76.8 ns > the 127 ns window
     assert lc.area_parts["adcs"] == pytest.approx(64 * 1200e-12)
-    assert any("4 columns per ADC from the config adc_group" in n for n in lc.notes)
-    assert cost.columns_per_adc(PCM, io8()) == (1, "card")     # other ADC kinds: the card's sharing
+    assert any("4 columns per ADC from the config columns_per_adc" in n for n in lc.notes)
+    assert cost.columns_per_adc(PCM, io8()) == (1, "card")
     assert cost.columns_per_adc(RRAM, io8()) == (8, "card")
-    from types import SimpleNamespace
-    own = SimpleNamespace(columns_per_adc=16, is_perfect=False, adc="uniform", adc_group=8)
-    assert cost.columns_per_adc(PCM, own) == (16, "config columns_per_adc")
+    assert cost.columns_per_adc(RRAM, io8(columns_per_adc=2)) == (2, "config columns_per_adc")

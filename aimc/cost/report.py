@@ -21,8 +21,8 @@ A pass is one analog read: one per MVM, weight slice, input cycle and bound-mana
 Latency of one pass: the input window — pwm (2^(b_in-1) - 1) t_LSB, amplitude t_read, bit-serial K t_read —
 then the conversions, t_conv(b_out) x ceil(m / ADCs of the core) (x K if bit-serial), or overlapping the
 window when the card's ADC integrates during the input (CCO). ADCs of a core: ceil(cols / columns per ADC),
-columns per ADC from the config when it says (``columns_per_adc`` of the IO config if it has one, or
-``adc_group`` of a simulated SAR converter: the columns whose errors it drew as one ADC), else the card's.
+columns per ADC from the config's ``columns_per_adc`` when above its default 1 (the columns whose converter
+errors and range the simulation shares), else the card's.
 Assumptions (printed with every report): see ``ASSUMPTIONS``. Area: every tile occupies a full core of the
 card (its utilisation is reported).
 """
@@ -111,14 +111,12 @@ class LayerCost:
 def columns_per_adc(card: TechCard, io) -> tuple[int, str]:
     """(columns sharing one ADC, where the number comes from) for a tile read through the IO config ``io``.
 
-    The config overrides the card when it describes the sharing: a ``columns_per_adc`` field of the IO config
-    (if the config has one, > 0), or, for a simulated SAR converter, ``adc_group`` (the columns that share one
-    CDAC and comparator, whose errors the tile drew together). Otherwise the card's ``adc.columns_per_adc``."""
-    own = getattr(io, "columns_per_adc", 0) or 0
-    if own > 0:
-        return int(own), "config columns_per_adc"
-    if not io.is_perfect and getattr(io.adc, "value", io.adc) == "sar":
-        return int(io.adc_group), "config adc_group (simulated SAR)"
+    The config's ``columns_per_adc`` (the columns whose converter errors and calibrated range the simulation
+    shares) overrides the card when it is above its default 1; at 1 the card's ``adc.columns_per_adc`` holds (a
+    config that does not say how ADCs are shared is costed as the card's core)."""
+    own = int(getattr(io, "columns_per_adc", 1) or 1)
+    if own > 1:
+        return own, "config columns_per_adc"
     return int(card["adc.columns_per_adc"]), "card"
 
 
@@ -195,7 +193,7 @@ def core_area(card: TechCard, devices_per_weight: int, cols_per_adc: int | None 
 def fit_config(config, card):
     """``config`` (a TileConfig or anything ``aimc.config.as_config`` takes) with tiles of the card's core size
     (``mapping.max_in`` = rows, ``max_out`` = cols), so that what is costed is what is simulated."""
-    from ..config import as_config
+    from ..core.config import as_config
     card = card if isinstance(card, TechCard) else load_card(card)
     cfg = as_config(config)
     return cfg.replace(mapping=cfg.mapping.replace(max_in=card.rows, max_out=card.cols))
@@ -203,7 +201,7 @@ def fit_config(config, card):
 
 def cost_tiles(name: str, tiles, card: TechCard, inputs: int) -> LayerCost:
     """The cost of one ``TileArray`` from its tiles' forward counts over ``inputs`` inferences."""
-    from ..mapping import n_devices
+    from ..core.mapping import n_devices
     notes: list = []
     lc = LayerCost(name, "analog", inputs)
     parts = core_area_parts(card, n_devices(tiles.config.mapping),
@@ -355,7 +353,7 @@ class CostReport:
 
 
 def _find_tile_arrays(model) -> list:
-    from ..tile import TileArray
+    from ..core.tile import TileArray
     if isinstance(model, TileArray):
         return [(model.name or "tiles", model)]
     if isinstance(model, dict):
