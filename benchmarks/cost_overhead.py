@@ -13,7 +13,7 @@ Where the overhead is: the counted process also times, in the same process, the 
 pass — ``Counts.add_pass`` (one kernel call: Python bookkeeping plus the O(batch x in) sweep), the bare kernel
 call, and (rewrite case) ``Tile.line_conductance`` of new weights — each as a fraction of its own forward.
 
-Run: ``python benchmarks/cost_overhead.py [--reps 200] [--rounds 3]``.
+Run: ``python benchmarks/cost_overhead.py [--reps 200] [--rounds 3] [--cases 0,1,2,3,4]``.
 """
 import argparse
 import json
@@ -97,6 +97,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))),
+                    help="indices of the cases to run (default: all)")
     ap.add_argument("--child", choices=("counted", "uncounted"), help=argparse.SUPPRESS)
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -106,6 +108,8 @@ def main(argv=None):
     print(f"load: {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f} (1/5/15 min), "
           f"{os.cpu_count()} cpus; fastest of {args.reps} calls per process, {args.rounds} rounds")
     for i, (m, n, B, rewrite) in enumerate(CASES):
+        if str(i) not in args.cases.split(","):
+            continue
         res = {"counted": [], "uncounted": []}
         errors = {}
         for _ in range(args.rounds):
