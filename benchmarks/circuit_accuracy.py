@@ -217,7 +217,7 @@ def plot(res, path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("wire resistance per segment (Ohm)")
         ax.set_ylabel(f"test accuracy at {res['times'][-1]} (%)")
-        ax.set_title(f"{name}: polynomial (dashed) vs circuit (solid); dotted: ideal wires")
+        ax.set_title(f"{name} (MNIST-5k): polynomial --, circuit -, ideal wires :", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
