@@ -99,7 +99,7 @@ def line_conductance(W: np.ndarray, cfg: MappingConfig, axis: int) -> np.ndarray
     differential pair (G+ + G- = s |w| + 2 g_min there, as one of the two is at g_min)."""
     W = np.ascontiguousarray(W, np.float32)
     if cfg.kind == MappingKind.DIFFERENTIAL:
-        from .kernels.cost import abs_sums_max
+        from ..kernels.cost import abs_sums_max
         colsum = np.empty(W.shape[1 - axis], np.float32)
         amax = max(float(abs_sums_max(W, axis, colsum)), 1e-7)
         s = np.float32((cfg.g_max - cfg.g_min) / amax)

@@ -69,7 +69,7 @@ class WireModel(str, enum.Enum):
 
     NONE = "none"              # ideal wires; the periphery's ir_drop must be 0
     POLYNOMIAL = "polynomial"  # today's aihwkit-style IR-drop fit, scaled by IOConfig.ir_drop (0 = off)
-    CIRCUIT = "circuit"        # the array solved as a resistor network (aimc/crossbar.py)
+    CIRCUIT = "circuit"        # the array solved as a resistor network (aimc/circuit/crossbar.py)
 
 
 class CellKind(str, enum.Enum):
@@ -102,14 +102,14 @@ class ArrayGeometry(str, enum.Enum):
 
 
 class CircuitSolver(str, enum.Enum):
-    """Solver of the circuit model (aimc/crossbar.py)."""
+    """Solver of the circuit model (aimc/circuit/crossbar.py)."""
 
     FAST = "fast"    # Numba Newton + conjugate gradients, batched over inputs, tolerance ``tol``
     EXACT = "exact"  # scipy.sparse nodal system (sparse LU; Newton for nonlinear cells): the reference
 
 
 class InputCalibration(str, enum.Enum):
-    """How a calibrated tile scales its inputs (``CalibrationConfig.inp``; aimc/calibration.py)."""
+    """How a calibrated tile scales its inputs (``CalibrationConfig.inp``; aimc/core/calibration.py)."""
 
     NONE = "none"              # keep forward.noise_management (e.g. abs-max: a digital max per input vector)
     MAX = "max"                # static DAC range r = max |x| over the calibration set
@@ -491,7 +491,7 @@ class MappingConfig(_Node):
 
 @dataclass(frozen=True)
 class InferenceConfig(_Node):
-    """Device physics of programmed tiles and drift compensation (physics.md §3, §4; aimc/inference.py).
+    """Device physics of programmed tiles and drift compensation (physics.md §3, §4; aimc/core/inference.py).
 
     ``device``: an inference device card (``device_models.available('inference')``) or a path to a card
     ``.toml``; ``"none"`` programs ideal conductances (no noise, no drift). ``device_params`` overrides card
@@ -544,7 +544,7 @@ class InferenceConfig(_Node):
 
 @dataclass(frozen=True)
 class ArrayConfig(_Node):
-    """The physical array as a circuit: wires, drivers, sense and cells (aimc/crossbar.py).
+    """The physical array as a circuit: wires, drivers, sense and cells (aimc/circuit/crossbar.py).
 
     Wires belong to the array, not to one read direction. Geometry (forward read): input i drives word line
     (row) i from its left end, column 0, through ``driver_ohm`` plus one ``wire_row_ohm`` segment; output j
@@ -605,7 +605,7 @@ class ArrayConfig(_Node):
 
 @dataclass(frozen=True)
 class CalibrationConfig(_Node):
-    """Post-training calibration of a programmed chip's converter ranges (aimc/calibration.py).
+    """Post-training calibration of a programmed chip's converter ranges (aimc/core/calibration.py).
 
     On the programmed chip at t = 0, a calibration set drawn from the *training* split is sent through the
     model once; each tile sets a static DAC range from its inputs (``inp``) and its ADC ranges from the

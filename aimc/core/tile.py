@@ -38,8 +38,8 @@ from . import mapping as _map
 from . import calibration as _cal
 from .config import (CalibrationConfig, CalibrationGranularity, DriftCompensation, MappingKind, TileConfig,
                      WireModel, as_config)
-from .crossbar import tile_circuits
-from .cost.counters import Counts
+from ..circuit.crossbar import tile_circuits
+from ..cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
 from .periphery import NO_ADC, WeightView, adc_arrays, draw_adc, draw_calls, fusable, mvm, patch_pass
 from .rng import Stream, check_seed
@@ -53,10 +53,23 @@ parallel regions: ResNet-20, batch 64, on the loaded 2-core machine took 4.7-5.1
 ``aimc.nn.bench.make_resnet`` (batch 64, 'deploy') at each value."""
 
 
+MAX_WEIGHTS = 1 << 31
+"""Largest weight matrix of one Tile or TileArray (2^31 weights: 8 GiB of float32 for the weights alone, before
+conductances and device state); a larger request is refused before any allocation, not with a MemoryError."""
+
+
 def _check_size(name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
+
+
+def _check_shape(out_size, in_size) -> tuple[int, int]:
+    out_size, in_size = _check_size("out_size", out_size), _check_size("in_size", in_size)
+    if out_size * in_size > MAX_WEIGHTS:
+        raise ValueError(f"a {out_size} x {in_size} weight matrix ({out_size * in_size:.3g} weights) exceeds the "
+                         f"largest supported tile matrix of {MAX_WEIGHTS:.3g} weights; split the layer")
+    return out_size, in_size
 
 
 def check_matrix(W, shape: tuple[int, int], what: str = "W") -> np.ndarray:
@@ -125,8 +138,7 @@ class Tile(_Reads):
 
     def __init__(self, out_size: int, in_size: int, config: TileConfig | str | None = None, seed: int = 0,
                  tile_id: str | int = 0):
-        self.out_size = _check_size("out_size", out_size)
-        self.in_size = _check_size("in_size", in_size)
+        self.out_size, self.in_size = _check_shape(out_size, in_size)
         self.config = as_config(config)
         self.seed = check_seed(seed)
         self.tile_id = tile_id
@@ -545,8 +557,7 @@ class TileArray(_Reads):
 
     def __init__(self, out_size: int, in_size: int, config: TileConfig | str | None = None, seed: int = 0,
                  name: str = ""):
-        self.out_size = _check_size("out_size", out_size)
-        self.in_size = _check_size("in_size", in_size)
+        self.out_size, self.in_size = _check_shape(out_size, in_size)
         self.config = as_config(config)
         self.seed = check_seed(seed)
         self.name = name

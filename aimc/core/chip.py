@@ -483,7 +483,7 @@ def save_chip(obj, path, *, overwrite: bool = False, key: bytes | str | None = N
     ``overwrite=True``, checked atomically when the file is put in place. ``key`` (>= 16 bytes) signs the
     image with HMAC-SHA256 (see the module docstring). Returns the path.
     """
-    from . import __version__
+    from .. import __version__
     kind, entries = _arrays_of(obj)
     kb = None if key is None else _key_bytes(key)
     path = Path(path)
@@ -525,8 +525,10 @@ def load_chip(path, obj, *, key: bytes | str | None = None):
     kind, entries = _arrays_of(obj)
     kb = None if key is None else _key_bytes(key)
     rd = _Reader(path)
+    from device_models.cards import names_only
     try:
-        root_meta, tree, plan, arrays_plan, signature = _read_checked(rd, kind, entries)
+        with names_only(str(path)):  # a card inside the image must be a shipped card's name, never a path
+            root_meta, tree, plan, arrays_plan, signature = _read_checked(rd, kind, entries)
     except ChipImageError:
         raise
     except Exception as e:  # noqa: BLE001 - damaged HDF5 metadata surfaces as many exception types

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import BoundManagement, IOConfig, NoiseManagement, WeightNoiseType
-from .kernels import periphery as _k
+from ..kernels import periphery as _k
 from .rng import Stream
 from .threads import dot, kernel_threads
 
