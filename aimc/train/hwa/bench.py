@@ -21,8 +21,8 @@ def bench_hwa_step(args) -> dict:
     slows small torch ops (the baseline most of all) several-fold. Compare runs with the same
     ``OMP_WAIT_POLICY`` (``PASSIVE`` gives the faster, fairer baseline).
     """
-    from ..core.timing import timeit
-    from ..nn import AnalogLinear
+    from ...core.timing import timeit
+    from ...nn import AnalogLinear
     n, B = args.size, args.batch
     torch.manual_seed(0)
     lin = nn.Linear(n, n)

@@ -368,7 +368,7 @@ def _resolve(preset_, tile_config, hwa_config):
 
 def _convert(model: nn.Module, tcfg: TileConfig, seed: int) -> nn.Module:
     """Swap the supported torch layers for analog twins (``aimc.convert.convert_to_analog``; a copy)."""
-    from ..deployment.convert import convert_to_analog
+    from ...deployment.convert import convert_to_analog
     out = convert_to_analog(model, tcfg, seed=seed)
     tag = getattr(model, "_aimc_arch", None)  # keep the zoo architecture tag on the copy
     if tag is not None and getattr(out, "_aimc_arch", None) is None:

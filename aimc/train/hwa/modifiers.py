@@ -44,7 +44,7 @@ def _amax(W: np.ndarray, mod: WeightModifier) -> float:
 
 
 def _pcm_noise(W: np.ndarray, mod: WeightModifier, amax: float, stream: Stream) -> np.ndarray:
-    from ..core.inference import DeviceArray  # program/read engine of the tiles (fused kernels for PCM-like cards)
+    from ...core.inference import DeviceArray  # program/read engine of the tiles (fused kernels for PCM-like cards)
     m = _device(mod.pcm_device)
     gmax = np.float32(m.g_max)
     gmin = np.float32(m.g_min)

@@ -53,7 +53,7 @@ def save_checkpoint(model: nn.Module, path, meta: dict | None = None, *, overwri
     """Write an aimc checkpoint (``aimc.zoo`` format) of the digital twin (output scales folded in), with
     ``meta["hwa"]`` = {tile_config, hwa_config, input_ranges} so ``load_checkpoint`` restores the analog
     model exactly and ``aimc.zoo.load_checkpoint`` / ``aimc deploy`` read it as a plain torch model."""
-    from ..workloads import zoo
+    from ...workloads import zoo
     tag = getattr(model, zoo._ARCH_ATTR, None)
     if arch is None and tag is None:
         raise ValueError("save_checkpoint: the model was not built by aimc.zoo; pass arch=(name, kwargs)")
@@ -73,7 +73,7 @@ def save_checkpoint(model: nn.Module, path, meta: dict | None = None, *, overwri
 def load_checkpoint(path, *, analog: bool = True):
     """Load a checkpoint written by ``save_checkpoint``; returns (model, meta). With ``analog`` (default) and
     HWA metadata present, the model is prepared with the stored configs and its input ranges restored."""
-    from ..workloads import zoo
+    from ...workloads import zoo
     model, meta = zoo.load_checkpoint(path)
     h = meta.get("hwa") if isinstance(meta, dict) else None
     if not analog or not h:
@@ -100,7 +100,7 @@ def deploy_config(model: nn.Module, device: str = "pcm-joshi2020", compensation:
     ``calibrate`` (default, as ``aimc deploy``): per-column MSE ADC ranges chosen on each programmed chip, and
     the learned input ranges (``inp='learned'``) if the model has them, else a static DAC range at the
     99.99th percentile (``aimc.calibration``)."""
-    from ..core.config import CalibrationConfig, InferenceConfig
+    from ...core.config import CalibrationConfig, InferenceConfig
     layers = analog_layers(model)
     if not layers:
         raise ValueError("deploy_config: the model has no analog layers")
@@ -141,12 +141,12 @@ def evaluate_over_time(model: nn.Module, data, config: TileConfig | str | None =
     With ``config.calibration`` (e.g. ``CalibrationConfig(inp="learned")``: the learned input ranges, ADC
     ranges from the programmed chip) each chip is calibrated after programming on ``calibration`` (default:
     the training split; see ``aimc.deploy.calibration_set``), and the clipped fractions are reported."""
-    from .. import __version__
-    from ..workloads import zoo
+    from ... import __version__
+    from ...workloads import zoo
     import warnings
 
-    from ..deployment.convert import calibrate, clip_fractions, drift, program, reset_clip_counts
-    from ..deployment.deploy import DeployResults, _xy, calibration_set, parse_times
+    from ...deployment.convert import calibrate, clip_fractions, drift, program, reset_clip_counts
+    from ...deployment.deploy import DeployResults, _xy, calibration_set, parse_times
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     secs, labels = parse_times(times)
@@ -206,7 +206,7 @@ def train(model: nn.Module, dataset, epochs: int = 10, lr: float = 1e-3, batch_s
     ``optimizer``: 'adam' or 'sgd' (momentum 0.9); ``scheduler``: 'cosine' (to 0 over all steps) or 'none'.
     Returns the test accuracy (``model.eval()``, the noisy analog forward) after training.
     """
-    from ..workloads import zoo
+    from ...workloads import zoo
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -267,8 +267,8 @@ def train(model: nn.Module, dataset, epochs: int = 10, lr: float = 1e-3, batch_s
 
 def run_cli(args) -> int:
     """``aimc train --method hwa``: train a zoo model with the HWA preset and write a checkpoint."""
-    from ..workloads import datasets, zoo
-    from .cli import method_options
+    from ...workloads import datasets, zoo
+    from ..cli import method_options
     opts = method_options(args, {"preset": "standard-hwa", "hidden": "256,128", "optimizer": "adam",
                                  "scheduler": "cosine", "batch_size": 64, "fp_epochs": 0})
     ds = datasets.load(args.data)
