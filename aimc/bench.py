@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "resnet-hwa-step": "aimc.nn.bench:bench_resnet_hwa_step",
     "rng": "aimc.bench:bench_rng",
     "tiki-taka": "aimc.train.optim:bench_tiki_taka",
+    "torch-backend": "aimc.train.hwa.torch_bench:bench_torch_backend",
     "update": "aimc.train.optim:bench_update",
 }
 

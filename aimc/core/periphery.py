@@ -317,7 +317,7 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     if counts is not None:
         if io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE:
             counts.dig_in += R * n      # x / (alpha f) before the DAC
-        counts.add_pass(v, np.ones(R, np.float32), g, io.inp_step, m)
+        counts.add_pass(v, None, g, io.inp_step, m)
     if ir:
         yin = dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
     else:
@@ -402,7 +402,7 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
             counts.dig_out += R * m if managed or io.out_scale != 1.0 else 0
             if managed:
                 counts.dig_in += R * n
-            counts.add_pass(v, np.ones(R, np.float32), g, io.inp_step, m)
+            counts.add_pass(v, None, g, io.inp_step, m)
         yin = dot(v, (view.Wpos if ir else W).T, out=yin[:R])
         if pcm or ir:
             prod = dot(aux, view.absW.T)
