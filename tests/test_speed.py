@@ -273,8 +273,6 @@ def test_fused_conv_working_memory_bounded_by_the_chunk(monkeypatch):
 def test_fused_conv_counts_what_the_unfused_read_counts(monkeypatch):
     """The cost counters (aimc.cost) of a fused read equal those of the patch-matrix read."""
     torch = pytest.importorskip("torch")
-    import dataclasses
-
     import aimc.tile
     from aimc.nn import AnalogConv2d
     monkeypatch.setattr(aimc.tile, "PATCH_CHUNK", 300)
@@ -289,7 +287,7 @@ def test_fused_conv_counts_what_the_unfused_read_counts(monkeypatch):
                 conv(x)
         else:
             conv(x.requires_grad_(True))
-        counts.append(dataclasses.asdict(conv.tiles.counts()))
+        counts.append(conv.tiles.counts().to_dict())
     for k, v in counts[1].items():
         assert counts[0][k] == pytest.approx(v, rel=1e-5), k
     assert counts[0]["mvms"] == 2 * 36 * 2  # rows x input tiles

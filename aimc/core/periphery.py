@@ -360,18 +360,6 @@ def _row_sigmas(io: IOConfig, p: _Plan, v2: np.ndarray) -> tuple:
     return np.full(v2.shape[0], p.sig, np.float32), (np.ones(v2.shape[0], np.float32) if p.w_first else _EMPTY1)
 
 
-_ONES: dict = {}
-
-
-def _ones(R: int) -> np.ndarray:
-    o = _ONES.get(R)
-    if o is None:
-        if len(_ONES) > 64:
-            _ONES.clear()
-        o = _ONES[R] = np.ones(R, np.float32)
-    return o
-
-
 def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g, steps, bounds,
               conv=None, p: _Plan | None = None):
     """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
@@ -400,7 +388,7 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     if counts is not None:
         if p.managed:
             counts.dig_in += R * n      # x / (alpha f) before the DAC
-        counts.add_pass(v, _ones(R), g, p.inp_step, m)
+        counts.add_pass(v, None, g, p.inp_step, m)
     if ir:
         yin = dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
     else:
@@ -491,7 +479,7 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
             counts.dig_out += R * m if managed or io.out_scale != 1.0 else 0
             if managed:
                 counts.dig_in += R * n
-            counts.add_pass(v, np.ones(R, np.float32), g, io.inp_step, m)
+            counts.add_pass(v, None, g, io.inp_step, m)
         yin = dot(v, (view.Wpos if ir else W).T, out=yin[:R])
         if pcm or ir:
             prod = dot(aux, view.absW.T)

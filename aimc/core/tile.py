@@ -241,20 +241,53 @@ class Tile(_Reads):
         its offset digitally: ``_offset`` times the sum of each cycle's inputs as the DAC codes them
         (``periphery.dac_input_sum``)."""
         io, conv = getattr(self.config, direction), self._conv_of(direction)
+        counts = kw.pop("counts", None)
         cycles, amax = self._cycles(x)
         adc = kw.pop("adc", None)
         per_slice = isinstance(adc, list)
+        if counts is None:
+            gs = [None] * len(parts)
+        elif len(parts) == 1:
+            gs = [self.line_conductance(direction)]
+        else:
+            gs = self._slice_conductance(direction, len(parts))
         y = None
         for cc, xc in cycles:
             for k, (ck, view) in enumerate(parts):
-                yk = mvm(view, xc, io, self.stream, conv=conv, adc=adc[k] if per_slice else adc, **kw)
+                yk = mvm(view, xc, io, self.stream, conv=conv, adc=adc[k] if per_slice else adc, counts=counts,
+                         g=gs[k], **kw)
                 if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None and not self._offset:
                     return yk  # the plain read
                 y = yk * np.float32(cc * ck) if y is None else y + yk * np.float32(cc * ck)
             if self._offset:
                 s = dac_input_sum(xc, io, kw.get("inp_range"))
                 y -= (np.float32(self._offset * cc) * s)[:, None]
+                if counts is not None:
+                    counts.dig_comp += y.size  # the digital offset removal, one multiply-add per output
+        if counts is not None:  # one MVM of B rows; its other slices and cycles are reads of it (aimc.cost)
+            B, k = x.shape[0], len(parts) * len(cycles)
+            counts.mvms -= (k - 1) * B
+            counts.slice_reads += (k - 1) * B
+            counts.dig_shift += k * y.size if k > 1 else 0
+            if amax is not None:
+                counts.dig_in += x.size   # x / amax (2^mb - 1), rounded: the digital input quantiser
+                counts.dig_out += y.size  # y * amax
         return y if amax is None else y * amax.astype(np.float32)
+
+    def _slice_conductance(self, direction: str, n_slices: int) -> list:
+        """Conductance per input line of each of the ``n_slices`` weight slices (its devices — G+_k and G-_k,
+        or the one device of an offset-encoded slice — summed over the cells a driver reaches), uS float32,
+        from the conductances as last read or those the mapping would write."""
+        key = direction + "/slices"
+        gs = self._gline.get(key)
+        if gs is None:
+            G = self._G if self._G is not None else _map.to_conductances(self._w, self.config.mapping)[0]
+            d = G.shape[0] // n_slices  # devices per slice
+            axis = 1 if direction == "forward" else 2
+            gs = [G[k * d:(k + 1) * d].sum(axis=(0, axis), dtype=np.float64).astype(np.float32)
+                  for k in range(n_slices)]
+            self._gline[key] = gs
+        return gs
 
     def line_conductance(self, direction: str = "forward") -> np.ndarray:
         """Conductance per input line of a read in uS, float32: g_j = sum of G over every cell (all devices)
@@ -561,8 +594,8 @@ class Tile(_Reads):
         if self._cal_pending is not None:
             cal, self._cal_pending = self._cal_pending, None
             self.calibrate(x, cal, keep_sample=cal.out_granularity == CalibrationGranularity.LAYER)
-        y = self._read(self._fwd_parts, x, "forward", counts=self.counts, g=self.line_conductance("forward"),
-                       inp_range=self._cal_inp, adc=self._adc, clip_counts=self._clip)
+        y = self._read(self._fwd_parts, x, "forward", counts=self.counts, inp_range=self._cal_inp, adc=self._adc,
+                       clip_counts=self._clip)
         if self._out is not None:
             y *= self._out
             self.counts.dig_comp += y.size
@@ -572,8 +605,7 @@ class Tile(_Reads):
         if self.config.mapping.weight_scaling_omega > 0:
             d = d * self._scale
             self.counts_backward.dig_comp += d.size
-        return self._read(self._bwd_parts, d, "backward", counts=self.counts_backward,
-                          g=self.line_conductance("backward"))
+        return self._read(self._bwd_parts, d, "backward", counts=self.counts_backward)
 
     def read_weights(self) -> np.ndarray:
         """The weights the tile currently computes with (digital scales applied), float32 (out, in)."""
