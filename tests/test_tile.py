@@ -337,3 +337,18 @@ def test_subnormal_input_rows_give_zero_not_nan():
     x = np.array([[1e-42, 0, 0, 0], [1.0, 0, 0, 0]], np.float32)
     y = t.forward(x)
     assert np.isfinite(y).all() and np.all(y[0] == 0)
+
+
+@pytest.mark.parametrize("nm", ["abs_max", "max"])
+def test_all_zero_input_rows_read_as_zero_with_input_noise(nm):
+    """A zero row has NM scale 0: alpha*W(x/alpha + n) -> 0 as alpha -> 0, never NaN (was NaN with inp_noise > 0)."""
+    from aimc.config import IOConfig, TileConfig
+    cfg = TileConfig(forward=IOConfig(noise_management=nm, inp_noise=0.05, out_noise=0.0))
+    t = Tile(6, 5, config=cfg, seed=3)
+    t.set_weights(np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32))
+    x = np.random.default_rng(1).standard_normal((4, 5)).astype(np.float32)
+    x[2] = 0.0
+    y = t.forward(x)
+    assert np.isfinite(y).all()
+    assert (y[2] == 0).all()
+    assert np.abs(y[[0, 1, 3]]).sum() > 0

@@ -227,7 +227,7 @@ class _Plan:
     def __init__(self, io: IOConfig):
         self.nm = _NM_CODE[io.noise_management]
         self.nm_thres = np.float32(io.nm_thres)
-        self.guard = io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0
+        self.guard = io.noise_management != NoiseManagement.NONE  # zero rows read as 0: the alpha -> 0 limit of alpha*W(x/alpha + n)
         self.inp_step, self.inp_bound = io.inp_step, io.inp_bound
         self.inp_sto, self.inp_noise = io.inp_sto_round, io.inp_noise
         self.steps, self.bounds = adc_arrays(io)
@@ -465,7 +465,7 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     aux = np.empty(((pcm + ir) * R, n), np.float32)
     if inp_range is None:
         nm, thres = _NM_CODE[io.noise_management], np.float32(io.nm_thres)
-        guard = io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0
+        guard = io.noise_management != NoiseManagement.NONE
     else:  # mvm's alpha.fill(float32(inp_range / inp_bound)): a constant NM scale of that value, no guard
         nm, thres, guard = _k.NM_CONSTANT, np.float32(inp_range / io.inp_bound), False
     with kernel_threads(R * (n + m)):

@@ -298,7 +298,7 @@ def mvm(view: View, x: torch.Tensor, io, gen, *, inp_range: float | None = None,
         alpha = torch.full((B,), _f32(inp_range / io.inp_bound), dtype=torch.float32, device=x.device)
     else:
         alpha = nm_alpha(x, io)
-        if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
+        if io.noise_management != NoiseManagement.NONE:
             zero = alpha < _TINY   # zero or subnormal: 1/alpha would overflow
             alpha = torch.where(zero, torch.ones_like(alpha), alpha)
     steps, bounds = adc if adc is not None else adc_tensors(io, None, x.device)
