@@ -12,20 +12,24 @@ import os as _os
 _OMP_WAIT_POLICY_DEFAULTED = "OMP_WAIT_POLICY" not in _os.environ
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import config as presets  # noqa: E402
-from .config import (BoundManagement, CalibrationConfig, ConfigError, DriftCompensation, InferenceConfig, IOConfig,
+from ._compat import install as _install_old_paths  # noqa: E402
+
+_install_old_paths()  # aimc.tile, aimc.chip, ... keep working (modules moved into folders)
+
+from .core import config as presets  # noqa: E402
+from .core.config import (BoundManagement, CalibrationConfig, ConfigError, DriftCompensation, InferenceConfig, IOConfig,
                      MappingConfig, MappingKind, NoiseManagement, TileConfig, WeightNoiseType)
-from .chip import ChipImageError, load_chip, save_chip
-from . import insitu  # callable module: aimc.insitu("tiki-taka", device="reram-es") -> InsituConfig
-from .rng import Stream
-from .tile import Tile, TileArray
+from .core.chip import ChipImageError, load_chip, save_chip
+from .train import insitu  # callable module: aimc.insitu("tiki-taka", device="reram-es") -> InsituConfig
+from .core.rng import Stream
+from .core.tile import Tile, TileArray
 
 __version__ = "0.1.0"
 
 # Torch-based verbs at the top level, imported on first use so ``import aimc`` never loads torch.
-_LAZY = {"convert_to_analog": "aimc.convert", "convert_to_digital": "aimc.convert", "program": "aimc.convert",
-         "drift": "aimc.convert", "read_weights": "aimc.convert", "calibrate": "aimc.convert",
-         "clip_fractions": "aimc.convert", "evaluate_over_time": "aimc.deploy"}
+_LAZY = {"convert_to_analog": "aimc.deployment.convert", "convert_to_digital": "aimc.deployment.convert", "program": "aimc.deployment.convert",
+         "drift": "aimc.deployment.convert", "read_weights": "aimc.deployment.convert", "calibrate": "aimc.deployment.convert",
+         "clip_fractions": "aimc.deployment.convert", "evaluate_over_time": "aimc.deployment.deploy"}
 
 
 def __getattr__(name):

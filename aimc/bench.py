@@ -13,20 +13,20 @@ import importlib
 import json
 import os
 
-from .timing import timeit  # noqa: F401  (re-exported: benchmarks of other modules import it from aimc.timing)
+from .core.timing import timeit  # noqa: F401  (re-exported: benchmarks of other modules import it from aimc.timing)
 
 BENCHES: dict[str, str] = {
-    "drift": "aimc.inference:bench_drift",
+    "drift": "aimc.bench:bench_drift",
     "forward": "aimc.bench:bench_forward",
     "forward-hwa": "aimc.bench:bench_forward_hwa",
     "hwa-step": "aimc.train.hwa:bench_hwa_step",
-    "ir-drop": "aimc.crossbar_bench:bench_ir_drop",
+    "ir-drop": "aimc.circuit.bench:bench_ir_drop",
     "lstm": "aimc.nn.bench:bench_lstm",
     "resnet": "aimc.nn.bench:bench_resnet",
     "resnet-hwa-step": "aimc.nn.bench:bench_resnet_hwa_step",
     "rng": "aimc.bench:bench_rng",
-    "tiki-taka": "aimc.optim:bench_tiki_taka",
-    "update": "aimc.optim:bench_update",
+    "tiki-taka": "aimc.train.optim:bench_tiki_taka",
+    "update": "aimc.train.optim:bench_update",
 }
 
 
@@ -135,7 +135,7 @@ def _layer(args):
 
 
 def _forward_config(preset: str):
-    from .config import default, standard_hwa
+    from .core.config import default, standard_hwa
     if preset == "default":
         return default()
     cfg = standard_hwa()
@@ -144,7 +144,7 @@ def _forward_config(preset: str):
 
 def make_aimc_forward(args, preset: str):
     """aimc's tile forward with the preset's periphery (one tile, weights set exactly)."""
-    from .tile import Tile
+    from .core.tile import Tile
     W, x = _layer(args)
     tile = Tile(W.shape[0], W.shape[1], _forward_config(preset), seed=0)
     tile.set_weights(W)
@@ -215,7 +215,7 @@ def bench_forward_hwa(args) -> dict:
 
 
 def make_aimc_normal(args):
-    from .rng import Stream
+    from .core.rng import Stream
     s = Stream(0, "bench")
     return lambda: s.normal((args.batch, args.size))
 
@@ -254,3 +254,93 @@ def run(args) -> int:
             print(f"{res['name']:<14} aimc {res['aimc_ms']:8.2f} ms  baseline {res['baseline_ms']:8.2f} ms  "
                   f"ratio {res['ratio']:.2f}{extra}", flush=True)
     return 0
+
+
+def bench_drift(args) -> dict:
+    """Program + drift(1 h) of 10^7 PCM devices (a differential 2236 x 2236 tile) vs plain numpy.
+
+    aimc: ``Tile.program(W)`` then ``Tile.drift(3600)`` (mapping, fused device kernels, weights read back;
+    compensation off so the one-hot readout's matmul is not timed). Baseline: the same formulas written as
+    plain vectorised numpy (float32, ``numpy.random.default_rng`` normals) in the same run. Also reported:
+    ``drift(t)`` alone (read + weights, the step repeated over a deployment's times) against the numpy read
+    formula, and the ``device_models`` numpy engine (the oracle) through the same tile.
+    """
+    import math
+
+    import numpy as np
+
+    from .core.config import InferenceConfig, IOConfig, MappingConfig, TileConfig
+    from .core.tile import Tile
+
+    n = 2236
+    devices = 2 * n * n
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((n, n)) * 0.05).astype(np.float32)
+    inf = InferenceConfig(device="pcm-joshi2020", compensation="none")
+    cfg = TileConfig(forward=IOConfig(is_perfect=True), backward=IOConfig(is_perfect=True),
+                     mapping=MappingConfig(max_in=0, max_out=0), inference=inf)
+    tile = Tile(n, n, cfg, seed=0)
+    oracle = Tile(n, n, cfg, seed=0)
+    oracle._fused = False
+    model = inf.device_model()
+    t_inf = 3600.0
+
+    def aimc_run():
+        tile.program(W)
+        tile.drift(t_inf)
+
+    def oracle_run():
+        oracle.program(W)
+        oracle.drift(t_inf)
+
+    def numpy_run():
+        f32 = np.float32
+        g = np.random.default_rng(1)
+        gmax = f32(model.g_max)
+        s = gmax / f32(np.abs(W).max())
+        G = np.stack([np.clip(s * W, 0, gmax), np.clip(-s * W, 0, gmax)])
+        gh = G / gmax
+        c0, c1, c2 = (f32(c) for c in model.prog_coeff)
+        sig = (c0 + c1 * gh + c2 * gh * gh) * f32(model.g_max / model.prog_coeff_g_max_reference)
+        gp = np.maximum(G + sig * g.standard_normal(G.shape, np.float32), 0)
+        lg = np.log(np.maximum(gh, f32(1e-7)))
+        mu = np.clip(f32(-0.0155) * lg + f32(0.0244), f32(0.049), f32(0.1))
+        sd = np.clip(f32(-0.0125) * lg - f32(0.0059), f32(0.008), f32(0.045))
+        nu = np.abs(mu + sd * g.standard_normal(G.shape, np.float32))
+        qs = np.minimum(f32(0.0088) / np.maximum((gp / gmax) ** f32(0.65), f32(1e-3)), f32(0.2))
+        gd = gp * np.exp(-nu * f32(math.log((t_inf + model.t0) / model.t0)))
+        fac = f32(model.read_noise_factor(t_inf))
+        gr = np.maximum(gd + np.abs(gd) * qs * fac * g.standard_normal(G.shape, np.float32), 0)
+        return (gr[0] - gr[1]) / s
+
+    # drift alone (the step repeated over t1, t2, ... in a deployment study): the clock must move forward
+    clock = [t_inf]
+    f32 = np.float32
+    gp0 = np.abs(W).astype(np.float32)[None].repeat(2, 0) * f32(10)
+    nu0 = np.full_like(gp0, 0.05)
+    qs0 = np.full_like(gp0, 0.01)
+
+    def aimc_drift():
+        clock[0] *= 1.0001
+        tile.drift(clock[0])
+
+    def numpy_drift():
+        g = np.random.default_rng(2)
+        gd = gp0 * np.exp(-nu0 * f32(math.log((t_inf + model.t0) / model.t0)))
+        gr = np.maximum(gd + np.abs(gd) * qs0 * f32(4.7) * g.standard_normal(gp0.shape, np.float32), 0)
+        return (gr[0] - gr[1]) / f32(2.0)
+
+    repeats = max(1, int(getattr(args, "repeats", 5)))
+    t = timeit({"aimc": aimc_run, "baseline": numpy_run}, repeats, warmup=1)
+    aimc_run()
+    td = timeit({"aimc": aimc_drift, "baseline": numpy_drift}, repeats, warmup=1)
+    t_or = timeit({"oracle": oracle_run}, max(1, min(repeats, 3)), warmup=0)
+    return {"name": "drift", "devices": devices, "threads": getattr(args, "threads", None),
+            "aimc_ms": round(t["aimc"], 2), "baseline_ms": round(t["baseline"], 2),
+            "ratio": round(t["aimc"] / t["baseline"], 3),
+            "devices_per_s": round(devices / (t["aimc"] / 1e3)),
+            "baseline_devices_per_s": round(devices / (t["baseline"] / 1e3)),
+            "device_models_ms": round(t_or["oracle"], 2),
+            "drift_only_ms": round(td["aimc"], 2), "drift_only_baseline_ms": round(td["baseline"], 2),
+            "drift_only_ratio": round(td["aimc"] / td["baseline"], 3),
+            "baseline": "plain numpy: mapping, PCM programming noise, nu draw, drift + read noise, weights"}

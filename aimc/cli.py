@@ -13,7 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("aimc.bench", "time aimc against a plain torch baseline (and aihwkit when installed)"),
     "cost": ("aimc.cost.cli", "energy, latency and area of a model on a technology card (per-layer table)"),
-    "deploy": ("aimc.deploy", "accuracy of a trained model on simulated analog chips over time (drift)"),
+    "deploy": ("aimc.deployment.deploy", "accuracy of a trained model on simulated analog chips over time (drift)"),
     "devices": ("aimc.card_commands:LIST", "list the device cards (inference statistics and pulse responses)"),
     "device": ("aimc.card_commands:SHOW", "show one device card (`aimc device show CARD [--plot FILE]`)"),
     "sweep": ("aimc.sweep.cli", "run a sweep spec (models x devices x variants x times x chips) on Dask or serially"),

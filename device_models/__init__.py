@@ -6,5 +6,6 @@ Two faces: inference statistics (programming noise, drift, read noise, faults) a
 from .cards import FAMILIES, available, from_params, load, read_card, register
 from . import inference  # noqa: F401  (registers families)
 from . import pulsed  # noqa: F401  (registers families)
+from . import fit  # noqa: F401  (registers the csv preparer of pulsed-lookup-table; scipy is imported lazily)
 
 __all__ = ["FAMILIES", "available", "from_params", "load", "read_card", "register"]

@@ -12,6 +12,11 @@ Card format (``device_models/cards/<name>.toml``)::
 
 A family is a frozen dataclass; its ``__post_init__`` validates every field (error names the field and the
 allowed range). ``load`` turns unknown or missing fields into errors that name them.
+
+Paths: a card name is a name (no path separators); a path to a user's own ``.toml`` is accepted where the
+user writes it, never inside ``names_only``. A file a card names (a preparer's path field, e.g. ``csv``) is
+taken from the card's folder, must be a regular file, and is turned into fields before the model is built,
+so no model carries a path.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -31,6 +37,7 @@ else:  # pragma: no cover - exercised on py310 only
 
 CARD_DIR = Path(__file__).parent / "cards"
 FAMILIES: dict[str, type] = {}
+PREPARERS: dict[str, tuple] = {}  # family -> (fn, path_fields), see register_preparer
 KINDS = ("inference", "pulsed")
 
 
@@ -45,6 +52,20 @@ def register(family: str):
         return cls
 
     return deco
+
+
+def register_preparer(family: str, fn, *, path_fields: tuple = ()):
+    """Let ``family`` take card inputs that are not fields of its class (e.g. a measured CSV to fit).
+
+    ``fn(params, source=...) -> params`` runs in :func:`from_params` (and so in :func:`load`) before the class
+    is built: it turns the inputs into the family's fields, so the model carries fitted numbers, never the
+    input. ``path_fields`` name the inputs that are file paths; they reach ``fn`` as checked ``Path`` objects
+    (:func:`_data_path`: relative to the card's folder, regular files only, refused inside ``names_only``).
+    """
+    if family in PREPARERS and PREPARERS[family][0] is not fn:
+        raise RuntimeError(f"preparer of device family {family!r} registered twice")
+    PREPARERS[family] = (fn, tuple(path_fields))
+    return fn
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
@@ -104,31 +125,78 @@ def _card_path(name: str | Path) -> Path:
     raise ValueError(f"unknown device card {s!r}; available: {', '.join(available())}")
 
 
-def _read_text(path: Path) -> str:
-    """A regular file's text (never blocks on a FIFO: opened non-blocking, checked, then read)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+def read_regular_text(path, what: str = "device card", limit: int = MAX_CARD_BYTES) -> str:
+    """A regular file's UTF-8 text, at most ``limit`` bytes; FIFOs, directories and devices are refused by
+    name (opened non-blocking and checked with fstat before anything is read, so a FIFO never blocks)."""
+    name = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ValueError(f"{what} {name!r}: cannot open ({e.strerror or e})") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"device card {str(path)!r} is not a regular file")
+            raise ValueError(f"{what} {name!r} is not a regular file")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_CARD_BYTES + 1)
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ValueError(f"{what} {name!r}: cannot read ({e.strerror or e})") from None
     finally:
         os.close(fd)
-    if len(data) > MAX_CARD_BYTES:
-        raise ValueError(f"device card {str(path)!r} is larger than {MAX_CARD_BYTES} bytes")
+    if len(data) > limit:
+        raise ValueError(f"{what} {name!r} is larger than {limit} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"device card {str(path)!r} is not UTF-8 text ({e})") from None
+        raise ValueError(f"{what} {name!r} is not UTF-8 text ({e})") from None
+
+
+def _data_path(value, *, base: Path | None, what: str) -> Path:
+    """The file a path written in a card (or in params) names: relative paths are taken from ``base`` (the
+    card's folder; None = as written, i.e. from the working directory, where the user wrote it in code).
+    Must exist and be a regular file; refused inside ``names_only`` (a saved file never makes us open
+    another file: a saved model carries its fitted parameters instead)."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value) or "\0" in os.fspath(value):
+        raise ValueError(f"{what} must be a file path string, got {value!r}")
+    s = os.fspath(value)
+    source = _NAMES_ONLY.get()
+    if source is not None:
+        raise ValueError(f"{what} = {s!r} in {source} is a file path; a device inside a saved file carries its "
+                         "fitted parameters, never a path to read")
+    p = Path(s)
+    if base is not None and not p.is_absolute():
+        p = base / p
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ValueError(f"{what} = {s!r}: file {str(p)!r} not found") from None
+    except OSError as e:
+        raise ValueError(f"{what} = {s!r}: cannot open {str(p)!r} ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{what} = {s!r}: {str(p)!r} is not a regular file")
+    return p
+
+
+def _resolve_paths(family: str, params: dict, base: Path | None, source: str) -> dict:
+    """``params`` with the family's path fields (see :func:`register_preparer`) checked by :func:`_data_path`."""
+    _, fields = PREPARERS.get(family, (None, ()))
+    out = dict(params)
+    for k in fields:
+        v = out.get(k)
+        if v is not None and not (isinstance(v, str) and not v):  # None or "": no file given
+            out[k] = _data_path(v, base=base, what=f"{source}: {family}.{k}")
+    return out
 
 
 def read_card(name: str | Path) -> dict:
     """The raw card as a dict (name, kind, family, citation, provenance, params), validated for form."""
-    path = _card_path(name)
+    return _read_card_at(_card_path(name))
+
+
+def _read_card_at(path: Path) -> dict:
     try:
-        card = tomllib.loads(_read_text(path))
+        card = tomllib.loads(read_regular_text(path))
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"device card {path}: not valid TOML ({e})") from None
     except RecursionError:
@@ -145,11 +213,22 @@ def read_card(name: str | Path) -> dict:
     return card
 
 
-def from_params(family: str, params: dict, *, source: str = "params"):
-    """Instantiate ``family`` from a dict, naming unknown and missing fields in the error."""
+def from_params(family: str, params: dict, *, source: str = "params", base: str | Path | None = None):
+    """Instantiate ``family`` from a dict, naming unknown and missing fields in the error.
+
+    A family with a preparer (:func:`register_preparer`; e.g. ``pulsed-lookup-table`` fits ``csv``) turns its
+    inputs into fields first. ``base``: the folder relative file paths in ``params`` are taken from (None:
+    as written, i.e. from the working directory).
+    """
     cls = FAMILIES.get(family)
     if cls is None:
         raise ValueError(f"unknown device family {family!r}; known: {sorted(FAMILIES)}")
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{source}: parameters must be a mapping of field names to values, got {params!r}")
+    params = dict(params)
+    if family in PREPARERS:
+        fn, _ = PREPARERS[family]
+        params = fn(_resolve_paths(family, params, None if base is None else Path(base), source), source=source)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(params) - set(fields))
     if unknown:
@@ -169,10 +248,17 @@ def from_params(family: str, params: dict, *, source: str = "params"):
 
 
 def load(name: str | Path, **overrides):
-    """Instantiate the model a card describes; keyword overrides replace card parameters."""
-    card = read_card(name)
-    params = {**card["params"], **overrides}
-    model = from_params(card["family"], params, source=f"device card {card['name']!r}")
+    """Instantiate the model a card describes; keyword overrides replace card parameters.
+
+    File paths written in the card (e.g. a lookup table's ``csv``) are taken from the card's folder; paths
+    given as overrides are taken as written (from the working directory). The model carries what they were
+    fitted to, not the path.
+    """
+    path = _card_path(name)
+    card = _read_card_at(path)
+    source = f"device card {card['name']!r}"
+    params = {**_resolve_paths(card["family"], card["params"], path.parent, source), **overrides}
+    model = from_params(card["family"], params, source=source)
     object.__setattr__(model, "card", card["name"])
     return model
 

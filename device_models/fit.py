@@ -47,20 +47,25 @@ reram-sb card (aihwkit)    0.303 / 0.256    for comparison
 =========================  ===============  ===================================================================
 
 The ``reram-gong2018-measured`` card holds the lookup-table numbers (``python -m device_models.fit --card``).
+A card (or ``from_params``) may instead give ``csv`` (+ ``n_nodes``): :func:`prepare_lookup_table`, registered
+with ``device_models.cards.register_preparer``, fits it when the card is loaded (imports point one way: this
+module uses ``pulsed``, never the reverse).
 The exp-step least squares has several local minima (a, b fixed, start as written in :func:`fit_exp_step`).
 (tests/test_device_pulsed.py re-fits from the file when it exists and checks the card and error bounds.)
 """
 from __future__ import annotations
 
-import argparse
+import io
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .cards import FAMILIES
+from ._validate import check_range
+from .cards import FAMILIES, read_regular_text, register_preparer
 from .pulsed import F32, stack_devices
 
 DATA_NAME = "gong2018_reram_pulse_response.csv"
@@ -76,10 +81,21 @@ def default_data_path(name: str = DATA_NAME) -> Path | None:
     return None
 
 
+MAX_CSV_BYTES = 4 * 2**20  # ~100 000 rows; a fit simulates every pulse, so larger experiments are refused
+
+
 def load_pulse_response(path) -> tuple[np.ndarray, np.ndarray]:
-    """(up, down) float64 traces from a two-column CSV (no header): column 1 up responses, column 2 down."""
-    d = np.loadtxt(path, delimiter=",", ndmin=2)
-    if d.shape[1] != 2 or d.shape[0] < 10:
+    """(up, down) float64 traces from a two-column CSV (no header): column 1 up responses, column 2 down.
+
+    Only a regular file is read (a FIFO, directory or device is refused, never blocks), at most 4 MiB."""
+    text = read_regular_text(path, "pulse-response CSV", MAX_CSV_BYTES)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns on an empty file; the shape check below names it
+            d = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2)
+    except ValueError as e:
+        raise ValueError(f"{path}: not a two-column numeric CSV ({e})") from None
+    if d.ndim != 2 or d.shape[1] != 2 or d.shape[0] < 10:
         raise ValueError(f"{path}: expected two columns (up, down) of at least 10 rows, got shape {d.shape}")
     if not np.all(np.isfinite(d)):
         raise ValueError(f"{path}: contains NaN or inf")
@@ -321,6 +337,37 @@ def _simulated_moments(params, w0u, w0d, n_up, n_down, n_dev: int = 16, seed: in
     return {k: float(np.mean([m[k] for m in ms])) for k in ms[0]}
 
 
+def prepare_lookup_table(params: dict, *, source: str = "params") -> dict:
+    """Card preparer of ``pulsed-lookup-table``: ``csv`` (a checked path, see ``cards.register_preparer``) and
+    ``n_nodes`` (16) become the fitted ``w_nodes``/``up``/``down``/``dw_min``/bounds/noise of
+    :func:`fit_lookup_table`; values given next to ``csv`` win (None = take the fit's). Without a csv
+    (absent or ``""``) the tables are the card's and ``n_nodes`` is only checked and dropped (specs saved
+    while both were fields of the class carry ``csv = ""``, ``n_nodes = 16``)."""
+    p = dict(params)
+    csv = p.pop("csv", None)
+    n_nodes = p.pop("n_nodes", None)
+    owner = f"{source}: pulsed-lookup-table"
+    if n_nodes is None:
+        n_nodes = 16
+    nn = check_range(owner, "n_nodes", n_nodes, 3, 256)
+    if isinstance(n_nodes, bool) or nn != int(nn):
+        raise ValueError(f"{owner}.n_nodes = {n_nodes!r} must be an integer")
+    if csv is None or (isinstance(csv, str) and not csv):
+        return p
+    if any(k in p for k in ("w_nodes", "up", "down")):
+        raise ValueError(f"{owner}: give either csv or w_nodes/up/down, not both")
+    try:
+        up, down = load_pulse_response(csv)
+    except ValueError as e:
+        raise ValueError(f"{owner}.csv: {e}") from None
+    fitted = fit_lookup_table(up, down, n_nodes=int(nn))
+    fitted.pop("info")
+    return {**fitted, **{k: v for k, v in p.items() if not (v is None and k in fitted)}}
+
+
+register_preparer("pulsed-lookup-table", prepare_lookup_table, path_fields=("csv",))
+
+
 def lookup_device(params: dict, **overrides):
     """The ``pulsed-lookup-table`` device of :func:`fit_lookup_table`'s parameters (d2d as given in overrides)."""
     p = {k: v for k, v in params.items() if k != "info"}
@@ -504,6 +551,8 @@ def measured_card(path=None, n_nodes: int = 16) -> str:
 
 
 def main(argv=None) -> int:
+    import argparse
+
     ap = argparse.ArgumentParser(prog="python -m device_models.fit", description=__doc__.split("\n")[0])
     ap.add_argument("csv", nargs="?", help=f"two-column up/down CSV (default: shared/data/{DATA_NAME})")
     ap.add_argument("--n-nodes", type=int, default=16)
@@ -513,10 +562,14 @@ def main(argv=None) -> int:
     if path is None:
         print(f"no CSV given and {DATA_NAME} not found under shared/data", file=sys.stderr)
         return 2
-    if args.card:
-        print(measured_card(path, args.n_nodes), end="")
-        return 0
-    up, down = load_pulse_response(path)
+    try:
+        if args.card:
+            print(measured_card(path, args.n_nodes), end="")
+            return 0
+        up, down = load_pulse_response(path)
+    except ValueError as e:
+        print(f"python -m device_models.fit: {e}", file=sys.stderr)
+        return 2
     p = fit_lookup_table(up, down, n_nodes=args.n_nodes)
     info = p["info"]
     dev = lookup_device(p)

@@ -50,7 +50,8 @@ pow-step             ω = clip((w_max_ij − w)/(w_max_ij − w_min_ij), 0, 1); 
 piecewise            f^d = linear interpolation of the node multipliers v^d at equally spaced nodes on
                      [w_min_ij, w_max_ij]
 pulsed-lookup-table  f^d = np.interp(w, w_nodes, v^d) (absolute node positions, clamped at the ends);
-                     builds itself from a CSV of an up-then-down pulse experiment (``csv = "file.csv"``)
+                     a card may give a CSV of an up-then-down pulse experiment instead (``csv = "file.csv"``),
+                     fitted when the card is loaded (``device_models.fit``)
 ===================  ==========================================================================================
 
 (The name ``lookup-table`` is taken by the inference family of the same idea; the pulsed one is
@@ -60,7 +61,7 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import ClassVar, Mapping
 
 import numpy as np
@@ -964,56 +965,38 @@ class PulsedLookupTable(PulsedDevice):
     pulse changes w by d·dw^d_ij·f^d(w) (+ c2c noise): ``up``/``down`` are multiples of ``dw_min``
     (``up[k]·dw_min`` is the mean up-step at ``w_nodes[k]``). Nodes are strictly increasing, 2 to 256 of them.
 
-    Two ways to make one:
+    The tables are given here (``w_nodes``, ``up``, ``down`` and ``dw_min``, e.g. the numbers
+    ``device_models.fit`` printed); ``w_min``/``w_max`` default to the first/last node. A measured CSV is not
+    read by this class: a card (or ``device_models.from_params("pulsed-lookup-table", {...})``) may give
+    ``csv = "path/to/experiment.csv"`` and ``n_nodes`` (16) instead of the tables, and the loader fits them
+    (:func:`device_models.fit.prepare_lookup_table`) before building the model, which so carries the fitted
+    numbers and never the path. ``PulsedLookupTable(csv=...)`` is refused with a pointer to that route.
 
-    * give ``w_nodes``, ``up``, ``down`` and ``dw_min`` (e.g. the numbers ``device_models.fit`` printed);
-      ``w_min``/``w_max`` default to the first/last node;
-    * give ``csv = "path/to/experiment.csv"`` (two columns, no header: consecutive up-pulse responses, then
-      down-pulse responses, same normalised units; a path relative to the working directory) and optionally
-      ``n_nodes`` (16): :func:`device_models.fit.fit_lookup_table` builds the tables, the bounds, dw_min (the
-      step at the symmetry point) and the noise (additive c2c ``dw_min_std`` and ``write_noise_std``, with
-      ``mult_noise`` false) from the file. Parameters given explicitly win over fitted ones.
-
-    Fields left as None are taken from the fit (``csv``) or default to: w_min/w_max the end nodes,
-    dw_min_std 0.3, write_noise_std 0, mult_noise true.
+    Fields left as None default to: w_min/w_max the end nodes, dw_min_std 0.3, write_noise_std 0,
+    mult_noise true.
     """
 
     w_nodes: tuple = ()
     up: tuple = ()
     down: tuple = ()
-    csv: str = ""
-    n_nodes: int = 16
     dw_min: float | None = None
     w_max: float | None = None
     w_min: float | None = None
     dw_min_std: float | None = None
     write_noise_std: float | None = None
     mult_noise: bool | None = None
+    csv: InitVar[object] = None      # refused: a CSV is fitted by the card loader (see the docstring)
+    n_nodes: InitVar[object] = None  # refused likewise: the fit's node count
 
-    _FILLED: ClassVar[tuple] = ("dw_min", "w_max", "w_min", "dw_min_std", "write_noise_std", "mult_noise")
-
-    def __post_init__(self):
+    def __post_init__(self, csv=None, n_nodes=None):
         o = self._owner
-        if not isinstance(self.csv, str):
-            raise ValueError(f"{o}.csv must be a file path string, got {self.csv!r}")
-        nn = check_range(o, "n_nodes", self.n_nodes, 2, 256)
-        if nn != int(nn):
-            raise ValueError(f"{o}.n_nodes = {self.n_nodes!r} must be an integer")
-        self._set("n_nodes", int(nn))
-        if self.csv:
-            if len(self.w_nodes) or len(self.up) or len(self.down):
-                raise ValueError(f"{o}: give either csv or w_nodes/up/down, not both")
-            from . import fit as _fit  # local: fit imports this module
-            try:
-                up_tr, down_tr = _fit.load_pulse_response(self.csv)
-            except OSError as e:
-                raise ValueError(f"{o}.csv = {self.csv!r}: cannot read ({e})") from None
-            params = _fit.fit_lookup_table(up_tr, down_tr, n_nodes=self.n_nodes)
-            for k in ("w_nodes", "up", "down"):
-                self._set(k, tuple(params[k]))
-            for k in self._FILLED:
-                if getattr(self, k) is None and k in params:
-                    self._set(k, params[k])
+        for name, v in (("csv", csv), ("n_nodes", n_nodes)):
+            if v is not None:
+                raise ValueError(
+                    f"{o}.{name}: PulsedLookupTable does not read files; a measured CSV is fitted where a device is "
+                    f"loaded: device_models.from_params('pulsed-lookup-table', {{'csv': path, 'n_nodes': 16, ...}}) "
+                    f"or a card with csv = \"...\" and device_models.load(card) (or give w_nodes/up/down/dw_min "
+                    f"from device_models.fit.fit_lookup_table)")
         nodes = _as_float_tuple(o, "w_nodes", self.w_nodes, min_len=2, max_len=256, lo=-1e6, hi=1e6)
         if any(b <= a for a, b in zip(nodes, nodes[1:])):
             raise ValueError(f"{o}.w_nodes must be strictly increasing")
@@ -1027,7 +1010,7 @@ class PulsedLookupTable(PulsedDevice):
         self._set("up", up)
         self._set("down", down)
         if self.dw_min is None:
-            raise ValueError(f"{o}.dw_min is required (the step unit of up/down) unless csv is given")
+            raise ValueError(f"{o}.dw_min is required (the step unit of up/down)")
         defaults = {"w_min": nodes[0], "w_max": nodes[-1], "dw_min_std": 0.3, "write_noise_std": 0.0,
                     "mult_noise": True}
         for k, v in defaults.items():

@@ -35,7 +35,7 @@ def test_sar_mismatch_is_shared_by_the_columns_of_one_adc_group(rng):
     W = np.repeat(row, 16, axis=0)             # every column computes the same value
     x = np.linspace(-1, 1, 400)[:, None].astype(np.float32) * np.sign(row)  # a ramp through the range
     io = IOConfig(out_bits=5, out_bound=float(np.abs(row).sum()), adc="sar", adc_cap_mismatch=0.2,
-                  adc_comparator_offset=0.02, adc_group=8, **IDEAL_IN)
+                  adc_comparator_offset=0.02, columns_per_adc=8, **IDEAL_IN)
     y = tile_with(io, W).forward(x)
     assert np.array_equal(y[:, :8], np.repeat(y[:, :1], 8, axis=1))
     assert np.array_equal(y[:, 8:], np.repeat(y[:, 8:9], 8, axis=1))
@@ -77,7 +77,7 @@ def test_converter_errors_round_trip_through_the_chip_image(rng, tmp_path):
 
 
 @pytest.mark.parametrize("kw, field", [(dict(adc="flash"), "adc"), (dict(adc_cap_mismatch=-0.1), "adc_cap_mismatch"),
-                                       (dict(adc="sar", out_bits=0), "sar"), (dict(adc_group=0), "adc_group"),
+                                       (dict(adc="sar", out_bits=0), "sar"), (dict(columns_per_adc=0), "columns_per_adc"),
                                        (dict(adc_gain_std=0.1, out_sto_round=True), "out_sto_round")])
 def test_adc_config_errors_name_the_field(kw, field):
     with pytest.raises(ConfigError, match=field):

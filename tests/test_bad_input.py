@@ -229,3 +229,11 @@ def test_random_bytes_as_a_chip_image_are_a_chip_image_error(tmp_path, blob):
     p.write_bytes(blob)
     with pytest.raises(ChipImageError):
         load_chip(p, Tile(2, 2))
+
+
+@pytest.mark.parametrize("cls", [aimc.Tile, aimc.TileArray])
+@pytest.mark.parametrize("shape", [(10**12, 4), (1 << 16, (1 << 15) + 1), (2**62, 2**62)])
+def test_huge_tile_shapes_are_refused_before_allocating(cls, shape):
+    """A request of terabytes is a ValueError naming the shape, not a MemoryError from numpy."""
+    with pytest.raises(ValueError, match="largest supported tile matrix"):
+        cls(*shape)

@@ -1,4 +1,4 @@
-"""The array as a circuit (aimc/crossbar.py): config node, exact vs fast solver, tile integration."""
+"""The array as a circuit (aimc/circuit/crossbar.py): config node, exact vs fast solver, tile integration."""
 import json
 import math
 

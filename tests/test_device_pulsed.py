@@ -416,7 +416,9 @@ def test_same_seed_same_result():
     (PulsedLookupTable, {"w_nodes": [0.0, -1.0], "up": [1, 1], "down": [1, 1], "dw_min": 0.1}, "w_nodes"),
     (PulsedLookupTable, {"w_nodes": [0.0, 1.0], "up": [1, 1, 1], "down": [1, 1], "dw_min": 0.1}, "up"),
     (PulsedLookupTable, {"w_nodes": [0.0, 1.0], "up": [1, 1], "down": [1, 1]}, "dw_min"),
-    (PulsedLookupTable, {"csv": "/nonexistent/file.csv"}, "csv"),
+    (PulsedLookupTable, {"csv": "/nonexistent/file.csv"}, "csv"),   # the class reads no file (cards do)
+    (PulsedLookupTable, {"w_nodes": [0.0, 1.0], "up": [1, 1], "down": [1, 1], "dw_min": 0.1, "n_nodes": 4},
+     "n_nodes"),
 ])
 def test_bad_parameters_name_the_field(cls, kw, field):
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
@@ -583,4 +585,6 @@ def test_lookup_from_csv_without_code(tmp_path: Path):
     assert step == pytest.approx(0.011, rel=0.2)  # truth: dw_min(1 + up_down)(1 - 0/1)
     assert dev.write_noise_std * dev.dw_min == pytest.approx(0.02, rel=0.25)
     with pytest.raises(ValueError, match="either csv"):
-        PulsedLookupTable(csv=str(csv), w_nodes=[0, 1], up=[1, 1], down=[1, 1])
+        dm.from_params("pulsed-lookup-table", {"csv": str(csv), "w_nodes": [0, 1], "up": [1, 1], "down": [1, 1]})
+    with pytest.raises(ValueError, match=r"does not read files.*from_params"):  # the class never reads a file
+        PulsedLookupTable(csv=str(csv))

@@ -35,11 +35,11 @@ def run(args) -> int:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     import torch
 
-    from .. import zoo
+    from ..workloads import zoo
     from ..bench import set_threads
-    from ..config import TileConfig
-    from ..convert import convert_to_analog, drift, program
-    from ..deploy import _load_data, deploy_config, parse_time
+    from ..core.config import TileConfig
+    from ..deployment.convert import convert_to_analog, drift, program
+    from ..deployment.deploy import _load_data, deploy_config, parse_time
     from . import fit_config, measure
     card = load_card(args.tech)
     t = parse_time(args.time)

@@ -154,7 +154,7 @@ def core_area(card: TechCard, devices_per_weight: int) -> float:
 def fit_config(config, card):
     """``config`` (a TileConfig or anything ``aimc.config.as_config`` takes) with tiles of the card's core size
     (``mapping.max_in`` = rows, ``max_out`` = cols), so that what is costed is what is simulated."""
-    from ..config import as_config
+    from ..core.config import as_config
     card = card if isinstance(card, TechCard) else load_card(card)
     cfg = as_config(config)
     return cfg.replace(mapping=cfg.mapping.replace(max_in=card.rows, max_out=card.cols))
@@ -162,7 +162,7 @@ def fit_config(config, card):
 
 def cost_tiles(name: str, tiles, card: TechCard, inputs: int) -> LayerCost:
     """The cost of one ``TileArray`` from its tiles' forward counts over ``inputs`` inferences."""
-    from ..mapping import n_devices
+    from ..core.mapping import n_devices
     notes: list = []
     lc = LayerCost(name, "analog", inputs)
     parts = core_area_parts(card, n_devices(tiles.config.mapping))
@@ -304,7 +304,7 @@ class CostReport:
 
 
 def _find_tile_arrays(model) -> list:
-    from ..tile import TileArray
+    from ..core.tile import TileArray
     if isinstance(model, TileArray):
         return [(model.name or "tiles", model)]
     if isinstance(model, dict):

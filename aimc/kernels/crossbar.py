@@ -1,6 +1,6 @@
 """Fast crossbar solver: Newton + conjugate gradients on the cell voltages, batched over input vectors.
 
-Canonical array (``aimc/crossbar.py`` maps the physical array and both read directions onto it): ``n_in``
+Canonical array (``aimc/circuit/crossbar.py`` maps the physical array and both read directions onto it): ``n_in``
 input lines a (driven at position b = 0 through the driver resistance) cross ``n_out`` output lines b (held at
 virtual ground at their end a = n_in - 1 through the sense resistance); cell (a, b) joins input-line node
 u[a, b] and output-line node w[a, b]. Units are normalised: conductances by a reference g_ref, resistances

@@ -291,22 +291,35 @@ def _output_stage(W_FIRST, STO):
     return output_stage
 
 
+ADC_UNIFORM, ADC_SAR, ADC_RAMP = 0, 1, 2
+
+
 @njit(parallel=True, fastmath=False, cache=True)
-def adc_stage(y, rows, gain, offset, steps, bounds, sar, bits, caps, comp, group, test_neg, clipped, nclip):
+def adc_stage(y, rows, gain, offset, steps, bounds, kind, bits, caps, comp, group, inl, test_neg, clipped, nclip):
     """Converters with per-chip errors, in place on y[rows[r]] (after noise; replaces the ADC of
     ``output_stage``, which then ran without one): u = gain_i y_i + offset_i, clip flag and count as in
-    ``output_stage`` (``steps``/``bounds`` of length 1 or one per column, as there), then
+    ``output_stage`` (``steps``/``bounds`` of length 1 or one per column, as there), then by ``kind``:
 
-    * uniform: rint(u / step) step clipped to +-bound (step 0: clip only);
-    * SAR (circuits_and_cost.md C.3, CrossSim SarADC): binary search over ``bits`` cycles against the CDAC of
-      the column's group g = i // group, V_dac(code) = -bound + 2 bound sum_{n in code} caps[g, n] / C_tot
-      (C_tot = sum caps[g] + 1 dummy unit), keeping bit n if u + comp[g] bound >= V_dac; output the mid-rise
-      level 2 bound (code + 1/2) / 2^bits - bound. Ideal caps (2^n) and no offset: a uniform mid-rise
-      quantiser with thresholds midway between its 2^bits levels.
+    * ADC_UNIFORM: rint(u / step) step clipped to +-bound (step 0: clip only);
+    * ADC_SAR (circuits_and_cost.md C.3, CrossSim SarADC): binary search over ``bits`` cycles against the CDAC
+      of the column's ADC g = i // group, V_dac(code) = -bound + 2 bound sum_{n in code} caps[g, n] / C_tot
+      (C_tot = sum caps[g] + 1 dummy unit), keeping bit n if u + comp[g] bound >= V_dac;
+    * ADC_RAMP (single slope): transition k = 1 .. 2^bits - 1 at T_k = -bound + (k + inl[k-1]) Q, Q = 2 bound /
+      2^bits (one ramp for the tile); the counter stops at the first transition above u + comp[g] bound, so
+      code = #{k : max_{j <= k} T_j <= u + comp[g] bound} (monotonic in u whatever the DNL);
+
+    both output the mid-rise level 2 bound (code + 1/2) / 2^bits - bound. Ideal caps (2^n), inl 0 and no
+    offset: a uniform mid-rise quantiser with thresholds midway between its 2^bits levels.
     """
     m = y.shape[1]
     nlev = 2 ** bits
     per_col = bounds.shape[0] > 1
+    ninl = inl.shape[0]
+    pmax = np.empty(ninl, np.float64)   # prefix maximum of the ramp transitions (in LSB from -bound)
+    run = -np.inf
+    for k in range(ninl):
+        run = max(run, k + 1.0 + inl[k])
+        pmax[k] = run
     for r in prange(rows.shape[0]):
         b = rows[r]
         flag = 0
@@ -319,7 +332,7 @@ def adc_stage(y, rows, gain, offset, steps, bounds, sar, bits, caps, comp, group
                 cnt += 1
                 if u > bound or test_neg:
                     flag = 1
-            if sar:
+            if kind == ADC_SAR:
                 g = i // group
                 ctot = 1.0
                 for n in range(bits):
@@ -333,6 +346,11 @@ def adc_stage(y, rows, gain, offset, steps, bounds, sar, bits, caps, comp, group
                         code |= 1 << n
                         acc = trial
                 u = np.float32(2.0 * bound * (code + 0.5) / nlev - bound)
+            elif kind == ADC_RAMP:
+                g = i // group
+                t = (u + comp[g] * bound + bound) * nlev / (2.0 * bound)   # input in LSB above -bound
+                code = np.searchsorted(pmax, t, side="right")
+                u = np.float32(2.0 * bound * (code + 0.5) / nlev - bound)
             else:
                 if step > 0:
                     u = np.float32(np.rint(u / step) * step)
@@ -341,3 +359,31 @@ def adc_stage(y, rows, gain, offset, steps, bounds, sar, bits, caps, comp, group
             y[b, i] = u
         clipped[r] = flag
         nclip[r] = cnt
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def dac_stage(v, rows, table, step, noise, k0, k1, call_n, v2, aux, sq_at, abs_at):
+    """The DAC's per-chip level errors, in place on v (R x n: quantised and clipped inputs, no noise yet):
+    magnitude code c = rint(|v| / step) of line j becomes table[j, c] steps (sign kept: a sign-magnitude
+    DAC), then + noise * xi (keyed by rows[r], as ``input_stage``), v2[r] = sum v^2 and the aux rows."""
+    n = v.shape[1]
+    top = table.shape[1] - 1
+    step = np.float32(step)
+    noise = np.float32(noise)
+    for r in prange(v.shape[0]):
+        row = v[r]
+        for j in range(n):
+            c = int(np.rint(abs(row[j]) / step))
+            c = min(c, top)
+            lv = np.float32(table[j, c]) * step
+            row[j] = lv if row[j] >= 0 else -lv
+        if noise > 0:
+            z = np.empty(n, np.float32)
+            normals_row(z, k0, k1, call_n, rows[r])
+            for j in range(n):
+                row[j] += noise * z[j]
+        acc = np.float32(0.0)
+        for j in range(n):
+            acc += row[j] * row[j]
+        v2[r] = acc
+        _aux_row(row, aux, r, sq_at, abs_at)

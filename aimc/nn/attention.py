@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import as_config
+from ..core.config import as_config
 from .conv import AnalogContainer, TileSlot
 from .linear import AnalogLinear
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import TileConfig, as_config
-from ..tile import TileArray
+from ..core.config import TileConfig, as_config
+from ..core.tile import TileArray
 from ._function import AnalogMatmul
 
 
@@ -84,7 +84,7 @@ class AnalogModule(nn.Module):
             out.append({"meta": json.dumps(meta, sort_keys=True),
                         "arrays": {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()
                                    if v is not None}})
-        from ..chip import _model_record
+        from ..core.chip import _model_record
         return {"format": "aimc-analog-state", "version": 1, "config": self.config.to_json(),
                 "device_model": json.dumps(_model_record(tiles.tiles[0][0].device_model())),
                 "programmed": bool(self.programmed), "grid": list(tiles.grid), "tiles": out}
@@ -100,8 +100,8 @@ class AnalogModule(nn.Module):
             raise ValueError(f"{name}: the state dict's _extra_state is not an aimc analog state")
         if not isinstance(state.get("version"), int) or state["version"] > 1:
             raise ValueError(f"{name}: analog state version {state.get('version')} is newer than this aimc reads (1)")
-        from ..chip import ChipImageError, _model_from_record, check_tile_state, restore_tiles
-        from ..config import ConfigError, dict_diff, loads_json
+        from ..core.chip import ChipImageError, _model_from_record, check_tile_state, restore_tiles
+        from ..core.config import ConfigError, dict_diff, loads_json
         try:  # compared as normalised dicts: no config is built from the file, so no card it names is opened
             saved = loads_json(state.get("config"), f"{name}: saved config") if isinstance(state.get("config"), str) \
                 else None
@@ -109,7 +109,7 @@ class AnalogModule(nn.Module):
             raise ValueError(str(e)) from None
         if not isinstance(saved, dict):
             raise ValueError(f"{name}: the state dict's analog config must be a JSON object")
-        from ..config import chip_identity
+        from ..core.config import chip_identity
         a, b = (chip_identity(d) for d in (type(self.config).normalised_dict(saved), self.config.to_dict()))
         if a != b:
             raise ValueError(f"{name}: the state dict was saved with another TileConfig (saved vs this layer: "

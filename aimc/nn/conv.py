@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TileConfig
+from ..core.config import TileConfig
 from ._function import as_numpy
 from .base import AnalogModule
 
@@ -158,7 +158,7 @@ class _AnalogConvNd(AnalogModule):
             self.group_tiles = None
         else:
             # the layer keeps its config (and programmed flag) for repr/convert; the tiles are per group
-            from ..config import as_config
+            from ..core.config import as_config
             self.config = as_config(config)
             self.group_tiles = nn.ModuleList(
                 TileSlot(self, "weight", (g * og, (g + 1) * og), og, k_in, self.config, seed, f"{name}/g{g}")

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import TileConfig
+from ..core.config import TileConfig
 from .base import AnalogModule
 
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..tile import TileArray
+from ..core.tile import TileArray
 from . import costs as C
 from .physical import (DigitalTwin, PhysicalSystem, _resolve_config, act_derivative, as_mismatch,
                        evaluate)
@@ -96,7 +96,7 @@ class PNNResult:
 def load_data(dataset="digits"):
     """(x_train, y_train, x_test, y_test, name, n_classes) as torch tensors from an aimc data set name or a
     :class:`aimc.datasets.Dataset`."""
-    from .. import datasets
+    from ..workloads import datasets
     ds = datasets.load(dataset) if isinstance(dataset, str) else dataset
     return (torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train), torch.from_numpy(ds.x_test),
             torch.from_numpy(ds.y_test), ds.name, ds.n_classes)

@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TileConfig, as_config
+from ..core.config import TileConfig, as_config
 from ..nn import AnalogLinear
 from .costs import CostMeter, ce_flops
 
@@ -137,7 +137,7 @@ def default_config() -> TileConfig:
     does not see; pass ``config="default"`` for iterative bound management. (The benchmark numbers in
     ``benchmarks/pnn_compare.py`` were measured with this default.)
     """
-    from ..config import BoundManagement, default
+    from ..core.config import BoundManagement, default
     cfg = default()
     return cfg.replace(forward=cfg.forward.replace(bound_management=BoundManagement.NONE))
 

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from .._io import atomic_write, atomic_write_text
+from ..core._io import atomic_write, atomic_write_text
 from .spec import SpecError, SweepSpec, Task, load_spec
 
 __all__ = ["SweepError", "have_dask", "local_cluster", "run_sweep", "run_task"]
@@ -56,7 +56,7 @@ def _sha256(path) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _model(path: str, sha256: str):
-    from .. import zoo
+    from ..workloads import zoo
     if _sha256(path) != sha256:
         raise ValueError(f"checkpoint {path} changed since the sweep was planned (SHA-256 differs)")
     return zoo.load_checkpoint(path)[0]
@@ -64,7 +64,7 @@ def _model(path: str, sha256: str):
 
 @functools.lru_cache(maxsize=4)
 def _data(spec: str):
-    from ..deploy import _load_data
+    from ..deployment.deploy import _load_data
     return _load_data(spec)
 
 
@@ -96,7 +96,7 @@ def run_task(task: dict, ctx: dict) -> dict:
     whether to return the chip image (bytes of the HDF5 file at the last time). Chip ``r`` is exactly
     chip ``r`` of ``evaluate_over_time(..., seed=spec.seed)``: both convert with seed ``spec.seed + r``.
     """
-    from ..deploy import evaluate_over_time
+    from ..deployment.deploy import evaluate_over_time
     t0 = _time.perf_counter()
     model = _model(ctx["model_path"], ctx["model_sha256"])
     data = _data(ctx["data"])
@@ -105,7 +105,7 @@ def run_task(task: dict, ctx: dict) -> dict:
                                  batch_size=ctx["batch_size"], keep_last=ctx["chip_images"])
     chip = None
     if ctx["chip_images"]:
-        from ..chip import save_chip
+        from ..core.chip import save_chip
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / "chip.h5"
             save_chip(res.last_model, p)
@@ -120,10 +120,10 @@ def run_task(task: dict, ctx: dict) -> dict:
 def _plan(spec: SweepSpec) -> tuple[dict, dict]:
     """({model name: (path, sha256)}, the binding dict) after loading every model once against the data."""
     try:
-        from .. import zoo
+        from ..workloads import zoo
     except ImportError:
         raise SweepError("aimc sweep needs torch: pip install aimc[torch]") from None
-    from ..deploy import _check_fits, _xy
+    from ..deployment.deploy import _check_fits, _xy
     import torch
     x, _ = _xy(_data(spec.data))
     models = {}
@@ -296,7 +296,7 @@ def run_sweep(spec, out, *, scheduler: str | None = None, workers: int | None = 
         SpecError: the spec (or a model) is invalid — before any task starts.
         SweepError: the scheduler cannot be reached, or tasks failed (the rest are recorded).
     """
-    from ..deploy import _Progress
+    from ..deployment.deploy import _Progress
     from .table import SweepResults
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec) if isinstance(spec, (str, os.PathLike)) else SweepSpec.from_dict(spec)

@@ -9,7 +9,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError, TileConfig, _SUBNODES, _Node, as_config
+from ..core.config import ConfigError, TileConfig, _SUBNODES, _Node, as_config
 
 __all__ = ["SpecError", "SweepSpec", "Task", "load_spec"]
 
@@ -120,7 +120,7 @@ def set_path(cfg: TileConfig, path: str, value) -> TileConfig:
 
 
 def _check_device(card: str) -> str:
-    from ..deploy import check_device
+    from ..deployment.deploy import check_device
     try:
         return check_device(card)
     except ValueError as e:
@@ -156,7 +156,7 @@ class SweepSpec:
     @classmethod
     def from_dict(cls, d: dict, base_dir: str | Path | None = None) -> "SweepSpec":
         """Validate a spec dict (the TOML's content); relative paths are taken from ``base_dir``."""
-        from ..deploy import parse_times
+        from ..deployment.deploy import parse_times
         if not isinstance(d, dict):
             raise SpecError(f"a sweep spec must be a table of fields, got {type(d).__name__}")
         base = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -236,7 +236,7 @@ class SweepSpec:
 
     def _check_configs(self) -> None:
         """Every axis value alone, then every (device, compensation, variant): a config the tree accepts."""
-        from ..inference import build_device_model
+        from ..core.inference import build_device_model
         first = self._base(self.devices[0], self.compensation[0])
         for path, vals in self.variant_axes.items():
             for v in vals:
@@ -255,7 +255,7 @@ class SweepSpec:
 
     # ---------------------------------------------------------------------------------------- the grid
     def _base(self, device: str, compensation: str) -> TileConfig:
-        from ..deploy import deploy_config
+        from ..deployment.deploy import deploy_config
         base = TileConfig.from_dict(self.base_config) if self.base_config is not None else None
         return deploy_config(device, compensation, base)
 
@@ -299,7 +299,7 @@ def load_spec(path) -> SweepSpec:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib
-    from .._io import read_regular_text
+    from ..core._io import read_regular_text
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"sweep spec not found: {p}")

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._io import atomic_write, atomic_write_text
+from ..core._io import atomic_write, atomic_write_text
 from .spec import SweepSpec
 
 __all__ = ["SweepResults", "COLUMNS"]

@@ -68,7 +68,7 @@ def _decide_out(args) -> None:
     included) is an error unless --overwrite; a folder, an unwritable folder or a bad path fail now."""
     from pathlib import Path
 
-    from .._io import check_destination
+    from ..core._io import check_destination
     if args.out is None and args.method in SAVING:
         args.out = str(Path("aimc-results") / f"train-{args.method}-{args.data}-{args.arch}.pt")
     if args.out is not None:

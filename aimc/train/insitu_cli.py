@@ -21,10 +21,10 @@ def run_cli(args) -> int:
 
     import torch
 
-    from .. import datasets, zoo
-    from ..convert import convert_to_analog
-    from ..insitu import canonical_algorithm, insitu
-    from ..optim import AnalogSGD
+    from ..workloads import datasets, zoo
+    from ..deployment.convert import convert_to_analog
+    from .insitu import canonical_algorithm, insitu
+    from .optim import AnalogSGD
     from .cli import method_options
     opts = method_options(args, {"algorithm": "ttv2", "device": "reram-sb", "hidden": "256,128", "batch_size": 10})
     alg = canonical_algorithm(opts["algorithm"])

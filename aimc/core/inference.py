@@ -29,7 +29,7 @@ from .rng import Stream
 from .times import MAX_TIME_S, parse_time
 
 __all__ = ["DeviceArray", "DriftCompensation", "InferenceConfig", "MAX_TIME_S", "build_device_model", "check_time",
-           "compensation_readout", "bench_drift"]
+           "compensation_readout"]
 
 
 def check_time(t, what: str = "t") -> float:
@@ -64,7 +64,7 @@ def inline_family(model) -> tuple[int, np.ndarray]:
     (``pcm``, ``state-independent``); (FAM_ARRAYS, empty) for the others."""
     from device_models.inference import PCM, StateIndependent
 
-    from .kernels import drift as _kd
+    from ..kernels import drift as _kd
     p = np.zeros(_kd.N_PARAMS, np.float64)
     if type(model) is PCM:
         fam, ref = _kd.FAM_PCM, model.g_max / model.prog_coeff_g_max_reference
@@ -113,7 +113,7 @@ class DeviceArray:
         fused = _is_powerlaw(model) if fused is None else fused
         faults = model.stuck_on_prob + model.stuck_off_prob + model.stuck_random_prob > 0
         if fused and not faults:
-            from .kernels import drift as _kd
+            from ..kernels import drift as _kd
             slack = 1e-6 * model.g_max     # float32 rounding of the mapping's range is not out of range
             if model.levels > 0 or g_target.size and (g_target.min() < model.g_min - slack
                                                       or g_target.max() > model.g_max + slack):
@@ -144,7 +144,7 @@ class DeviceArray:
     def _rel_read(self) -> np.ndarray:
         """read_noise_scale * Q_s(|g_prog|) per device (0 where stuck): a pure function of the cells."""
         if self._rel is None:
-            from .kernels import drift as _kd
+            from ..kernels import drift as _kd
             m, c = self.model, self.cells
             fam, p = inline_family(m)
             if fam == _kd.FAM_ARRAYS:
@@ -173,7 +173,7 @@ class DeviceArray:
             return c.g_prog.copy()
         if not self.fused:
             return np.ascontiguousarray(self.model.read(c, t, stream.numpy_generator()), np.float32)
-        from .kernels import drift as _kd
+        from ..kernels import drift as _kd
         m = self.model
         log_ratio = math.log((t + m.t0) / m.t0) if t > 0 else 0.0
         out = np.empty(c.g_prog.shape, np.float32)
@@ -206,92 +206,3 @@ def compensation_readout(Y: np.ndarray, kind: DriftCompensation) -> np.ndarray:
     if kind == DriftCompensation.PER_COLUMN:
         return np.maximum(a.mean(axis=0, dtype=np.float64), 1e-4).astype(np.float32)
     return np.asarray(max(float(a.mean(dtype=np.float64)), 1e-4), np.float32)
-
-
-# -------------------------------------------------------------------------------------------- benchmark
-
-def bench_drift(args) -> dict:
-    """Program + drift(1 h) of 10^7 PCM devices (a differential 2236 x 2236 tile) vs plain numpy.
-
-    aimc: ``Tile.program(W)`` then ``Tile.drift(3600)`` (mapping, fused device kernels, weights read back;
-    compensation off so the one-hot readout's matmul is not timed). Baseline: the same formulas written as
-    plain vectorised numpy (float32, ``numpy.random.default_rng`` normals) in the same run. Also reported:
-    ``drift(t)`` alone (read + weights, the step repeated over a deployment's times) against the numpy read
-    formula, and the ``device_models`` numpy engine (the oracle) through the same tile.
-    """
-    from .timing import timeit
-    from .config import IOConfig, MappingConfig, TileConfig
-    from .tile import Tile
-
-    n = 2236
-    devices = 2 * n * n
-    rng = np.random.default_rng(0)
-    W = (rng.standard_normal((n, n)) * 0.05).astype(np.float32)
-    inf = InferenceConfig(device="pcm-joshi2020", compensation="none")
-    cfg = TileConfig(forward=IOConfig(is_perfect=True), backward=IOConfig(is_perfect=True),
-                     mapping=MappingConfig(max_in=0, max_out=0), inference=inf)
-    tile = Tile(n, n, cfg, seed=0)
-    oracle = Tile(n, n, cfg, seed=0)
-    oracle._fused = False
-    model = inf.device_model()
-    t_inf = 3600.0
-
-    def aimc_run():
-        tile.program(W)
-        tile.drift(t_inf)
-
-    def oracle_run():
-        oracle.program(W)
-        oracle.drift(t_inf)
-
-    def numpy_run():
-        f32 = np.float32
-        g = np.random.default_rng(1)
-        gmax = f32(model.g_max)
-        s = gmax / f32(np.abs(W).max())
-        G = np.stack([np.clip(s * W, 0, gmax), np.clip(-s * W, 0, gmax)])
-        gh = G / gmax
-        c0, c1, c2 = (f32(c) for c in model.prog_coeff)
-        sig = (c0 + c1 * gh + c2 * gh * gh) * f32(model.g_max / model.prog_coeff_g_max_reference)
-        gp = np.maximum(G + sig * g.standard_normal(G.shape, np.float32), 0)
-        lg = np.log(np.maximum(gh, f32(1e-7)))
-        mu = np.clip(f32(-0.0155) * lg + f32(0.0244), f32(0.049), f32(0.1))
-        sd = np.clip(f32(-0.0125) * lg - f32(0.0059), f32(0.008), f32(0.045))
-        nu = np.abs(mu + sd * g.standard_normal(G.shape, np.float32))
-        qs = np.minimum(f32(0.0088) / np.maximum((gp / gmax) ** f32(0.65), f32(1e-3)), f32(0.2))
-        gd = gp * np.exp(-nu * f32(math.log((t_inf + model.t0) / model.t0)))
-        fac = f32(model.read_noise_factor(t_inf))
-        gr = np.maximum(gd + np.abs(gd) * qs * fac * g.standard_normal(G.shape, np.float32), 0)
-        return (gr[0] - gr[1]) / s
-
-    # drift alone (the step repeated over t1, t2, ... in a deployment study): the clock must move forward
-    clock = [t_inf]
-    f32 = np.float32
-    gp0 = np.abs(W).astype(np.float32)[None].repeat(2, 0) * f32(10)
-    nu0 = np.full_like(gp0, 0.05)
-    qs0 = np.full_like(gp0, 0.01)
-
-    def aimc_drift():
-        clock[0] *= 1.0001
-        tile.drift(clock[0])
-
-    def numpy_drift():
-        g = np.random.default_rng(2)
-        gd = gp0 * np.exp(-nu0 * f32(math.log((t_inf + model.t0) / model.t0)))
-        gr = np.maximum(gd + np.abs(gd) * qs0 * f32(4.7) * g.standard_normal(gp0.shape, np.float32), 0)
-        return (gr[0] - gr[1]) / f32(2.0)
-
-    repeats = max(1, int(getattr(args, "repeats", 5)))
-    t = timeit({"aimc": aimc_run, "baseline": numpy_run}, repeats, warmup=1)
-    aimc_run()
-    td = timeit({"aimc": aimc_drift, "baseline": numpy_drift}, repeats, warmup=1)
-    t_or = timeit({"oracle": oracle_run}, max(1, min(repeats, 3)), warmup=0)
-    return {"name": "drift", "devices": devices, "threads": getattr(args, "threads", None),
-            "aimc_ms": round(t["aimc"], 2), "baseline_ms": round(t["baseline"], 2),
-            "ratio": round(t["aimc"] / t["baseline"], 3),
-            "devices_per_s": round(devices / (t["aimc"] / 1e3)),
-            "baseline_devices_per_s": round(devices / (t["baseline"] / 1e3)),
-            "device_models_ms": round(t_or["oracle"], 2),
-            "drift_only_ms": round(td["aimc"], 2), "drift_only_baseline_ms": round(td["baseline"], 2),
-            "drift_only_ratio": round(td["aimc"] / td["baseline"], 3),
-            "baseline": "plain numpy: mapping, PCM programming noise, nu draw, drift + read noise, weights"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import rng as _k
+from ..kernels import rng as _k
 
 _MASK64 = (1 << 64) - 1
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import BoundManagement, IOConfig, NoiseManagement, WeightNoiseType
-from .kernels import periphery as _k
+from .config import ADCKind, BoundManagement, IOConfig, NoiseManagement, WeightNoiseType
+from ..kernels import periphery as _k
 from .rng import Stream
 from .threads import dot, kernel_threads
 
 _NM_CODE = {NoiseManagement.NONE: _k.NM_NONE, NoiseManagement.ABS_MAX: _k.NM_ABS_MAX,
             NoiseManagement.MAX: _k.NM_MAX, NoiseManagement.CONSTANT: _k.NM_CONSTANT}
+_ADC_CODE = {ADCKind.UNIFORM: _k.ADC_UNIFORM, ADCKind.SAR: _k.ADC_SAR, ADCKind.RAMP: _k.ADC_RAMP}
 _EMPTY2 = np.zeros((0, 0), np.float32)
 _EMPTY1 = np.zeros(0, np.float32)
 
@@ -83,22 +84,102 @@ NO_ADC = (np.zeros(1, np.float32), np.zeros(1, np.float32))
 
 
 def draw_adc(io: IOConfig, n_out: int, stream: Stream) -> dict:
-    """The per-chip converter errors of ``n_out`` columns, drawn once (circuits_and_cost.md C.3):
-    ``gain`` = 1 + adc_gain_std xi and ``offset`` = adc_offset_std out_bound xi per column; for SAR, per group of
-    ``adc_group`` columns, binary CDAC ``caps`` C_n = 2^n + adc_cap_mismatch 2^(n/2) xi (unit capacitors, the
-    mismatch of a 2^n-unit capacitor grows as its square root) and a comparator offset ``comp`` (fraction of
-    the ADC bound). float32 arrays, stored in chip images."""
+    """The per-chip ADC errors of ``n_out`` columns, drawn once (circuits_and_cost.md C.3): ``gain`` =
+    1 + adc_gain_std xi and ``offset`` = adc_offset_std out_bound xi per column; per ADC (``columns_per_adc``
+    columns) a comparator offset ``comp`` (fraction of the ADC bound); for SAR the binary CDAC ``caps``
+    C_n = 2^n + adc_cap_mismatch 2^(n/2) xi per ADC (unit capacitors, the mismatch of a 2^n-unit capacitor
+    grows as its square root); for a ramp ADC the ``inl`` of its 2^B - 1 transitions (``ramp_inl``).
+    float32 arrays, stored in chip images."""
     z = stream.normal((2, n_out))
     out = {"gain": (1.0 + io.adc_gain_std * z[0]).astype(np.float32),
            "offset": (io.adc_offset_std * io.out_bound * z[1]).astype(np.float32)}
-    groups = -(-n_out // io.adc_group)
+    groups = -(-n_out // io.columns_per_adc)
     bits = max(io.out_bits, 1)
     n = np.arange(bits)
     zc = stream.normal((groups, bits + 1))
     out["caps"] = np.maximum(2.0 ** n + io.adc_cap_mismatch * 2.0 ** (n / 2) * zc[:, :bits], 0).astype(np.float32) \
-        if io.adc.value == "sar" else np.zeros((0, bits), np.float32)
+        if io.adc == ADCKind.SAR else np.zeros((0, bits), np.float32)
     out["comp"] = (io.adc_comparator_offset * zc[:, bits]).astype(np.float32)
+    if io.adc == ADCKind.RAMP:
+        out["inl"] = ramp_inl(io.out_bits, io.adc_dnl_std, io.adc_inl_bow, stream)
     return out
+
+
+def ramp_inl(bits: int, dnl_std: float, bow: float, stream: Stream) -> np.ndarray:
+    """INL (LSB) of the 2^bits - 1 transitions of one single-slope ramp, float32, drawn once.
+
+    Transition levels and INL/DNL as IEEE Std 1241-2010 defines them (T_k; INL_k = (T_k - T_k,ideal) / Q,
+    DNL_k = (T_(k+1) - T_k) / Q - 1, terminal-based: the first and last transitions define the line, since
+    gain and offset are modelled apart, ``adc_gain_std``/``adc_offset_std``). Two parts:
+
+    * random: the ramp advances by one unit step per counter clock, each of width 1 + dnl_std xi_k LSB (the
+      unit elements of a counter-driven ramp DAC, drawn independently). Referred to the end-point line, the
+      INL is a Brownian bridge (Radulov et al., IEEE TCAS-II 54(2), 146, 2007, for unary unit-element
+      arrays): Var INL_k = dnl_std^2 (k - 1)(N - 1 - k) / (N - 2) at transition k of N = 2^bits, and the
+      DNL of the N - 2 inner codes has variance dnl_std^2 (1 - 1/(N - 2));
+    * systematic bow: a ramp whose unit current sources have a finite output resistance (or an RC-charged
+      ramp) is compressed quadratically, V_k = k / (1 + k rho); to first order in rho the deviation from the
+      end-point line is a parabola with its peak at mid-scale (Razavi, Principles of Data Conversion System
+      Design, IEEE Press 1995, current-steering DAC INL from output impedance: peak N^2 rho / 4 LSB). It is
+      parameterised by that peak, ``bow``: INL_k += bow 4 u (1 - u), u = (k - 1) / (N - 2).
+    """
+    N = 2 ** bits
+    k = np.arange(1, N, dtype=np.float64)
+    steps = dnl_std * stream.normal(N - 2).astype(np.float64)       # width errors of the inner codes
+    walk = np.concatenate([[0.0], np.cumsum(steps)])                 # T_k - ideal before the end-point fit
+    u = (k - 1) / (N - 2)
+    inl = walk - u * walk[-1] + bow * 4.0 * u * (1.0 - u)
+    return inl.astype(np.float32)
+
+
+def draw_dac(io: IOConfig, n_in: int, stream: Stream) -> np.ndarray:
+    """The per-chip level table of ``n_in`` input DACs, float32 (n_in, L + 1), L = 2^(inp_bits - 1) - 1
+    magnitude codes: level c in DAC steps (sign-magnitude; CrossSim SignMagnitudeDAC, circuits_and_cost.md B.2).
+
+    A unary (thermometer) current-steering DAC per input line: code c switches on c unit sources of current
+    1 + dac_unit_mismatch xi_i. Referred to its end points (full scale exact: gain is not INL) level c is
+    c + S_c - (c / L) S_L, S_c = sum_{i <= c} dac_unit_mismatch xi_i, so its INL is a Brownian bridge with
+    Var INL_c = dac_unit_mismatch^2 c (L - c) / L and peak variance at mid-scale dac_unit_mismatch^2 L / 4
+    (Van den Bosch et al., "An accurate statistical yield model for CMOS current-steering D/A converters",
+    ISCAS 2000: the INL yield set by sigma_unit sqrt(N) / 2; Radulov et al., IEEE TCAS-II 54(2), 2007)."""
+    L = 2 ** (io.inp_bits - 1) - 1
+    e = io.dac_unit_mismatch * stream.normal((n_in, L)).astype(np.float64)
+    S = np.concatenate([np.zeros((n_in, 1)), np.cumsum(e, axis=1)], axis=1)
+    c = np.arange(L + 1, dtype=np.float64)
+    return (c + S - (c / L) * S[:, -1:]).astype(np.float32)
+
+
+def draw_converters(io: IOConfig, n_in: int, n_out: int, stream: Stream) -> dict | None:
+    """Every per-chip converter error of one read direction (``draw_adc`` keys, plus ``dac`` with
+    ``io.dac_drawn``), or None when the periphery has none."""
+    if not (io.adc_drawn or io.dac_drawn):
+        return None
+    out = draw_adc(io, n_out, stream) if io.adc_drawn else {}
+    if io.dac_drawn:
+        out["dac"] = draw_dac(io, n_in, stream)
+    return out
+
+
+def dac_input_sum(x: np.ndarray, io: IOConfig, inp_range: float | None = None) -> np.ndarray:
+    """Per row of x (B x in), the sum of the inputs as the DAC codes them, in input units (float32 (B,)): the
+    digital value an offset-encoded sliced read subtracts its offset with (CrossSim OFFSET, digital removal).
+    alpha by the noise management (or the static calibrated range ``inp_range``), then rint(x / alpha / step)
+    step clipped to +-inp_bound, times alpha (deterministic rounding; the first bound-management pass). A
+    perfect periphery or one without DAC quantisation: the inputs' own sum (clipped likewise)."""
+    if io.is_perfect:
+        return x.sum(axis=1, dtype=np.float64).astype(np.float32)
+    alpha = np.empty(x.shape[0], np.float32)
+    if inp_range is not None:
+        alpha.fill(np.float32(inp_range / io.inp_bound))
+    else:
+        _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
+        alpha[alpha < np.finfo(np.float32).tiny] = 1.0
+    v = x * (np.float32(1.0) / alpha)[:, None]   # the arithmetic of kernels.periphery._input_row
+    if io.inp_step > 0:
+        step = np.float32(io.inp_step)
+        v = np.rint(v * np.float32(1.0 / step)) * step
+    v = np.clip(v, -io.inp_bound, io.inp_bound)
+    return (v.sum(axis=1, dtype=np.float64) * alpha).astype(np.float32)
 
 
 def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=None, g=None, *,
@@ -116,7 +197,7 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=No
     ``NO_ADC`` reads the analog outputs before the ADC). ``clip_counts`` (int64 (2,)) accumulates
     [outputs beyond the ADC range, ADC conversions]. ``raw``: return the outputs in ADC units, before the
     digital rescale by the noise-management and bound-management factors and ``out_scale``. ``conv``: the
-    chip's converter errors (:func:`draw_adc`) when ``io.adc_drawn``.
+    chip's converter errors (:func:`draw_converters`) when ``io.adc_drawn`` or ``io.dac_drawn``.
     """
     W = view.W
     B, n = x.shape
@@ -148,8 +229,8 @@ def _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv,
                 zero_rows = zero
                 alpha[zero] = 1.0
     steps, bounds = adc if adc is not None else adc_arrays(io)
-    if adc is NO_ADC:
-        conv = None  # a raw read (analog outputs before the ADC) skips the converters too
+    if adc is NO_ADC and conv is not None:  # a raw read (analog outputs before the ADC) skips the ADCs too
+        conv = {"dac": conv["dac"]} if "dac" in conv else None
     f = np.ones(B, np.float32)
     y = np.empty((B, m), np.float32)
     rows = np.arange(B, dtype=np.int64)
@@ -224,8 +305,15 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     v = np.empty((R, n), np.float32)
     v2 = np.empty(R, np.float32)
     aux = np.empty(((pcm + ir) * R, n), np.float32)
-    _k.input_stage(x, rows, scale, io.inp_step, io.inp_bound, io.inp_sto_round, io.inp_noise,
-                   k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1)
+    dac = conv.get("dac") if conv is not None else None
+    if dac is None:
+        _k.input_stage(x, rows, scale, io.inp_step, io.inp_bound, io.inp_sto_round, io.inp_noise,
+                       k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1)
+    else:  # DAC with per-chip level errors: quantise and clip, then its levels, the noise and the sums
+        _k.input_stage(x, rows, scale, io.inp_step, io.inp_bound, io.inp_sto_round, 0.0,
+                       k0, k1, cu, cn, v, v2, aux, -1, -1)
+        _k.dac_stage(v, rows, dac, io.inp_step, io.inp_noise, k0, k1, cn, v2, aux, 0 if pcm else -1,
+                     R * pcm if ir else -1)
     if counts is not None:
         if io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE:
             counts.dig_in += R * n      # x / (alpha f) before the DAC
@@ -247,15 +335,16 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     cw = stream.next_call()[2] if w_first else 0
     clipped = np.empty(R, np.int8)
     nclip = np.empty(R, np.int32)
-    drawn = conv is not None and io.adc_drawn
+    drawn = conv is not None and "gain" in conv
     _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
                     np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
                     NO_ADC[0] if drawn else steps, NO_ADC[1] if drawn else bounds, io.out_sto_round,
                     io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y, sw, cw, nclip, 0)
     if drawn:
-        _k.adc_stage(y, rows, conv["gain"], conv["offset"], steps, bounds, io.adc.value == "sar", io.out_bits,
-                     conv["caps"].astype(np.float64), conv["comp"], io.adc_group, io.bm_test_negative_bound,
-                     clipped, nclip)
+        _k.adc_stage(y, rows, conv["gain"], conv["offset"], steps, bounds, _ADC_CODE[io.adc], io.out_bits,
+                     conv["caps"].astype(np.float64), conv["comp"], io.columns_per_adc,
+                     conv["inl"].astype(np.float64) if "inl" in conv else _EMPTY1.astype(np.float64),
+                     io.bm_test_negative_bound, clipped, nclip)
     return clipped, nclip
 
 
@@ -264,7 +353,8 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
 def fusable(io: IOConfig) -> bool:
     """Whether ``patch_pass`` reproduces ``mvm`` for this periphery (one pass per row: no iterative BM; the
     config's ADC without drawn converter errors)."""
-    return not io.is_perfect and io.bound_management != BoundManagement.ITERATIVE and not io.adc_drawn
+    return (not io.is_perfect and io.bound_management != BoundManagement.ITERATIVE and not io.adc_drawn
+            and not io.dac_drawn)
 
 
 def draw_calls(stream: Stream, io: IOConfig) -> tuple:

@@ -59,10 +59,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import (_SUBNODES, BoundManagement, ConfigError, IOConfig, MappingConfig, NoiseManagement, TileConfig,
+from ..core.config import (_SUBNODES, BoundManagement, ConfigError, IOConfig, MappingConfig, NoiseManagement, TileConfig,
                      _Node, _num, register_subnode)
-from .kernels import pulsed as _k
-from .rng import Stream, check_seed
+from ..kernels import pulsed as _k
+from ..core.rng import Stream, check_seed
 
 __all__ = ["ALGORITHMS", "InsituArray", "InsituConfig", "InsituTile", "PulsedArray", "UpdateConfig",
            "canonical_algorithm", "insitu", "load_device"]
@@ -292,7 +292,7 @@ def _c32(a):
 def _serial_if_small(work: int):
     """numba kernels on the calling thread below 2^15 units of in-situ work (``aimc.threads``, the one thread
     policy; its threshold counts elements, 2^16)."""
-    from .threads import kernel_threads
+    from ..core.threads import kernel_threads
     return kernel_threads(2 * work)
 
 
@@ -509,7 +509,7 @@ class InsituTile:
             self.arrays = {"A": self.A, "C": self.C}
             self._xbar = self._dbar = 0.0         # auto-scale running averages (0 = no sample seen yet)
             io = MappingConfig(max_in=0, max_out=0)
-            from .tile import Tile
+            from ..core.tile import Tile
             self.read_tile = Tile(shape[0], shape[1], TileConfig(forward=config.transfer_forward, mapping=io),
                                   self.seed, f"{tile_id}/transfer-read")
             if self.algorithm in ("ttv2", "c-ttv2"):

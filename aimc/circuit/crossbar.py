@@ -1,5 +1,5 @@
 """The crossbar as a circuit: wire resistance solved exactly (sparse nodal system) and fast (Numba), with
-linear, 1T1R and sinh (selector) cells; ``ArrayConfig`` in ``aimc/config.py`` describes it.
+linear, 1T1R and sinh (selector) cells; ``ArrayConfig`` in ``aimc/core/config.py`` describes it.
 
 Geometry (``ArrayConfig`` docstring; circuits_and_cost.md A.1): a physical array of rows i (word lines) and
 columns j (bit lines). Forward read: row i is driven at its column-0 end from V_i = x_i v_read through
@@ -32,10 +32,10 @@ import warnings
 import numpy as np
 import scipy.sparse.linalg
 
-from . import mapping as _map
-from .circuits import ResistiveNetwork
-from .config import ArrayConfig, ArrayGeometry, CellKind, CircuitSolver, MappingKind, PairLayout, TileConfig
-from .kernels import crossbar as _k
+from ..core import mapping as _map
+from .network import ResistiveNetwork
+from ..core.config import ArrayConfig, ArrayGeometry, CellKind, CircuitSolver, MappingKind, PairLayout, TileConfig
+from ..kernels import crossbar as _k
 
 __all__ = ["CircuitError", "Crossbar", "ArrayCircuit"]
 
@@ -336,7 +336,7 @@ def _encode(v, encoding):
 
     Amplitude: the inputs themselves, duration 1. Pulse width: for each input, one pattern per distinct pulse
     length t_1 < ... < t_K of |v|: during (t_(k-1), t_k] the lines with |v| >= t_k are at sign(v) v_read."""
-    from .config import InputEncoding
+    from ..core.config import InputEncoding
     R = v.shape[0]
     if InputEncoding(encoding) == InputEncoding.AMPLITUDE:
         return v, np.arange(R), np.ones(R)
@@ -381,7 +381,7 @@ def tile_circuits(G_dev, map_params, cfg: TileConfig, name: str):
     ``map_params`` holding the normalised weights (``{"weights": w}``) of a never-programmed tile, whose
     ideal conductances (``mapping.to_conductances``) are used.
     """
-    from .config import WireModel
+    from ..core.config import WireModel
     if cfg.array.model != WireModel.CIRCUIT:
         return None, None
     if G_dev is None:

@@ -29,11 +29,11 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from .config import TileConfig, as_config
-from .nn import (AnalogConv1d, AnalogConv2d, AnalogContainer, AnalogGRU, AnalogLinear, AnalogLSTM,
+from ..core.config import TileConfig, as_config
+from ..nn import (AnalogConv1d, AnalogConv2d, AnalogContainer, AnalogGRU, AnalogLinear, AnalogLSTM,
                  AnalogMultiheadAttention, AnalogRNN)
-from .nn.attention import _no_fast_path
-from .nn.base import AnalogModule
+from ..nn.attention import _no_fast_path
+from ..nn.base import AnalogModule
 
 __all__ = ["LAYER_TYPES", "LAYER_NAMES", "analog_layers", "calibrate", "clip_fractions", "convert_to_analog",
            "convert_to_digital", "drift", "program", "read_weights", "reset_clip_counts", "unprogram", "is_analog"]
@@ -270,7 +270,7 @@ def drift(model: nn.Module, t) -> nn.Module:
     Time only moves forward: an error (before any layer moves) if ``t`` is earlier than a layer's clock,
     or if a layer was not programmed.
     """
-    from .inference import check_time
+    from ..core.inference import check_time
     t = check_time(t)  # seconds or "1h", "10y", ... (aimc.times.parse_time), before any layer moves
     holders = _holders(model, "drift")
     missing = [n or "<model>" for n, m in holders if not m.programmed]
@@ -306,7 +306,7 @@ def calibrate(model: nn.Module, x, cal=None) -> dict:
     on a layer without HWA-learned ranges, or no layer to calibrate; RuntimeError if not programmed. After a
     failure no layer keeps a calibration (the earlier one is gone too: recalibrate).
     """
-    from .config import CalibrationConfig, InputCalibration
+    from ..core.config import CalibrationConfig, InputCalibration
     holders = _holders(model, "calibrate")
     if cal is not None and not isinstance(cal, CalibrationConfig):
         raise TypeError(f"calibrate: cal must be a CalibrationConfig or None, got {type(cal).__name__}")

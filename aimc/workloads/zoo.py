@@ -39,7 +39,7 @@ CHECKPOINT_VERSION = 1
 
 #: The default model of ``aimc deploy``: MLP 784-256-128-10 trained on mnist5k by
 #: ``data/make_default_model.py`` (see ``data/README.md``). Lives in the source tree, not in wheels.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "mnist5k_mlp.pt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "data" / "mnist5k_mlp.pt"
 
 _ARCH_ATTR = "_aimc_arch"
 
@@ -160,7 +160,7 @@ MAX_PARAMETERS = 2**28
 def parameter_count(arch: str, kwargs: dict, where: str = "checkpoint") -> int:
     """Parameters of ``build(arch, **kwargs)``, counted on torch's meta device (nothing allocated);
     an error naming ``where`` if the arguments are invalid or the model exceeds ``MAX_PARAMETERS``."""
-    from .config import ConfigError, check_depth
+    from ..core.config import ConfigError, check_depth
     try:
         check_depth(kwargs, f"{where}: kwargs", limit=4)
     except ConfigError as e:
@@ -359,7 +359,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"save_checkpoint: folder {str(path.parent)!r} does not exist")
-    from ._io import atomic_write
+    from ..core._io import atomic_write
     atomic_write(path, lambda tmp: torch.save(payload, tmp), overwrite=overwrite)  # exclusive unless overwrite
     return path
 

@@ -50,7 +50,7 @@ DEFAULT_TIMES = ("1s", "1h", "1d", "1y", "10y")
 #: warn when a layer clips more than this fraction of its ADC conversions at some time (mean over chips)
 DEFAULT_CLIP_WARN = 0.01
 
-from .times import format_time, parse_time  # noqa: E402,F401  (the one time parser: aimc/times.py)
+from ..core.times import format_time, parse_time  # noqa: E402,F401  (the one time parser: aimc/core/times.py)
 
 
 def parse_times(spec) -> tuple[list[float], list[str]]:
@@ -87,7 +87,7 @@ def deploy_config(device: str = "pcm-joshi2020", compensation: str = "global", b
     tile (``calibrate=False``, or before ``aimc.convert.calibrate``) falls back to the IO above: abs-max
     noise management and the fixed ADC bound 10.
     """
-    from .config import BoundManagement, InferenceConfig, IOConfig, MappingKind, NoiseManagement, TileConfig
+    from ..core.config import BoundManagement, InferenceConfig, IOConfig, MappingKind, NoiseManagement, TileConfig
     if base is None:
         model = InferenceConfig(device=device, compensation=compensation).device_model()
         fwd = IOConfig(inp_bits=8, out_bits=8, out_bound=10.0, out_noise=0.04,
@@ -99,7 +99,7 @@ def deploy_config(device: str = "pcm-joshi2020", compensation: str = "global", b
         if model is not None:
             mapping = mapping.replace(g_min=float(model.g_min), g_max=float(model.g_max))
         base = cfg.replace(mapping=mapping)
-    from .config import CalibrationConfig
+    from ..core.config import CalibrationConfig
     cal = (base.calibration or CalibrationConfig()) if calibrate else None
     return base.replace(inference=InferenceConfig(device=device, compensation=compensation), calibration=cal)
 
@@ -308,10 +308,10 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
     """
     import torch
 
-    from . import __version__
-    from .config import as_config
+    from .. import __version__
+    from ..core.config import as_config
     from .convert import calibrate, clip_fractions, convert_to_analog, drift, program, reset_clip_counts
-    from .zoo import evaluate
+    from ..workloads.zoo import evaluate
 
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
@@ -319,12 +319,12 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
     cfg = deploy_config() if config is None else as_config(config)
     if cfg.inference is None:
         raise ValueError("config has no inference section (device physics): set TileConfig.inference, e.g. "
-                         "aimc.deploy.deploy_config('pcm-joshi2020')")
+                         "aimc.deployment.deploy.deploy_config('pcm-joshi2020')")
     if isinstance(clip_warn, bool) or not isinstance(clip_warn, (int, float)) or not 0 <= clip_warn <= 1:
         raise ValueError(f"clip_warn must be a fraction in [0, 1], got {clip_warn!r}")
     card = None
     if tech is not None:
-        from .cost import fit_config, load_card
+        from ..cost import fit_config, load_card
         card = load_card(tech) if isinstance(tech, (str, Path)) else tech
         cfg = fit_config(cfg, card)
     x, y = _xy(data)
@@ -371,7 +371,7 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
                 if card is None:
                     acc[i][r] = evaluate(chip, x, y, batch_size)
                 else:  # energy changes as conductances drift: cost every evaluation
-                    from .cost import count_digital, prepare
+                    from ..cost import count_digital, prepare
                     prepare(chip, card)
                     with count_digital(chip) as dig:
                         acc[i][r] = evaluate(chip, x, y, batch_size)
@@ -441,7 +441,7 @@ def plot_results(res: DeployResults, path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ._io import atomic_write
+    from ..core._io import atomic_write
     fig, ax = plt.subplots(figsize=(6, 4))
     m = [100 * v for v in res.mean]
     s = [100 * v for v in res.std]
@@ -505,7 +505,7 @@ def add_arguments(p) -> None:
 
 
 def _load_data(spec: str):
-    from . import datasets
+    from ..workloads import datasets
     p = Path(spec)
     if spec in ("mnist5k", "digits"):
         return datasets.load(spec)
@@ -515,7 +515,7 @@ def _load_data(spec: str):
 
 
 def _resolve_config(args):
-    from .config import CalibrationConfig, InferenceConfig, TileConfig
+    from ..core.config import CalibrationConfig, InferenceConfig, TileConfig
     if args.config:
         base = TileConfig.load(args.config)
         inf = base.inference or InferenceConfig()
@@ -535,10 +535,10 @@ def _resolve_config(args):
 
 
 def run(args) -> int:
-    from .bench import set_threads
+    from ..bench import set_threads
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    from .bench import check_threads
+    from ..bench import check_threads
     check_threads(args.threads)
     if not 0 <= args.clip_warn <= 100:
         raise ValueError(f"--clip-warn is a percentage in [0, 100], got {args.clip_warn}")
@@ -546,7 +546,7 @@ def run(args) -> int:
     cfg = _resolve_config(args)
     data = _load_data(args.data)
     set_threads(args.threads)
-    from . import zoo
+    from ..workloads import zoo
     if args.model:
         model, meta = zoo.load_checkpoint(args.model)
         model_name = str(args.model)
@@ -554,7 +554,7 @@ def run(args) -> int:
         model, meta = zoo.load_default()
         model_name = f"default ({zoo.DEFAULT_CHECKPOINT.name})"
     run_dir = None if args.no_files else fresh_run_dir(args.out)
-    from .kernels import compile_messages
+    from ..kernels import compile_messages
     try:
         cal_set = None
         if cfg.calibration is not None and args.calib_data == "test":
@@ -574,7 +574,7 @@ def run(args) -> int:
     res.meta.update({"model": model_name, "data": args.data, "command": "aimc deploy " + " ".join(sys.argv[2:])})
     files = {}
     if run_dir is not None:
-        from ._io import atomic_write_text
+        from ..core._io import atomic_write_text
         files["results"] = str(atomic_write_text(run_dir / "results.json",
                                                  json.dumps(res.to_dict(), indent=2), overwrite=False))
         title = f"{cfg.inference.device}, {cfg.inference.compensation.value} compensation"
@@ -591,7 +591,7 @@ def run(args) -> int:
           f"({res.meta['wall_s']:.1f} s)")
     print(res.table())
     if res.cost:
-        from .cost import ASSUMPTIONS
+        from ..cost import ASSUMPTIONS
         print(f"cost: card {res.cost['card']}, {res.cost['area_mm2']:.3g} mm2 of cores; energy and latency per "
               f"inference, mean over chips (`aimc cost` gives the per-layer table); {ASSUMPTIONS[0]}")
     if res.calibration:
@@ -620,6 +620,6 @@ def _readable(paths) -> None:
 
 
 def _save_chip(model, path: Path) -> Path:
-    from .chip import save_chip
+    from ..core.chip import save_chip
     save_chip(model, path)
     return path

@@ -37,7 +37,7 @@ __all__ = ["AnalogSGD", "analog_layers"]
 
 def analog_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """(name, module) of every analog module of ``model`` that owns tiles (containers excluded)."""
-    from .nn.base import AnalogModule
+    from ..nn.base import AnalogModule
     out = []
     for name, m in model.named_modules():
         if isinstance(m, AnalogModule) and getattr(m, "tiles", None) is not None:
@@ -105,7 +105,7 @@ class AnalogSGD(torch.optim.Optimizer):
         layers = analog_layers(model)
         if not layers:
             raise ValueError("AnalogSGD: the model has no analog layers (use aimc.nn layers or "
-                             "aimc.convert.convert_to_analog with an InsituConfig)")
+                             "aimc.convert_to_analog with an InsituConfig)")
         analog_params = {}
         groups = []
         self._layers = []
@@ -231,8 +231,8 @@ def _pulsed_step_bench(name: str, args, algorithm: str, **cfg_kw) -> dict:
     """
     from device_models.pulsed import SoftBounds
 
-    from .timing import timeit
-    from .nn import AnalogLinear
+    from ..core.timing import timeit
+    from ..nn import AnalogLinear
     n, B = args.size, args.batch
     lr = 0.1
     torch.manual_seed(0)

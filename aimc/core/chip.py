@@ -178,14 +178,20 @@ def _tile_spec(tile: Tile, meta: dict, model) -> dict:
     from .mapping import n_devices
     out, inp = tile.shape
     spec = {"scale": ((out,), ("<f4",), True)}
-    for key, n in (("forward", out), ("backward", inp)):  # converter errors drawn once per chip
+    for key, n, n_in in (("forward", out, inp), ("backward", inp, out)):  # converter errors drawn once per chip
         io = getattr(tile.config, key)
         if io.adc_drawn:
-            groups, bits = -(-n // io.adc_group), max(io.out_bits, 1)
+            groups, bits = -(-n // io.columns_per_adc), max(io.out_bits, 1)
             spec[f"adc_{key}_gain"] = ((n,), ("<f4",), True)
             spec[f"adc_{key}_offset"] = ((n,), ("<f4",), True)
             spec[f"adc_{key}_caps"] = ((groups if io.adc.value == "sar" else 0, bits), ("<f4",), True)
-            spec[f"adc_{key}_comp"] = ((groups,), ("<f4",), True)
+            # comparators per ADC; before columns_per_adc, a uniform ADC's (unused) ones came in groups of 8
+            comp = [(groups,), (-(-n // 8),)] if io.adc.value == "uniform" else (groups,)
+            spec[f"adc_{key}_comp"] = (comp, ("<f4",), True)
+            if io.adc.value == "ramp":
+                spec[f"adc_{key}_inl"] = ((2 ** io.out_bits - 1,), ("<f4",), True)
+        if io.dac_drawn:
+            spec[f"dac_{key}_levels"] = ((n_in, 2 ** (io.inp_bits - 1)), ("<f4",), True)
     if not meta["programmed"]:
         spec["w"] = ((out, inp), ("<f4",), True)
         return spec
@@ -201,7 +207,8 @@ def _tile_spec(tile: Tile, meta: dict, model) -> dict:
     spec["comp_alpha"] = (cshape, ("<f4",), comp)
     # calibrated converter ranges (aimc.calibration), optional: images written before calibration hold none
     spec["cal_input_range"] = ([(1,), ()], ("<f4",), False)
-    spec["cal_adc_range"] = ([(1,), (out,)], ("<f4",), False)
+    S = tile.config.mapping.n_slices  # ranges per weight slice (each slice is its own ADC read)
+    spec["cal_adc_range"] = ([(1,), (out,)] + ([(S, 1), (S, out)] if S > 1 else []), ("<f4",), False)
     return spec
 
 
@@ -279,6 +286,13 @@ def _check_values(arrays: dict, tile: Tile, model, where: str) -> None:
                                         f"[{float(g.min()):g}, {float(g.max()):g}]")
     if "nu" in arrays and arrays["nu"].size and np.abs(arrays["nu"]).max() > 10:
         _fail(f"{where}/nu", "drift exponents beyond |nu| = 10")
+    for name, a in arrays.items():  # drawn converter errors: physical magnitudes (a sign or range check each)
+        if name.startswith("adc_") and name.endswith("_caps") and a.size and a.min() < 0:
+            _fail(f"{where}/{name}", "capacitors must be >= 0")
+        if name.startswith(("adc_", "dac_")) and a.size and np.abs(a).max() > 1e9:
+            _fail(f"{where}/{name}", "holds values beyond 1e9")
+        if name.startswith("dac_") and a.size and (a[:, 0] != 0).any():
+            _fail(f"{where}/{name}", "a DAC's code 0 must give level 0 (its end-point)")
 
 
 def check_tile_state(tile: Tile, meta, arrays: dict, model, where: str) -> None:
@@ -483,7 +497,7 @@ def save_chip(obj, path, *, overwrite: bool = False, key: bytes | str | None = N
     ``overwrite=True``, checked atomically when the file is put in place. ``key`` (>= 16 bytes) signs the
     image with HMAC-SHA256 (see the module docstring). Returns the path.
     """
-    from . import __version__
+    from .. import __version__
     kind, entries = _arrays_of(obj)
     kb = None if key is None else _key_bytes(key)
     path = Path(path)
@@ -525,8 +539,10 @@ def load_chip(path, obj, *, key: bytes | str | None = None):
     kind, entries = _arrays_of(obj)
     kb = None if key is None else _key_bytes(key)
     rd = _Reader(path)
+    from device_models.cards import names_only
     try:
-        root_meta, tree, plan, arrays_plan, signature = _read_checked(rd, kind, entries)
+        with names_only(str(path)):  # a card inside the image must be a shipped card's name, never a path
+            root_meta, tree, plan, arrays_plan, signature = _read_checked(rd, kind, entries)
     except ChipImageError:
         raise
     except Exception as e:  # noqa: BLE001 - damaged HDF5 metadata surfaces as many exception types

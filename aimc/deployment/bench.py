@@ -65,7 +65,7 @@ def resnet20(n_classes: int = 10) -> nn.Module:
 
 
 def _config(preset: str):
-    from ..config import TileConfig, standard_hwa
+    from ..core.config import TileConfig, standard_hwa
     return TileConfig.from_dict(DEPLOY_CONFIG) if preset == "deploy" else standard_hwa()
 
 
@@ -92,7 +92,7 @@ def _deployed(model, kind: str):
     """``model`` as is for "digital", else converted with the pinned config of ``kind``, programmed, drifted 1 d."""
     if kind == "digital":
         return model
-    from ..convert import convert_to_analog, drift, program
+    from .convert import convert_to_analog, drift, program
     model = convert_to_analog(model, _config(kind), seed=0).eval()
     program(model)
     drift(model, 86400.0)
@@ -142,7 +142,7 @@ def bench_resnet(args) -> dict:
            "ratio": round(t["aimc"] / t["baseline"], 3), "target_ratio": 5.0,
            "standard_hwa_ms": round(t["standard_hwa"], 1),
            "standard_hwa_ratio": round(t["standard_hwa"] / t["baseline"], 3),
-           "config": "DEPLOY_CONFIG (aimc/nn/bench.py), programmed, drift 1 day, eval",
+           "config": "DEPLOY_CONFIG (aimc/deployment/bench.py), programmed, drift 1 day, eval",
            "baseline": "the digital torch model", "isolated_processes": True}
     if "aihwkit" in t:
         out["aihwkit_ms"] = round(t["aihwkit"], 1)
@@ -191,7 +191,7 @@ def bench_lstm(args) -> dict:
     out = {"name": "lstm", "model": "nn.LSTM(128, 256, num_layers=2), seq 50, batch 64",
            "threads": args.threads, "aimc_ms": round(t["aimc"], 2), "baseline_ms": round(t["baseline"], 2),
            "ratio": round(t["aimc"] / t["baseline"], 3), "target_ratio": 4.0,
-           "config": "DEPLOY_CONFIG (aimc/nn/bench.py), programmed, drift 1 day, eval",
+           "config": "DEPLOY_CONFIG (aimc/deployment/bench.py), programmed, drift 1 day, eval",
            "baseline": "the digital torch.nn.LSTM", "isolated_processes": True}
     converted = _aihwkit_converts_lstm()
     if converted is None:

@@ -36,6 +36,14 @@ class ADCKind(str, enum.Enum):
 
     UNIFORM = "uniform"  # ideal uniform quantiser: out_bits levels incl. zero (aihwkit)
     SAR = "sar"          # SAR with binary CDAC: 2^out_bits mid-rise levels; capacitor mismatch, comparator offset
+    RAMP = "ramp"        # single-slope: one ramp per tile (DNL, bow INL), a comparator + counter per ADC
+
+
+class SliceEncoding(str, enum.Enum):
+    """How a sliced mapping stores signed integer weights (circuits_and_cost.md B.1, CrossSim BitslicedCore)."""
+
+    BALANCED = "balanced"  # digits of |W| in G+ (W > 0) or G- (W < 0) of every slice: 2 devices per slice
+    OFFSET = "offset"      # digits of W + 2^(B-1) >= 0, one device per slice; the offset subtracted digitally
 
 
 class WeightNoiseType(str, enum.Enum):
@@ -69,7 +77,7 @@ class WireModel(str, enum.Enum):
 
     NONE = "none"              # ideal wires; the periphery's ir_drop must be 0
     POLYNOMIAL = "polynomial"  # today's aihwkit-style IR-drop fit, scaled by IOConfig.ir_drop (0 = off)
-    CIRCUIT = "circuit"        # the array solved as a resistor network (aimc/crossbar.py)
+    CIRCUIT = "circuit"        # the array solved as a resistor network (aimc/circuit/crossbar.py)
 
 
 class CellKind(str, enum.Enum):
@@ -102,14 +110,14 @@ class ArrayGeometry(str, enum.Enum):
 
 
 class CircuitSolver(str, enum.Enum):
-    """Solver of the circuit model (aimc/crossbar.py)."""
+    """Solver of the circuit model (aimc/circuit/crossbar.py)."""
 
     FAST = "fast"    # Numba Newton + conjugate gradients, batched over inputs, tolerance ``tol``
     EXACT = "exact"  # scipy.sparse nodal system (sparse LU; Newton for nonlinear cells): the reference
 
 
 class InputCalibration(str, enum.Enum):
-    """How a calibrated tile scales its inputs (``CalibrationConfig.inp``; aimc/calibration.py)."""
+    """How a calibrated tile scales its inputs (``CalibrationConfig.inp``; aimc/core/calibration.py)."""
 
     NONE = "none"              # keep forward.noise_management (e.g. abs-max: a digital max per input vector)
     MAX = "max"                # static DAC range r = max |x| over the calibration set
@@ -131,7 +139,8 @@ class CalibrationGranularity(str, enum.Enum):
 
     LAYER = "layer"    # one range for every ADC of the layer (all its tiles)
     TILE = "tile"      # one range per tile
-    COLUMN = "column"  # one range per output column of each tile (per ADC)
+    COLUMN = "column"  # one range per output column of each tile
+    ADC = "adc"        # one range per ADC: the columns_per_adc columns that share one converter
 
 
 class ConfigError(ValueError):
@@ -353,12 +362,18 @@ class IOConfig(_Node):
     max_bm_res: float = 0.25          # ... or once f > max_bm_res / DAC step (f = 16 at 7 bits)
     bm_test_negative_bound: bool = True  # clipping at -out_bound also triggers BM
     out_scale: float = 1.0            # extra digital output factor
-    adc: ADCKind = ADCKind.UNIFORM    # converter model; 'sar' draws its errors once per chip (below)
+    adc: ADCKind = ADCKind.UNIFORM    # converter model; 'sar' and 'ramp' draw their errors once per chip (below)
     adc_cap_mismatch: float = 0.0     # sar: sigma of a unit capacitor (relative); a 2^n cap gets sigma 2^(n/2)
-    adc_comparator_offset: float = 0.0  # sar: comparator offset sigma, fraction of out_bound (per ADC)
-    adc_group: int = 8                # sar: columns sharing one CDAC + comparator (CrossSim group_size)
+    adc_comparator_offset: float = 0.0  # sar, ramp: comparator offset sigma, fraction of out_bound (per ADC)
+    columns_per_adc: int = 1          # columns time-multiplexed onto one ADC (NeuroSim numColMuxed, CrossSim SAR
+                                      # group_size): they share its drawn errors and, with calibration 'adc', its
+                                      # range; the cost model reads it. JSON 'adc_group' (sar) loads into it
+    adc_dnl_std: float = 0.0          # ramp: sigma of each code width (LSB), drawn once per tile (shared ramp)
+    adc_inl_bow: float = 0.0          # ramp: peak of the bow-shaped INL at mid-scale (LSB, signed)
     adc_gain_std: float = 0.0         # per-column gain variation sigma (gain 1 + sigma xi), drawn once
     adc_offset_std: float = 0.0       # per-column offset sigma, fraction of out_bound, drawn once
+    dac_unit_mismatch: float = 0.0    # unary current-steering DAC: sigma of a unit source (relative), per input
+                                      # line, drawn once per chip (needs inp_bits > 0)
 
     def __post_init__(self):
         o = "IOConfig"
@@ -384,13 +399,28 @@ class IOConfig(_Node):
         _enum(o, self, "adc", ADCKind)
         for name in ("adc_cap_mismatch", "adc_comparator_offset", "adc_gain_std", "adc_offset_std"):
             _num(o, name, getattr(self, name), 0, 1.0)
-        _num(o, "adc_group", self.adc_group, 1, 2**20, integer=True)
-        if self.adc == ADCKind.SAR and (self.out_bits < 2 or self.out_bound <= 0):
-            raise ConfigError(f"{o}.adc = 'sar' needs out_bits >= 2 and out_bound > 0 "
+        _num(o, "columns_per_adc", self.columns_per_adc, 1, 2**20, integer=True)
+        _num(o, "adc_dnl_std", self.adc_dnl_std, 0, 10.0)
+        _num(o, "adc_inl_bow", self.adc_inl_bow, -1e3, 1e3)
+        _num(o, "dac_unit_mismatch", self.dac_unit_mismatch, 0, 1.0)
+        if self.adc in (ADCKind.SAR, ADCKind.RAMP) and (self.out_bits < 2 or self.out_bound <= 0):
+            raise ConfigError(f"{o}.adc = {self.adc.value!r} needs out_bits >= 2 and out_bound > 0 "
                               f"(got {self.out_bits}, {self.out_bound})")
+        if self.adc == ADCKind.RAMP and self.out_bits > 16:
+            raise ConfigError(f"{o}.adc = 'ramp' needs out_bits <= 16 (a ramp of 2^out_bits steps), "
+                              f"got {self.out_bits}")
+        if self.adc != ADCKind.RAMP and (self.adc_dnl_std > 0 or self.adc_inl_bow != 0):
+            raise ConfigError(f"{o}.adc_dnl_std / adc_inl_bow describe the ramp of adc = 'ramp' "
+                              f"(adc is {self.adc.value!r})")
         if self.adc_drawn and self.out_sto_round:
-            raise ConfigError(f"{o}.out_sto_round is not supported with converter errors (adc 'sar', "
+            raise ConfigError(f"{o}.out_sto_round is not supported with converter errors (adc 'sar' or 'ramp', "
                               f"adc_gain_std or adc_offset_std > 0)")
+        if self.dac_unit_mismatch > 0 and self.inp_bits == 0:
+            raise ConfigError(f"{o}.dac_unit_mismatch = {self.dac_unit_mismatch} needs a quantising DAC "
+                              f"(inp_bits > 0)")
+        if self.dac_unit_mismatch > 0 and self.inp_bits > 16:
+            raise ConfigError(f"{o}.dac_unit_mismatch needs inp_bits <= 16 (one unit source per level), "
+                              f"got {self.inp_bits}")
         if self.adc_offset_std > 0 and self.out_bound <= 0:
             raise ConfigError(f"{o}.adc_offset_std is a fraction of out_bound, which is 0 (infinite)")
         if self.noise_management != NoiseManagement.NONE and self.inp_bound != 1.0 and not self.is_perfect:
@@ -407,8 +437,37 @@ class IOConfig(_Node):
 
     @property
     def adc_drawn(self) -> bool:
-        """Whether the converters have per-chip random errors (drawn once, stored in the chip image)."""
-        return not self.is_perfect and (self.adc == ADCKind.SAR or self.adc_gain_std > 0 or self.adc_offset_std > 0)
+        """Whether the ADCs have per-chip random errors (drawn once, stored in the chip image)."""
+        return not self.is_perfect and (self.adc in (ADCKind.SAR, ADCKind.RAMP) or self.adc_gain_std > 0
+                                        or self.adc_offset_std > 0)
+
+    @property
+    def dac_drawn(self) -> bool:
+        """Whether the DACs have per-chip random errors (drawn once, stored in the chip image)."""
+        return not self.is_perfect and self.dac_unit_mismatch > 0 and self.inp_bits > 0
+
+    @staticmethod
+    def _legacy(d):
+        """A saved IOConfig dict with the pre-``columns_per_adc`` field ``adc_group`` (SAR columns per CDAC)
+        translated: into ``columns_per_adc`` for adc 'sar', dropped otherwise (it had no effect there)."""
+        if not isinstance(d, dict) or "adc_group" not in d:
+            return d
+        d = dict(d)
+        g = d.pop("adc_group")
+        if d.get("adc") == ADCKind.SAR.value:
+            if "columns_per_adc" in d and d["columns_per_adc"] != g:
+                raise ConfigError(f"IOConfig.adc_group = {_short(g)} (the old name of columns_per_adc) conflicts "
+                                  f"with columns_per_adc = {_short(d['columns_per_adc'])}")
+            d["columns_per_adc"] = g
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, _path: str | None = None):
+        return super().from_dict(cls._legacy(d), _path)
+
+    @classmethod
+    def normalised_dict(cls, d, _path: str | None = None):
+        return super().normalised_dict(cls._legacy(d), _path)
 
     @property
     def out_step(self) -> float:
@@ -434,6 +493,7 @@ class MappingConfig(_Node):
     max_out: int = 512                # tile columns (outputs) at most; 0 = no split
     weight_bits: int = 8              # sliced: signed weight bits B (integer weights +-(2^(B-1) - 1))
     bits_per_cell: int = 2            # sliced: bits b per cell; ceil((B-1)/b) slices of G+/G- (balanced)
+    slice_encoding: SliceEncoding = SliceEncoding.BALANCED  # sliced: or 'offset': ceil(B/b) single-device slices
     input_bits: int = 0               # bit-serial inputs: signed input bits (0 = inputs in one read)
     input_bits_per_cycle: int = 1     # bit-serial inputs: bits per read cycle
 
@@ -462,9 +522,13 @@ class MappingConfig(_Node):
         _num(o, "max_out", self.max_out, 0, 2**31, integer=True)
         _num(o, "weight_bits", self.weight_bits, 2, 24, integer=True)
         _num(o, "bits_per_cell", self.bits_per_cell, 1, 16, integer=True)
-        if self.kind == MappingKind.SLICED and self.bits_per_cell > self.weight_bits - 1:
-            raise ConfigError(f"{o}.bits_per_cell = {self.bits_per_cell} exceeds the weight_bits - 1 = "
-                              f"{self.weight_bits - 1} magnitude bits")
+        _enum(o, self, "slice_encoding", SliceEncoding)
+        if self.kind == MappingKind.SLICED:
+            offset = self.slice_encoding == SliceEncoding.OFFSET
+            top = self.weight_bits if offset else self.weight_bits - 1
+            if self.bits_per_cell > top:
+                raise ConfigError(f"{o}.bits_per_cell = {self.bits_per_cell} exceeds the {top} bits a "
+                                  f"{self.slice_encoding.value} encoding of weight_bits = {self.weight_bits} stores")
         _num(o, "input_bits", self.input_bits, 0, 24, integer=True)
         if self.input_bits == 1:
             raise ConfigError(f"{o}.input_bits = 1 is out of range: use 0 (no bit-serial inputs) or 2..24")
@@ -475,10 +539,17 @@ class MappingConfig(_Node):
 
     @property
     def n_slices(self) -> int:
-        """Weight slices: ceil((weight_bits - 1) / bits_per_cell) for kind 'sliced', else 1."""
+        """Weight slices of kind 'sliced': ceil((weight_bits - 1) / bits_per_cell) balanced, ceil(weight_bits /
+        bits_per_cell) offset; else 1."""
         if self.kind != MappingKind.SLICED:
             return 1
-        return -(-(self.weight_bits - 1) // self.bits_per_cell)
+        top = self.weight_bits if self.slice_encoding == SliceEncoding.OFFSET else self.weight_bits - 1
+        return -(-top // self.bits_per_cell)
+
+    @property
+    def sliced_offset(self) -> bool:
+        """Whether this is a sliced mapping with the offset encoding (one device per slice)."""
+        return self.kind == MappingKind.SLICED and self.slice_encoding == SliceEncoding.OFFSET
 
     @property
     def pair_factors(self) -> tuple:
@@ -491,7 +562,7 @@ class MappingConfig(_Node):
 
 @dataclass(frozen=True)
 class InferenceConfig(_Node):
-    """Device physics of programmed tiles and drift compensation (physics.md §3, §4; aimc/inference.py).
+    """Device physics of programmed tiles and drift compensation (physics.md §3, §4; aimc/core/inference.py).
 
     ``device``: an inference device card (``device_models.available('inference')``) or a path to a card
     ``.toml``; ``"none"`` programs ideal conductances (no noise, no drift). ``device_params`` overrides card
@@ -544,7 +615,7 @@ class InferenceConfig(_Node):
 
 @dataclass(frozen=True)
 class ArrayConfig(_Node):
-    """The physical array as a circuit: wires, drivers, sense and cells (aimc/crossbar.py).
+    """The physical array as a circuit: wires, drivers, sense and cells (aimc/circuit/crossbar.py).
 
     Wires belong to the array, not to one read direction. Geometry (forward read): input i drives word line
     (row) i from its left end, column 0, through ``driver_ohm`` plus one ``wire_row_ohm`` segment; output j
@@ -605,7 +676,7 @@ class ArrayConfig(_Node):
 
 @dataclass(frozen=True)
 class CalibrationConfig(_Node):
-    """Post-training calibration of a programmed chip's converter ranges (aimc/calibration.py).
+    """Post-training calibration of a programmed chip's converter ranges (aimc/core/calibration.py).
 
     On the programmed chip at t = 0, a calibration set drawn from the *training* split is sent through the
     model once; each tile sets a static DAC range from its inputs (``inp``) and its ADC ranges from the

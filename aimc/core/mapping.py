@@ -38,6 +38,8 @@ def n_devices(cfg: MappingConfig) -> int:
     """Devices per weight of the mapping."""
     if cfg.kind == MappingKind.DIFFERENTIAL:
         return 2
+    if cfg.sliced_offset:
+        return cfg.n_slices
     if cfg.kind in (MappingKind.N_PAIRS, MappingKind.SLICED):
         return 2 * len(cfg.pair_factors)
     return 1
@@ -76,21 +78,39 @@ def to_conductances(W: np.ndarray, cfg: MappingConfig) -> tuple[np.ndarray, dict
     return G, {"scale": float(s), "w_min": 0.0}
 
 
+def offset_weight(cfg: MappingConfig, params: dict) -> float:
+    """The offset 2^(B-1) of the offset slice encoding in normalised weight units: 2^(B-1) (g_max - g_min) /
+    ((2^b - 1) scale); the digital offset removal subtracts it (plus g_min sum_k 2^(k b) / scale of the g_min
+    floor every cell carries) times sum_j x_j."""
+    return 2.0 ** (cfg.weight_bits - 1) * float(cfg.g_max - cfg.g_min) / ((2 ** cfg.bits_per_cell - 1) * params["scale"])
+
+
 def _sliced(W, cfg: MappingConfig, amax: float):
-    """Balanced bit slicing (CrossSim BitslicedCore, BALANCED; circuits_and_cost.md B.1): integer weights
+    """Bit slicing (CrossSim BitslicedCore; circuits_and_cost.md B.1). Balanced: integer weights
     W_i = rint(W / amax (2^(B-1) - 1)); digit k of |W_i| in base 2^b is stored as g_min + (g_max - g_min)
     d_k / (2^b - 1) in G+ of slice k if W_i > 0, in G- if W_i < 0 (the other device at g_min). Read back
-    with pair factors 2^(k b): sum_k 2^(k b) (G+_k - G-_k) / scale = the quantised weight."""
+    with pair factors 2^(k b): sum_k 2^(k b) (G+_k - G-_k) / scale = the quantised weight. Offset
+    (``slice_encoding`` 'offset'): the digits of W_i + 2^(B-1), one device per slice, read back as
+    sum_k 2^(k b) (G_k - g_min) / scale - ``offset_weight``."""
     b, lmax = cfg.bits_per_cell, 2 ** (cfg.weight_bits - 1) - 1
     wi = np.rint(W.astype(np.float64) / amax * lmax).astype(np.int64)
     mag, levels = np.abs(wi), 2 ** b - 1
     gmin, span = np.float32(cfg.g_min), np.float32(cfg.g_max - cfg.g_min)
+    params = {"scale": float(span) * lmax / (levels * amax), "w_min": 0.0}
+    if cfg.sliced_offset:
+        # offset encoding (CrossSim OFFSET): u = W_i + 2^(B-1) in [1, 2^B - 1], its base-2^b digits, one device
+        # per slice; the offset is removed digitally after the shift-and-add
+        u = wi + 2 ** (cfg.weight_bits - 1)
+        G = np.empty((cfg.n_slices, *W.shape), np.float32)
+        for k in range(cfg.n_slices):
+            G[k] = gmin + span * (((u >> (k * b)) & levels).astype(np.float32) / np.float32(levels))
+        return G, params
     G = np.full((2 * cfg.n_slices, *W.shape), gmin, np.float32)
     for k in range(cfg.n_slices):
         g = gmin + span * (((mag >> (k * b)) & levels).astype(np.float32) / np.float32(levels))
         G[2 * k] = np.where(wi > 0, g, gmin)
         G[2 * k + 1] = np.where(wi < 0, g, gmin)
-    return G, {"scale": float(span) * lmax / (levels * amax), "w_min": 0.0}
+    return G, params
 
 
 def line_conductance(W: np.ndarray, cfg: MappingConfig, axis: int) -> np.ndarray:
@@ -99,7 +119,7 @@ def line_conductance(W: np.ndarray, cfg: MappingConfig, axis: int) -> np.ndarray
     differential pair (G+ + G- = s |w| + 2 g_min there, as one of the two is at g_min)."""
     W = np.ascontiguousarray(W, np.float32)
     if cfg.kind == MappingKind.DIFFERENTIAL:
-        from .kernels.cost import abs_sums_max
+        from ..kernels.cost import abs_sums_max
         colsum = np.empty(W.shape[1 - axis], np.float32)
         amax = max(float(abs_sums_max(W, axis, colsum)), 1e-7)
         s = np.float32((cfg.g_max - cfg.g_min) / amax)
@@ -114,6 +134,10 @@ def from_conductances(G: np.ndarray, params: dict, cfg: MappingConfig) -> np.nda
         return ((G[0] - np.float32(cfg.g_min)) / s + np.float32(params["w_min"])).astype(np.float32)
     f = np.asarray(cfg.pair_factors, np.float32)
     W = np.zeros(G.shape[1:], np.float32)
+    if cfg.sliced_offset:
+        for k, fk in enumerate(f):
+            W += fk * (G[k] - np.float32(cfg.g_min))
+        return W / s - np.float32(offset_weight(cfg, params))
     for k, fk in enumerate(f):
         W += fk * (G[2 * k] - G[2 * k + 1])
     return W / s

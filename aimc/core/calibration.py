@@ -16,7 +16,10 @@ names the method; this module computes the ranges:
   2 b / (2^out_bits - 2): the quantisation + clipping error (as in ACIQ, Banner et al., NeurIPS 2019),
   searched on a geometric grid (22 points from max|y|/64 to max|y|, then 9 around the best; the finer
   grid's spacing is 5 %). Per ``out_granularity``:
-  one b per layer, per tile or per output column.
+  one b per layer, per tile, per output column, or per ADC (the ``columns_per_adc`` columns one converter
+  serves share its range). Every ADC *read* has its own range: with weight slicing (``MappingConfig`` kind
+  'sliced') each slice's outputs are read separately, so each slice gets its own ranges (the input cycles of
+  bit-serial inputs share their slice's range, as in CrossSim), chosen from that slice's analog outputs.
 
 The tile stores r and b (``Tile.calibration``), saves them in chip images, and counts its ADC conversions and
 clipped outputs (``Tile.clip_counts``) so deployment reports the clipped fraction at every time.
@@ -99,22 +102,40 @@ def _mse_bound(y: np.ndarray, bits: int) -> np.ndarray:
     return best_b
 
 
-def adc_bound(y: np.ndarray, cal: CalibrationConfig, io: IOConfig, per_column: bool) -> np.ndarray | None:
-    """ADC range(s) from the analog outputs y (S, m) before the ADC: (m,) if ``per_column`` else (1,).
+def adc_bound(y: np.ndarray, cal: CalibrationConfig, io: IOConfig, granularity=CalibrationGranularity.COLUMN,
+              columns_per_adc: int = 1) -> np.ndarray | None:
+    """ADC range(s) from the analog outputs y (S, m) before the ADC, by ``granularity``: (m,) per column
+    ('column', or True), (m,) with one value per ADC of ``columns_per_adc`` neighbouring columns ('adc': the
+    columns one converter serves pool their outputs), else (1,) ('tile', 'layer', or False).
 
     None: keep the config's ``out_bound``.
     """
     if cal.out == OutputCalibration.NONE:
         return None
-    cols = y if per_column else y.reshape(-1, 1)
+    if isinstance(granularity, bool):
+        granularity = CalibrationGranularity.COLUMN if granularity else CalibrationGranularity.TILE
+    granularity = CalibrationGranularity(granularity)
+    y = np.asarray(y, np.float32)
+    m = y.shape[1]
+    if granularity == CalibrationGranularity.ADC and columns_per_adc > 1:
+        g = columns_per_adc
+        b = np.concatenate([np.repeat(_bound(y[:, i:i + g].reshape(-1, 1), cal, io), min(g, m - i))
+                            for i in range(0, m, g)])
+    elif granularity in (CalibrationGranularity.COLUMN, CalibrationGranularity.ADC):
+        b = _bound(y, cal, io)
+    else:
+        b = _bound(y.reshape(-1, 1), cal, io)
+    return np.maximum(np.asarray(b, np.float64), 1e-6).astype(np.float32)
+
+
+def _bound(cols: np.ndarray, cal: CalibrationConfig, io: IOConfig) -> np.ndarray:
+    """One range per column of ``cols`` (S, k) by the method ``cal.out``."""
     a = np.abs(cols)
     if cal.out == OutputCalibration.MAX:
-        b = a.max(axis=0)
-    elif cal.out == OutputCalibration.PERCENTILE:
-        b = np.percentile(a, cal.out_percentile, axis=0)
-    else:
-        b = _mse_bound(cols, io.out_bits)
-    return np.maximum(np.asarray(b, np.float64), 1e-6).astype(np.float32)
+        return a.max(axis=0)
+    if cal.out == OutputCalibration.PERCENTILE:
+        return np.percentile(a, cal.out_percentile, axis=0)
+    return _mse_bound(cols, io.out_bits)
 
 
 def per_column(cal: CalibrationConfig) -> bool:

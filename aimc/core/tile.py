@@ -38,10 +38,11 @@ from . import mapping as _map
 from . import calibration as _cal
 from .config import (CalibrationConfig, CalibrationGranularity, DriftCompensation, MappingKind, TileConfig,
                      WireModel, as_config)
-from .crossbar import tile_circuits
-from .cost.counters import Counts
+from ..circuit.crossbar import tile_circuits
+from ..cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
-from .periphery import NO_ADC, WeightView, adc_arrays, draw_adc, draw_calls, fusable, mvm, patch_pass
+from .periphery import (NO_ADC, WeightView, adc_arrays, dac_input_sum, draw_calls, draw_converters, fusable,
+                        mvm, patch_pass)
 from .rng import Stream, check_seed
 
 
@@ -53,10 +54,23 @@ parallel regions: ResNet-20, batch 64, on the loaded 2-core machine took 4.7-5.1
 ``aimc.nn.bench.make_resnet`` (batch 64, 'deploy') at each value."""
 
 
+MAX_WEIGHTS = 1 << 31
+"""Largest weight matrix of one Tile or TileArray (2^31 weights: 8 GiB of float32 for the weights alone, before
+conductances and device state); a larger request is refused before any allocation, not with a MemoryError."""
+
+
 def _check_size(name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
+
+
+def _check_shape(out_size, in_size) -> tuple[int, int]:
+    out_size, in_size = _check_size("out_size", out_size), _check_size("in_size", in_size)
+    if out_size * in_size > MAX_WEIGHTS:
+        raise ValueError(f"a {out_size} x {in_size} weight matrix ({out_size * in_size:.3g} weights) exceeds the "
+                         f"largest supported tile matrix of {MAX_WEIGHTS:.3g} weights; split the layer")
+    return out_size, in_size
 
 
 def check_matrix(W, shape: tuple[int, int], what: str = "W") -> np.ndarray:
@@ -125,8 +139,7 @@ class Tile(_Reads):
 
     def __init__(self, out_size: int, in_size: int, config: TileConfig | str | None = None, seed: int = 0,
                  tile_id: str | int = 0):
-        self.out_size = _check_size("out_size", out_size)
-        self.in_size = _check_size("in_size", in_size)
+        self.out_size, self.in_size = _check_shape(out_size, in_size)
         self.config = as_config(config)
         self.seed = check_seed(seed)
         self.tile_id = tile_id
@@ -175,53 +188,72 @@ class Tile(_Reads):
         self._bwd = WeightView(w.T, bwd)
         self._fwd_parts = [(1.0, self._fwd)]
         self._bwd_parts = [(1.0, self._bwd)]
+        self._offset = 0.0
         if cfg.mapping.kind == MappingKind.SLICED:
-            span = float(cfg.mapping.g_max - cfg.mapping.g_min)
-            coef = [f * span / params["scale"] for f in cfg.mapping.pair_factors]
+            m = cfg.mapping
+            span = float(m.g_max - m.g_min)
+            coef = [f * span / params["scale"] for f in m.pair_factors]
+            off = m.sliced_offset
+            if off:  # the digital offset removal: 2^(B-1) and the g_min floor of every cell, times sum_j x_j
+                self._offset = _map.offset_weight(m, params) + m.g_min * sum(m.pair_factors) / params["scale"]
             if fwd is None:
-                Wk = [(G[2 * k] - G[2 * k + 1]) / np.float32(span) for k in range(len(coef))]
+                Wk = [(G[k] if off else G[2 * k] - G[2 * k + 1]) / np.float32(span) for k in range(len(coef))]
                 self._fwd_parts = [(c, WeightView(np.ascontiguousarray(W))) for c, W in zip(coef, Wk)]
                 self._bwd_parts = [(c, WeightView(W.T)) for c, W in zip(coef, Wk)]
             else:
-                self._fwd_parts = [(c, WeightView(None, _SliceCircuit(fwd, k, span))) for k, c in enumerate(coef)]
-                self._bwd_parts = [(c, WeightView(None, _SliceCircuit(bwd, k, span))) for k, c in enumerate(coef)]
+                self._fwd_parts = [(c, WeightView(None, _SliceCircuit(fwd, k, span, off)))
+                                   for k, c in enumerate(coef)]
+                self._bwd_parts = [(c, WeightView(None, _SliceCircuit(bwd, k, span, off)))
+                                   for k, c in enumerate(coef)]
 
     def _conv_of(self, direction: str):
         """The converter errors of a read direction ('forward' or 'backward'; None without any), drawn once
         from a stream of their own (drawing them does not move the tile's main stream; kept in chip images)."""
         io = getattr(self.config, direction)
-        if not io.adc_drawn:
+        if not (io.adc_drawn or io.dac_drawn):
             return None
         if direction not in self._conv:
-            n_out = self.out_size if direction == "forward" else self.in_size
-            self._conv[direction] = draw_adc(io, n_out, Stream(self.seed, f"{self.tile_id}/adc/{direction}"))
+            n_out, n_in = self.shape if direction == "forward" else self.shape[::-1]
+            self._conv[direction] = draw_converters(io, n_in, n_out,
+                                                    Stream(self.seed, f"{self.tile_id}/adc/{direction}"))
         return self._conv[direction]
+
+    def _cycles(self, x: np.ndarray) -> tuple[list, np.ndarray | None]:
+        """The input cycles [(shift factor, inputs)] of a read and the row abs-max they were scaled by (None
+        without bit-serial inputs): x is quantised digitally to m = input_bits - 1 magnitude bits of its row's
+        abs-max and sliced into cycles of ``input_bits_per_cycle`` bits (the sign on every cycle)."""
+        m = self.config.mapping
+        if m.input_bits == 0:
+            return [(1.0, x)], None
+        mb, sb = m.input_bits - 1, m.input_bits_per_cycle
+        amax = np.abs(x).max(axis=1, keepdims=True)
+        amax[amax == 0] = 1.0
+        xi = np.rint(np.abs(x) / amax * (2 ** mb - 1)).astype(np.int64)
+        sg, lv = np.sign(x), 2 ** sb - 1
+        return [(2.0 ** (c * sb) * lv / (2 ** mb - 1), (sg * ((xi >> (c * sb)) & lv) / lv).astype(np.float32))
+                for c in range(-(-mb // sb))], amax
 
     def _read(self, parts, x: np.ndarray, direction: str, **kw) -> np.ndarray:
         """One analog read (``mvm`` with ``kw``) per weight slice and input cycle, shift-and-added digitally
-        (circuits_and_cost.md B.1-B.2). Bit-serial inputs (``mapping.input_bits`` > 0): x is quantised
-        digitally to m = input_bits - 1 magnitude bits of its row's abs-max, sliced into cycles of
-        ``input_bits_per_cycle`` bits (the sign on every cycle), each cycle read through the periphery of
-        ``direction`` ('forward' / 'backward')."""
-        m = self.config.mapping
+        (circuits_and_cost.md B.1-B.2), through the periphery of ``direction`` ('forward' / 'backward').
+        Bit-serial inputs (``mapping.input_bits`` > 0): see ``_cycles``. ``kw['adc']`` may hold one
+        (steps, bounds) per weight slice (ranges calibrated per slice). The offset slice encoding subtracts
+        its offset digitally: ``_offset`` times the sum of each cycle's inputs as the DAC codes them
+        (``periphery.dac_input_sum``)."""
         io, conv = getattr(self.config, direction), self._conv_of(direction)
-        if m.input_bits == 0:
-            cycles, amax = [(1.0, x)], None
-        else:
-            mb, sb = m.input_bits - 1, m.input_bits_per_cycle
-            amax = np.abs(x).max(axis=1, keepdims=True)
-            amax[amax == 0] = 1.0
-            xi = np.rint(np.abs(x) / amax * (2 ** mb - 1)).astype(np.int64)
-            sg, lv = np.sign(x), 2 ** sb - 1
-            cycles = [(2.0 ** (c * sb) * lv / (2 ** mb - 1), (sg * ((xi >> (c * sb)) & lv) / lv).astype(np.float32))
-                      for c in range(-(-mb // sb))]
+        cycles, amax = self._cycles(x)
+        adc = kw.pop("adc", None)
+        per_slice = isinstance(adc, list)
         y = None
         for cc, xc in cycles:
-            for ck, view in parts:
-                yk = mvm(view, xc, io, self.stream, conv=conv, **kw)
-                if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None:
+            for k, (ck, view) in enumerate(parts):
+                yk = mvm(view, xc, io, self.stream, conv=conv, adc=adc[k] if per_slice else adc, **kw)
+                if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None and not self._offset:
                     return yk  # the plain read
                 y = yk * np.float32(cc * ck) if y is None else y + yk * np.float32(cc * ck)
+            if self._offset:
+                s = dac_input_sum(xc, io, kw.get("inp_range"))
+                y -= (np.float32(self._offset * cc) * s)[:, None]
         return y if amax is None else y * amax.astype(np.float32)
 
     def line_conductance(self, direction: str = "forward") -> np.ndarray:
@@ -341,9 +373,17 @@ class Tile(_Reads):
         self._cal_inp = self._cal_adc = self._adc = self._cal_pending = self._cal_sample = None
 
     def _set_calibration(self, inp, adc) -> None:
+        """Set the calibrated DAC range and ADC ranges: (1,) for the tile, (out,) per column, or with weight
+        slices (n_slices, 1) / (n_slices, out): a range per slice (each slice is its own ADC read)."""
         self._cal_inp = None if inp is None else float(inp)
         self._cal_adc = None if adc is None else np.ascontiguousarray(np.atleast_1d(adc), np.float32)
-        self._adc = None if self._cal_adc is None else adc_arrays(self.config.forward, self._cal_adc)
+        io = self.config.forward
+        if self._cal_adc is None:
+            self._adc = None
+        elif self._cal_adc.ndim == 2:
+            self._adc = [adc_arrays(io, row) for row in self._cal_adc]
+        else:
+            self._adc = adc_arrays(io, self._cal_adc)
 
     def _calibration_cfg(self, cal) -> CalibrationConfig:
         cal = _calibration_method(self, f"tile {self.tile_id!r}", cal)
@@ -357,6 +397,16 @@ class Tile(_Reads):
         x, _ = check_batch(x, self.in_size, "x")
         return mvm(self._fwd, x, self.config.forward, self.stream, inp_range=inp_range, adc=NO_ADC, raw=True)
 
+    def analog_reads(self, x, *, inp_range: float | None = None) -> list[np.ndarray]:
+        """What each ADC read sees: per weight slice, the analog outputs before the ADC (ADC units) of every
+        input cycle of x stacked, a list of (cycles * B, out) arrays (one array for an unsliced tile; for a
+        plain tile the same numbers as ``analog_outputs``). The DAC's drawn errors apply, the ADC's do not."""
+        x, _ = check_batch(x, self.in_size, "x")
+        io, conv = self.config.forward, self._conv_of("forward")
+        cycles, _ = self._cycles(x)
+        return [np.concatenate([mvm(view, xc, io, self.stream, inp_range=inp_range, adc=NO_ADC, raw=True, conv=conv)
+                                for _, xc in cycles]) for _, view in self._fwd_parts]
+
     def calibrate(self, x, cal: CalibrationConfig | None = None, *, keep_sample: bool = False) -> dict:
         """Choose the static DAC range and the ADC ranges of the programmed tile from inputs x (rows, in),
         by ``cal`` (default ``config.calibration``; see ``aimc.calibration``). Returns the ranges and the
@@ -365,21 +415,27 @@ class Tile(_Reads):
         cal = self._calibration_cfg(cal)
         x = _cal.check_calibration_inputs(x, self.in_size)
         r = _cal.input_range(x, cal)
+        if r is not None and self.config.mapping.input_bits:
+            r = 1.0  # bit-serial: the DAC reads digital cycle levels in [-1, 1] (Tile._cycles), its full scale
         idx = _cal.rows_for(x.shape[0], cal.max_rows)
         xs = x if idx is None else np.ascontiguousarray(x[idx])
-        y = self.analog_outputs(xs, inp_range=r)
-        b = _cal.adc_bound(y, cal, self.config.forward,
-                           cal.out_granularity == CalibrationGranularity.COLUMN)
+        ys = self.analog_reads(xs, inp_range=r)
+        b = _slice_bounds([_cal.adc_bound(y, cal, self.config.forward, cal.out_granularity,
+                                          self.config.forward.columns_per_adc) for y in ys])
         self._set_calibration(r, b)
-        self._cal_sample = y if keep_sample else None
-        return self._cal_report(x, y)
+        self._cal_sample = ys if keep_sample else None
+        return self._cal_report(x, ys)
 
-    def _cal_report(self, x, y) -> dict:
+    def _cal_report(self, x, ys) -> dict:
         r, b = self._cal_inp, self._cal_adc
-        bound = b if b is not None else np.float32(self.config.forward.out_bound or np.inf)
-        return {"input_range": r, "adc_range": None if b is None else [float(v) for v in b],
+        io = self.config.forward
+        clipped = 0
+        for k, y in enumerate(ys):
+            bound = (b[k] if b.ndim == 2 else b) if b is not None else np.float32(io.out_bound or np.inf)
+            clipped += int(np.count_nonzero(np.abs(y) > bound))
+        return {"input_range": r, "adc_range": None if b is None else b.tolist(),
                 "input_clip": float(np.mean(np.abs(x) > r)) if r is not None else 0.0,
-                "adc_clip_t0": float(np.mean(np.abs(y) > bound))}
+                "adc_clip_t0": clipped / sum(y.size for y in ys)}
 
     @property
     def calibration(self) -> dict | None:
@@ -437,7 +493,7 @@ class Tile(_Reads):
         for key in ("forward", "backward"):  # converter errors (drawn once per chip)
             draws = self._conv_of(key)
             if draws is not None:
-                arrays.update({f"adc_{key}_{k}": v for k, v in draws.items()})
+                arrays.update({_conv_name(key, k): v for k, v in draws.items()})
         if self._device is None:
             arrays["w"] = self._w
         else:
@@ -460,9 +516,10 @@ class Tile(_Reads):
         scale = np.ascontiguousarray(arrays["scale"], np.float32)
         self._conv = {}
         for key in ("forward", "backward"):
-            if f"adc_{key}_gain" in arrays:
-                self._conv[key] = {k: np.ascontiguousarray(arrays[f"adc_{key}_{k}"])
-                                   for k in ("gain", "offset", "caps", "comp")}
+            draws = {k: np.ascontiguousarray(arrays[_conv_name(key, k)]) for k in CONV_KEYS
+                     if _conv_name(key, k) in arrays}
+            if draws:
+                self._conv[key] = draws
         if not meta["programmed"]:
             w = np.ascontiguousarray(arrays["w"], np.float32)
             self._G = self._map_params = self._device = self._time = None
@@ -523,16 +580,27 @@ class Tile(_Reads):
         return self._w * self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else self._w.copy()
 
 
+CONV_KEYS = ("gain", "offset", "caps", "comp", "inl", "dac")
+
+
+def _conv_name(direction: str, key: str) -> str:
+    """Chip-image dataset of a drawn converter array: adc_<direction>_<key>, the DAC's dac_<direction>_levels."""
+    return f"dac_{direction}_levels" if key == "dac" else f"adc_{direction}_{key}"
+
+
 class _SliceCircuit:
     """The effective matrix of one weight slice k of a circuit: (G+_k - G-_k) / (g_max - g_min)."""
 
     linear = True
 
-    def __init__(self, circuit, k: int, span: float):
+    def __init__(self, circuit, k: int, span: float, offset: bool = False):
         self.circuit, self.k, self.span, self.transposed = circuit, k, span, circuit.transposed
+        self.offset = offset
 
     def effective(self) -> np.ndarray:
         E = self.circuit.effective_stack()
+        if self.offset:  # offset encoding: one device per slice, read as it is (g_min removed digitally)
+            return E[self.k] / np.float32(self.span)
         return (E[2 * self.k] - E[2 * self.k + 1]) / np.float32(self.span)
 
 
@@ -545,8 +613,7 @@ class TileArray(_Reads):
 
     def __init__(self, out_size: int, in_size: int, config: TileConfig | str | None = None, seed: int = 0,
                  name: str = ""):
-        self.out_size = _check_size("out_size", out_size)
-        self.in_size = _check_size("in_size", in_size)
+        self.out_size, self.in_size = _check_shape(out_size, in_size)
         self.config = as_config(config)
         self.seed = check_seed(seed)
         self.name = name
@@ -678,8 +745,9 @@ class TileArray(_Reads):
         if cal is not None and cal.out_granularity == CalibrationGranularity.LAYER:
             samples = [t._cal_sample for t in self.all_tiles()]
             if all(y is not None for y in samples):
-                pooled = np.concatenate([y.reshape(-1) for y in samples])[:, None]
-                b = _cal.adc_bound(pooled, cal, self.config.forward, False)
+                b = _slice_bounds([_cal.adc_bound(np.concatenate([ys[k].reshape(-1) for ys in samples])[:, None],
+                                                  cal, self.config.forward, CalibrationGranularity.LAYER)
+                                   for k in range(len(samples[0]))])
                 for t in self.all_tiles():
                     t._set_calibration(t._cal_inp, b)
         for t in self.all_tiles():
@@ -692,7 +760,7 @@ class TileArray(_Reads):
         for t in self.all_tiles():
             c = t.calibration or {"input_range": None, "adc_range": None}
             out["input_range"].append(c["input_range"])
-            out["adc_range"].append(None if c["adc_range"] is None else [float(v) for v in c["adc_range"]])
+            out["adc_range"].append(None if c["adc_range"] is None else np.asarray(c["adc_range"], float).tolist())
         return out
 
     @property
@@ -786,6 +854,14 @@ class TileArray(_Reads):
             x[:, cs] += tile._backward(np.ascontiguousarray(d[:, rs]))
         self._partial_backward.dig_partial += d.shape[0] * self.in_size * (len(self.out_splits) - 1)
         return x
+
+
+def _slice_bounds(bs: list):
+    """The ADC ranges of one tile from one ``adc_bound`` result per weight slice: that result for an unsliced
+    tile, else (n_slices, 1) or (n_slices, out); None when the ranges stay the config's."""
+    if bs[0] is None:
+        return None
+    return bs[0] if len(bs) == 1 else np.stack(bs)
 
 
 def _calibration_method(obj, what: str, cal) -> CalibrationConfig:

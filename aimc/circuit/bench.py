@@ -1,4 +1,4 @@
-"""``aimc bench ir-drop``: the circuit model's cost and accuracy (aimc/crossbar.py), ratios measured in one run.
+"""``aimc bench ir-drop``: the circuit model's cost and accuracy (aimc/circuit/crossbar.py), ratios measured in one run.
 
 Keys (N x N array, batch 256, g ~ U(0, 25 uS), 1 Ohm per word- and bit-line segment, inputs ~ U(0, 1) at
 v_read 0.2 V; every timing in a process of its own):
@@ -33,8 +33,8 @@ def _array(n: int):
 
 
 def _tile(n: int, model: str, cell: str = "linear", sliced: bool = False, bm: str = "iterative"):
-    from .config import ArrayConfig, IOConfig, MappingConfig, TileConfig
-    from .tile import Tile
+    from ..core.config import ArrayConfig, IOConfig, MappingConfig, TileConfig
+    from ..core.tile import Tile
     rng = np.random.default_rng(1)
     W = rng.uniform(-1, 1, (n, n)).astype(np.float32)
     m = MappingConfig(max_in=0, max_out=0)
@@ -95,20 +95,20 @@ def _errors(n: int) -> dict:
 
 
 def bench_ir_drop(args) -> dict:
-    from .bench import timeit_isolated
+    from ..bench import timeit_isolated
     n = int(getattr(args, "circuit_size", 256))
     if n < 2:
         raise ValueError("--circuit-size must be >= 2")
-    t = timeit_isolated({"plain": ("aimc.crossbar_bench:make_forward", {"n": n, "model": "none"}),
-                         "circuit": ("aimc.crossbar_bench:make_forward", {"n": n, "model": "circuit"}),
-                         "plain_1read": ("aimc.crossbar_bench:make_forward", {"n": n, "model": "none", "bm": "none"}),
-                         "sliced": ("aimc.crossbar_bench:make_forward",
+    t = timeit_isolated({"plain": ("aimc.circuit.bench:make_forward", {"n": n, "model": "none"}),
+                         "circuit": ("aimc.circuit.bench:make_forward", {"n": n, "model": "circuit"}),
+                         "plain_1read": ("aimc.circuit.bench:make_forward", {"n": n, "model": "none", "bm": "none"}),
+                         "sliced": ("aimc.circuit.bench:make_forward",
                                     {"n": n, "model": "none", "sliced": True, "bm": "none"})},
                         args)
     slow = SimpleNamespace(**{**vars(args), "repeats": 3})
-    t.update(timeit_isolated({"sinh": ("aimc.crossbar_bench:make_forward",
+    t.update(timeit_isolated({"sinh": ("aimc.circuit.bench:make_forward",
                                        {"n": n, "model": "circuit", "cell": "sinh"}),
-                              "state_fast": ("aimc.crossbar_bench:make_state_fast", {"n": n})},
+                              "state_fast": ("aimc.circuit.bench:make_state_fast", {"n": n})},
                              slow, rounds=1, warmup=1))
     res = {"name": "ir-drop", "shape": [n, n], "batch": BATCH, "threads": args.threads,
            "wire_ohm_per_segment": 1.0, "g_max_uS": 25.0, "isolated_processes": True,
@@ -121,7 +121,7 @@ def bench_ir_drop(args) -> dict:
            "slicing_cost_ratio": round(t["sliced"] / (4 * t["plain_1read"]), 3)}
     if n <= EXACT_MAX:
         once = SimpleNamespace(**{**vars(args), "repeats": 1})
-        t.update(timeit_isolated({"state_exact": ("aimc.crossbar_bench:make_state_exact", {"n": n})},
+        t.update(timeit_isolated({"state_exact": ("aimc.circuit.bench:make_state_exact", {"n": n})},
                                  once, rounds=1, warmup=0))
         res["state_solve_exact_ms"] = round(t["state_exact"], 1)
         res["state_solve_speedup"] = round(t["state_exact"] / t["state_fast"], 2)
