@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "resnet-hwa-step": "aimc.nn.bench:bench_resnet_hwa_step",
     "rng": "aimc.bench:bench_rng",
     "tiki-taka": "aimc.train.optim:bench_tiki_taka",
+    "torch-backend": "aimc.train.hwa.torch_bench:bench_torch_backend",
     "update": "aimc.train.optim:bench_update",
 }
 
@@ -71,7 +72,7 @@ def set_threads(n: int) -> None:
 
 
 def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 2,
-                    warmup: int = 2) -> dict[str, float]:
+                    warmup: int = 2, errors: dict | None = None) -> dict[str, float]:
     """Median ms per contender, each timed in a fresh process of its own (the fairest comparison here).
 
     ``factories`` maps a contender to ("module:function", kwargs); the function, given ``args`` and the
@@ -79,6 +80,9 @@ def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 
     left out). Rounds alternate the contenders' processes; the best round's median is kept. Each process is
     a user's default process (``_CHILD``: torch imported first, no thread-pool environment variables that
     the user did not set), so what is measured is what a user's script gets.
+
+    A contender whose process fails raises a RuntimeError, unless ``errors`` (a dict) is given: then its last
+    error line is stored there under its name, it is not run again, and the others go on.
     """
     import subprocess
     import sys
@@ -87,11 +91,17 @@ def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 
                "warmup": warmup}
     for _ in range(rounds):
         for name, (spec, kw) in factories.items():
+            if errors is not None and name in errors:
+                continue
             job = json.dumps({"spec": spec, "kw": kw, "args": payload})
             out = subprocess.run([sys.executable, "-c", _CHILD], input=job, capture_output=True, text=True,
                                  env=user_environ())
             if out.returncode != 0:
-                raise RuntimeError(f"benchmark contender {name!r} failed:\n{out.stderr[-2000:]}")
+                if errors is None:
+                    raise RuntimeError(f"benchmark contender {name!r} failed:\n{out.stderr[-2000:]}")
+                lines = out.stderr.strip().splitlines()
+                errors[name] = (lines[-1] if lines else f"exit status {out.returncode}")[:500]
+                continue
             ms = json.loads(out.stdout.strip().splitlines()[-1])["ms"]
             if ms is not None:
                 best[name] = min(best.get(name, float("inf")), ms)
@@ -250,9 +260,15 @@ def run(args) -> int:
         if args.json:
             print(json.dumps(res), flush=True)
         else:
-            extra = f"  aihwkit {res['aihwkit_ms']:.2f} ms" if "aihwkit_ms" in res else ""
-            print(f"{res['name']:<14} aimc {res['aimc_ms']:8.2f} ms  baseline {res['baseline_ms']:8.2f} ms  "
-                  f"ratio {res['ratio']:.2f}{extra}", flush=True)
+            def f(v, spec):
+                return "n/a" if v is None else format(v, spec)
+            extra = f"  aihwkit {f(res['aihwkit_ms'], '.2f')} ms" if res.get("aihwkit_ms") is not None else ""
+            extra += "".join(f"  {k[:-3]} {v:.2f} ms" for k, v in res.items()
+                             if k.endswith("_ms") and k not in ("aimc_ms", "baseline_ms", "aihwkit_ms") and
+                             isinstance(v, (int, float)))
+            extra += "".join(f"  {k}: {v}" for k, v in res.items() if k.endswith("_error"))
+            print(f"{res['name']:<14} aimc {f(res.get('aimc_ms'), '8.2f')} ms  baseline "
+                  f"{f(res.get('baseline_ms'), '8.2f')} ms  ratio {f(res.get('ratio'), '.2f')}{extra}", flush=True)
     return 0
 
 

@@ -87,13 +87,26 @@ def contender(name: str, n: int) -> dict:
             return {"startup_s": startup, "wall_s": time.perf_counter() - t, "task_s": _task_s(Path(d) / "out")}
 
 
+def _run(args: list, env: dict) -> dict:
+    """One contender in a process of its own; its JSON result, or a RuntimeError with its last error line."""
+    out = subprocess.run([sys.executable, __file__, "--contender", *args], capture_output=True, text=True,
+                         env=env, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError((out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _two_loops(n: int, env: dict) -> dict:
     """The scaling ceiling of this machine: two plain-loop processes (n/2 tasks each), started together."""
     procs = [subprocess.Popen([sys.executable, __file__, "--contender", "loop-half", "--tasks", str(n // 2)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
              for _ in range(2)]
     for p in procs:
-        assert p.stdout.readline().strip() == "ready"
+        if p.stdout.readline().strip() != "ready":
+            for q in procs:
+                q.kill()
+                q.wait()
+            raise RuntimeError("a loop-half process failed before its tasks started")
     for p in procs:
         p.stdin.write("go\n")
         p.stdin.flush()
@@ -117,26 +130,26 @@ def main() -> int:
     names = a.only.split(",") if a.only else names
     best: dict = {}
     env = dict(os.environ)  # the user's environment: no thread-pool variables the library does not set
+    unknown = [x for x in names if x not in ("loop", "loop-trim", "loop-x2", "serial", "dask-1", "dask-2")]
+    if unknown or a.tasks < 2 or a.rounds < 1:
+        ap.error(f"unknown contenders {unknown}" if unknown else "--tasks must be >= 2 and --rounds >= 1")
     for _ in range(a.rounds):
         for name in names:
-            if name == "loop-trim":   # the loop in the malloc setting Dask gives its workers by default
-                out = subprocess.run([sys.executable, __file__, "--contender", "loop", "--tasks", str(a.tasks)],
-                                     capture_output=True, text=True, env={**env, "MALLOC_TRIM_THRESHOLD_": "65536"},
-                                     cwd=ROOT)
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-            elif name == "loop-x2":
-                r = _two_loops(a.tasks, env)
-            else:
-                out = subprocess.run([sys.executable, __file__, "--contender", name, "--tasks", str(a.tasks)],
-                                     capture_output=True, text=True, env=env, cwd=ROOT)
-                if out.returncode != 0:
-                    best.setdefault(name, {"error": out.stderr.strip().splitlines()[-1:]})
-                    continue
-                r = json.loads(out.stdout.strip().splitlines()[-1])
+            if "error" in best.get(name, {}):
+                continue
+            try:
+                if name == "loop-x2":
+                    r = _two_loops(a.tasks, env)
+                else:   # loop-trim: the loop in the malloc setting Dask gives its workers by default
+                    r = _run(["loop" if name == "loop-trim" else name, "--tasks", str(a.tasks)],
+                             {**env, "MALLOC_TRIM_THRESHOLD_": "65536"} if name == "loop-trim" else env)
+            except Exception as e:  # reported with its error, never dropped
+                best[name] = {"error": f"{type(e).__name__}: {str(e)[-500:]}"}
+                continue
             if "wall_s" not in best.get(name, {}) or r["wall_s"] < best[name]["wall_s"]:
                 best[name] = r
     n = a.tasks
-    loop = best["loop"].get("wall_s")
+    loop = best.get("loop", {}).get("wall_s")
     res = {"tasks": n, "rounds": a.rounds, "cpus": os.cpu_count(), "loadavg_1min": os.getloadavg()[0],
            "contenders": best}
     for name, r in best.items():

@@ -48,6 +48,10 @@ def test_adc_models_closed_forms():
     (lambda r: r["adc"]["fom"].update(source=""), "adc.fom has no source"),
     (lambda r: r["array"].update(encoding="fm"), "'fm' is not one of"),
     (lambda r: r["array"].update(v_read=0.2), "array.v_read must be a table"),
+    (lambda r: r["static"].pop("column_power"), "missing field static.column_power"),
+    (lambda r: r.pop("movement"), "missing field movement.energy_per_byte"),
+    (lambda r: r["movement"]["energy_per_byte"].update(unit="pJ"), "movement.energy_per_byte has unit 'pJ'"),
+    (lambda r: r["static"]["core_power"].update(value=-1.0), "static.core_power = -1.0 nW is not physical"),
     (lambda r: r["adc"].update(gain={"value": 1, "unit": "1", "source": "x"}), "unknown field(s) ['adc.gain']"),
     (lambda r: r["adc"].update(overlaps_input="yes"), "adc.overlaps_input must be true or false"),
 ])

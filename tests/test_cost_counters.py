@@ -28,8 +28,11 @@ def test_kernel_matches_numpy(rng):
     inv = rng.uniform(0.5, 2, 7).astype(np.float32)
     g = rng.uniform(0, 50, 33).astype(np.float32)
     step = 1 / 63
-    out = np.empty((7, 5))
-    input_sums(v, inv, g, step, out)
+    out = np.empty((9, 5))  # a reused buffer may have more rows than the pass
+    acc = np.zeros(5)
+    input_sums(v, inv, g, step, out, acc)
+    out = out[:7]
+    np.testing.assert_allclose(acc, out.sum(0), rtol=1e-12)
     u = np.abs(v.astype(np.float64) * inv[:, None])
     np.testing.assert_allclose(out[:, 0], (u ** 2) @ g, rtol=1e-6)
     np.testing.assert_allclose(out[:, 1], u @ g, rtol=1e-6)
@@ -38,7 +41,7 @@ def test_kernel_matches_numpy(rng):
     np.testing.assert_array_equal(out[:, 4], popcount(np.rint(u / step).astype(int)).sum(1))
     fine = 2.0 ** -20  # codes up to 2^21: the SWAR popcount over all bytes
     codes = rng.integers(0, 2 ** 21, (7, 33))
-    input_sums(np.asarray(codes * fine, np.float32), np.ones(7, np.float32), g, fine, out)
+    input_sums(np.asarray(codes * fine, np.float32), np.zeros(0, np.float32), g, fine, out, acc)  # no scales
     np.testing.assert_array_equal(out[:, 4], popcount(codes).sum(1))
 
 
@@ -171,3 +174,31 @@ def test_line_conductance_equals_summed_mapping(rng, mp):
     G = mapping.to_conductances(W, mp)[0].astype(np.float64)
     for axis in (0, 1):
         np.testing.assert_allclose(mapping.line_conductance(W, mp, axis), G.sum(axis=(0, axis + 1)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoding, slices", [("balanced", 2), ("offset", 3)])
+def test_sliced_bit_serial_reads_count_each_slice_with_its_own_conductance(encoding, slices):
+    """S weight slices x 2 input cycles: one MVM, 2 S reads; each read's array sum uses only its slice's cells
+    (G+/G- of a balanced slice, the one device of an offset slice), so input line j costs (set bits of its
+    codes) x the sum over all devices of line j."""
+    mp = MappingConfig(kind="sliced", weight_bits=5, bits_per_cell=2, input_bits=3, input_bits_per_cycle=1,
+                       slice_encoding=encoding, g_min=1.0, max_in=0, max_out=0)
+    t = Tile(2, 3, cfg(mp), seed=0)
+    W = np.array([[15, -6, 0], [3, 9, -15]], np.float32) / 15  # integer weights on the 5-bit grid
+    t.program(W)
+    G = t.conductances()
+    assert G.shape[0] == (4 if encoding == "balanced" else 3)
+    # codes of 2 magnitude bits of each row's abs-max: 3 = 0b11 both cycles, 1 = 0b01 the first, 2 = 0b10 the second
+    x = np.array([[0, 1, 0], [1, 0, -1 / 3], [2 / 3, 1, 0]], np.float32)
+    y = t.forward(x)
+    np.testing.assert_allclose(y, x @ W.T, atol=1e-5)
+    c = t.counts
+    k = 2 * slices
+    assert (c.mvms, c.passes, c.slice_reads, c.rereads) == (3, 3 * k, 3 * (k - 1), 0)
+    assert (c.dac, c.adc, c.pulses) == (3 * k * 3, 3 * k * 2, 8 * slices)  # a set bit drives its line per slice
+    assert (c.dig_shift, c.dig_in, c.dig_out) == (k * 3 * 2, 3 * 3, 3 * 2)
+    assert c.dig_comp == (2 * 3 * 2 if encoding == "offset" else 0)  # offset removal once per cycle
+    line = G.sum(axis=(0, 1))  # every device of each input line
+    np.testing.assert_allclose(c.e_amp, 3 * line[0] + 4 * line[1] + line[2], rtol=1e-6)  # set bits per line
+    per_slice = t._slice_conductance("forward", slices)
+    np.testing.assert_allclose(sum(per_slice), line, rtol=1e-6)

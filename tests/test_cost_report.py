@@ -214,3 +214,72 @@ def test_amplitude_array_energy_reference_value():
     assert lc.energy["array"] == pytest.approx(0.2 ** 2 * 25e-6 * 10e-9 * 256 * 256, rel=1e-6)
     assert lc.energy["array"] * 1e9 == pytest.approx(0.655, abs=5e-4)
     assert lc.latency == pytest.approx(max(10e-9, 0.3e-9 * 256))  # CCO ADC time exceeds the 10 ns read
+
+
+def test_static_power_and_data_movement_rows():
+    """One 256 x 256 MVM, 8-bit in and out: 512 bytes through the buffer; every column leaks for 127 ns."""
+    ta = array(PCM)
+    ta.forward(np.ones((1, 256), np.float32))
+    rep = cost.report({"fc": ta}, inputs=1, card=PCM)
+    lc = rep.layers[0]
+    assert lc.energy["movement"] == pytest.approx((256 * 8 + 256 * 8) / 8 * 1.07e-12)
+    assert lc.energy["static"] == pytest.approx((256 * 25e-9 + 5e-9) * 127e-9)
+    b = rep.breakdown()
+    assert b["movement"] == pytest.approx(lc.energy["movement"] * 1e12) and "static" in b
+    t = rep.table()
+    assert "data movement:" in t and "ISAAC" in t and "static:" in t and "NeuRRAM" in t
+
+
+def test_static_energy_spans_the_model_latency(rng):
+    """Two layers in sequence: each layer's cores leak during the whole inference (both layers' latency)."""
+    arrays = {k: array(PCM, 16, 16) for k in ("a", "b")}
+    for ta in arrays.values():
+        ta.forward(np.ones((2, 16), np.float32))
+    rep = cost.report(arrays, inputs=2, card=PCM)
+    p = 256 * 25e-9 + 5e-9
+    for lc in rep.layers:
+        assert lc.energy["static"] == pytest.approx(p * 2 * 127e-9 * 2)  # 1 core x 254 ns x 2 inferences
+
+
+def test_sliced_bit_serial_tile_costs_every_slice_and_cycle():
+    """2 weight slices x 2 input cycles: 4 reads per MVM, each with m ADC conversions and its own pass time."""
+    mp = MappingConfig(kind="sliced", weight_bits=5, bits_per_cell=2, input_bits=3, input_bits_per_cycle=1)
+    cfg = cost.fit_config(TileConfig(forward=io8(inp_bits=2), mapping=mp), PCM)
+    ta = TileArray(32, 64, cfg, seed=0, name="fc")
+    ta.set_weights(np.ones((32, 64), np.float32))
+    ta.forward(np.ones((3, 64), np.float32))
+    lc = cost.report({"fc": ta}, inputs=3, card=PCM).layers[0]
+    assert lc.counts.mvms == 3 and lc.counts.passes == 12 and lc.counts.rereads == 0
+    assert lc.adc_conversions == 3 * 4 * 32 and lc.counts.dac == 3 * 4 * 64
+    assert lc.energy["adc"] == pytest.approx(3 * 4 * 32 * PCM.adc_energy(8))
+    # 2-bit DAC: a 1 ns PWM window; the 8-bit CCO conversion (76.8 ns) dominates each of the 4 reads
+    assert lc.latency == pytest.approx(4 * 0.3e-9 * 256)
+    assert lc.macs == 3 * 64 * 32                     # ops are those of the matrix, not of its reads
+    assert lc.counts.dig_shift == 3 * 4 * 32          # one shift-and-add per output per slice and cycle
+    assert lc.energy["movement"] == pytest.approx(3 * (64 * 3 + 32 * 8) / 8 * 1.07e-12)  # 3-bit inputs
+
+
+def test_dac_wider_than_a_cycle_is_noted():
+    mp = MappingConfig(input_bits=4, input_bits_per_cycle=1)
+    ta = TileArray(8, 8, cost.fit_config(TileConfig(forward=io8(), mapping=mp), PCM), name="fc")
+    ta.set_weights(np.eye(8, dtype=np.float32))
+    ta.forward(np.ones((1, 8), np.float32))
+    lc = cost.report({"fc": ta}, 1, PCM).layers[0]
+    assert lc.counts.passes == 3 and lc.latency == pytest.approx(3 * 127e-9)
+    assert any("forward.inp_bits = 2" in n for n in lc.notes)
+
+
+def test_columns_per_adc_from_the_config():
+    """4 columns per ADC in the config (SAR, shared errors): 64 ADCs per 256-column core, conversions
+    serialised 4 deep; at the config's default 1 the card's sharing holds."""
+    cfg = cost.fit_config(TileConfig(forward=io8(adc="sar", out_bound=12.0, columns_per_adc=4)), PCM)
+    ta = TileArray(256, 256, cfg, seed=0, name="fc")
+    ta.set_weights(np.ones((256, 256), np.float32))
+    ta.forward(np.ones((1, 256), np.float32))
+    lc = cost.report({"fc": ta}, 1, PCM).layers[0]
+    assert lc.latency == pytest.approx(4 * 0.3e-9 * 256)        # 4 conversions of 76.8 ns > the 127 ns window
+    assert lc.area_parts["adcs"] == pytest.approx(64 * 1200e-12)
+    assert any("4 columns per ADC from the config columns_per_adc" in n for n in lc.notes)
+    assert cost.columns_per_adc(PCM, io8()) == (1, "card")
+    assert cost.columns_per_adc(RRAM, io8()) == (8, "card")
+    assert cost.columns_per_adc(RRAM, io8(columns_per_adc=2)) == (2, "config columns_per_adc")

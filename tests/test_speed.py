@@ -94,6 +94,53 @@ def test_lstm_same_result_on_1_and_2_threads_torch_and_numba():
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
+RNN_CASES = [
+    ("LSTM", dict(input_size=6, hidden_size=10, num_layers=2), (5, 3, 6), False),
+    ("LSTM", dict(input_size=6, hidden_size=10, proj_size=4, bidirectional=True, batch_first=True), (3, 5, 6), True),
+    ("GRU", dict(input_size=6, hidden_size=8, num_layers=2, bidirectional=True), (4, 6), False),  # unbatched
+    ("RNN", dict(input_size=6, hidden_size=8, nonlinearity="relu", bias=False), (5, 2, 6), True),
+]
+
+
+@pytest.mark.parametrize("preset", ["deploy", "noisy-input"])
+@pytest.mark.parametrize("kind,kw,shape,with_hx", RNN_CASES)
+def test_rnn_inference_loop_equals_autograd_loop(kind, kw, shape, with_hx, preset):
+    """The no-autograd time-step loop (``_steps_inference``) gives the autograd loop's numbers bit for bit
+    (same reads, same random counters; the hidden bias and input part added in numpy)."""
+    torch = pytest.importorskip("torch")
+    from aimc import nn as ann
+    cfg = _configs()[preset]
+    if preset == "noisy-input":  # a zero initial state through abs-max NM with input noise reads NaN (any path)
+        cfg = cfg.replace(forward=cfg.forward.replace(noise_management="constant", nm_thres=1.0))
+    outs, used = [], []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        m = getattr(ann, "Analog" + kind)(**kw, config=cfg, seed=2).eval()
+        if cfg.inference is not None:
+            m.program()
+            m.drift(60.0)
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        hx = None
+        if with_hx:
+            ndir = 2 if m.bidirectional else 1
+            b = shape[0] if m.batch_first else shape[1]
+            hx = torch.randn(m.num_layers * ndir, b, m.proj_size or m.hidden_size)
+            if kind == "LSTM":
+                hx = (hx, torch.randn(m.num_layers * ndir, b, m.hidden_size))
+        real = m._steps_inference
+        m._steps_inference = lambda *a: used.append(fast) or real(*a)
+        if fast:
+            with torch.no_grad():
+                outs.append(m(x, hx))
+        else:  # gradients needed: every read through analog_matmul
+            outs.append(m(x.requires_grad_(True), hx))
+    assert used == [True] * (m.num_layers * (2 if m.bidirectional else 1))
+    flat = [torch.utils._pytree.tree_leaves(o) for o in outs]
+    assert len(flat[0]) == len(flat[1])
+    for a, b in zip(*flat):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------- fused conv
 
 CONV_CASES = [
@@ -123,6 +170,9 @@ def _fused_and_reference(kind, kw, shape, cfg, monkeypatch, chunk=300):
     import aimc.tile
     from aimc import nn as ann
     monkeypatch.setattr(aimc.tile, "PATCH_CHUNK", chunk)  # many chunks, chunk borders inside images
+    calls = []
+    real = aimc.tile.TileArray.forward_patches
+    monkeypatch.setattr(aimc.tile.TileArray, "forward_patches", lambda *a, **k: calls.append(1) or real(*a, **k))
     outs = []
     for fused in (True, False):
         torch.manual_seed(0)
@@ -131,11 +181,19 @@ def _fused_and_reference(kind, kw, shape, cfg, monkeypatch, chunk=300):
             m.program()
             m.drift(100.0)
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+        if cfg.calibration is not None:  # static DAC range and ADC ranges chosen on other inputs (unfused read)
+            from aimc.convert import calibrate
+            calibrate(m, 0.7 * torch.randn(*shape, generator=torch.Generator().manual_seed(3)))
+            arrays = [m.tiles] if m.group_tiles is None else [g.tiles for g in m.group_tiles]
+            assert all(t.calibrated and t.fusable for t in arrays)
         if fused:
             with torch.no_grad():
                 outs.append(m(x))
+            assert calls, "the fused path was not taken"
         else:  # a gradient is needed: the layer builds the patch matrix and reads it through analog_matmul
+            n = len(calls)
             outs.append(m(x.requires_grad_(True)).detach())
+            assert len(calls) == n
     return outs
 
 
@@ -146,10 +204,16 @@ def _configs():
     noisy_in = deploy.replace(forward=deploy.forward.replace(inp_noise=0.02, inp_sto_round=True,
                                                              w_noise=0.01, w_noise_type="additive_constant"),
                               inference=None)
-    return {"deploy": deploy, "standard-hwa": aimc.presets.standard_hwa(), "noisy-input": noisy_in}
+    from aimc.config import CalibrationConfig
+    cal_col = deploy.replace(calibration=CalibrationConfig(out="percentile", out_percentile=99.0))
+    cal_tile = noisy_in.replace(inference=deploy.inference,
+                                calibration=CalibrationConfig(inp="max", out_granularity="tile"))
+    return {"deploy": deploy, "standard-hwa": aimc.presets.standard_hwa(), "noisy-input": noisy_in,
+            "calibrated-column": cal_col, "calibrated-tile": cal_tile}
 
 
-@pytest.mark.parametrize("preset", ["deploy", "standard-hwa", "noisy-input"])
+@pytest.mark.parametrize("preset", ["deploy", "standard-hwa", "noisy-input", "calibrated-column",
+                                    "calibrated-tile"])
 @pytest.mark.parametrize("kind,kw,shape", CONV_CASES)
 def test_fused_conv_equals_unfused_element_wise(kind, kw, shape, preset, monkeypatch):
     """With a product whose rows do not depend on the chunking, the fused path gives today's values exactly
@@ -209,8 +273,6 @@ def test_fused_conv_working_memory_bounded_by_the_chunk(monkeypatch):
 def test_fused_conv_counts_what_the_unfused_read_counts(monkeypatch):
     """The cost counters (aimc.cost) of a fused read equal those of the patch-matrix read."""
     torch = pytest.importorskip("torch")
-    import dataclasses
-
     import aimc.tile
     from aimc.nn import AnalogConv2d
     monkeypatch.setattr(aimc.tile, "PATCH_CHUNK", 300)
@@ -225,7 +287,7 @@ def test_fused_conv_counts_what_the_unfused_read_counts(monkeypatch):
                 conv(x)
         else:
             conv(x.requires_grad_(True))
-        counts.append(dataclasses.asdict(conv.tiles.counts()))
+        counts.append(conv.tiles.counts().to_dict())
     for k, v in counts[1].items():
         assert counts[0][k] == pytest.approx(v, rel=1e-5), k
     assert counts[0]["mvms"] == 2 * 36 * 2  # rows x input tiles

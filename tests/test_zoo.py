@@ -56,7 +56,7 @@ def test_cnn_shapes(in_shape):
     (lambda: zoo.cnn(in_shape=(28, 28)), r"\(C, H, W\)"),
     (lambda: zoo.cnn(kernel_size=4), "odd"),
     (lambda: zoo.cnn(in_shape=(1, 2, 2), channels=(4, 4)), "too small"),
-    (lambda: zoo.build("resnet"), "unknown architecture 'resnet'.*mlp, cnn"),
+    (lambda: zoo.build("vgg"), "unknown architecture 'vgg'.*mlp, cnn, resnet"),
     (lambda: zoo.build("mlp", width=3), "bad arguments"),
 ])
 def test_bad_architecture_args(call, match):

@@ -105,7 +105,7 @@ def bench_ir_drop(args) -> dict:
                          "sliced": ("aimc.circuit.bench:make_forward",
                                     {"n": n, "model": "none", "sliced": True, "bm": "none"})},
                         args)
-    slow = SimpleNamespace(**{**vars(args), "repeats": 3})
+    slow = SimpleNamespace(**{**vars(args), "repeats": 3 if n <= 512 else 1})
     t.update(timeit_isolated({"sinh": ("aimc.circuit.bench:make_forward",
                                        {"n": n, "model": "circuit", "cell": "sinh"}),
                               "state_fast": ("aimc.circuit.bench:make_state_fast", {"n": n})},

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import warnings
 
+import numba
 import numpy as np
 import scipy.sparse.linalg
 
@@ -194,13 +195,14 @@ class Crossbar:
         V = self._check_v(V)
         g, q, p = self._ladders()
         B = V.shape[0]
-        out = np.empty((B, self.n_out), np.float32)
         iters = np.zeros(B, np.int64)
         status = np.zeros(B, np.int64)
-        kind = _k.CELL_LINEAR if self.linear else _k.CELL_SINH
         Gn = np.ascontiguousarray(self.G / g, np.float32)
-        _k.solve_batch(Gn, np.ascontiguousarray(V, np.float32), q, p, kind, np.float32(self.sinh_k),
-                       self.tol, 50, self.max_iter, np.float32(0.5 / self.sinh_k), out, iters, status)
+        Vf = np.ascontiguousarray(V, np.float32)
+        out = np.empty((B, self.n_out), np.float64)
+        kind = _k.CELL_LINEAR if self.linear else _k.CELL_SINH
+        _k.solve_batch(Gn, Vf, q, p, kind, np.float32(self.sinh_k), self.tol, 50, self.max_iter,
+                       np.float32(0.5 / self.sinh_k), numba.get_num_threads(), out, iters, status)
         res = out.astype(np.float64) * g
         bad = (status != _k.CONVERGED) | ~np.isfinite(res).all(axis=1)
         if info is not None:

@@ -216,41 +216,103 @@ def mvm(view: WeightView, x: np.ndarray, io: IOConfig, stream: Stream, counts=No
         return _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv, B, m)
 
 
+class _Plan:
+    """What ``mvm`` derives from an IOConfig, computed once per config object (``_plan``): the per-call
+    work of a small read (an RNN time step) is then the kernels and products, not config look-ups."""
+
+    __slots__ = ("nm", "nm_thres", "guard", "inp_step", "inp_bound", "inp_sto", "inp_noise", "steps", "bounds",
+                 "iterative", "max_f", "managed", "dig_out", "out_scale", "pcm", "ir", "nl", "w_first",
+                 "additive", "sig", "w_noise2", "ir_drop", "out_sto", "test_neg")
+
+    def __init__(self, io: IOConfig):
+        self.nm = _NM_CODE[io.noise_management]
+        self.nm_thres = np.float32(io.nm_thres)
+        self.guard = io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0
+        self.inp_step, self.inp_bound = io.inp_step, io.inp_bound
+        self.inp_sto, self.inp_noise = io.inp_sto_round, io.inp_noise
+        self.steps, self.bounds = adc_arrays(io)
+        self.iterative = io.bound_management == BoundManagement.ITERATIVE
+        max_f = io.max_bm_factor
+        if io.inp_step > 0:
+            max_f = min(max_f, io.max_bm_res / io.inp_step)
+        self.max_f = max_f
+        self.managed = io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE
+        self.dig_out = self.managed or io.out_scale != 1.0
+        self.out_scale = np.float32(io.out_scale)
+        self.pcm = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ
+        self.ir = io.ir_drop > 0
+        self.nl = io.out_nonlinearity / (io.out_bound if io.out_bound > 0 else 1.0)
+        self.w_first = self.nl > 0 and io.w_noise > 0
+        self.additive = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT
+        self.sig = np.sqrt(np.float32(io.out_noise) ** 2)   # the output noise sigma of _noise_sigmas' rows
+        self.w_noise2 = np.float32(io.w_noise) ** 2 if self.pcm else np.float32(0.0)
+        self.ir_drop = np.float32(io.ir_drop)
+        self.out_sto, self.test_neg = io.out_sto_round, io.bm_test_negative_bound
+
+
+_PLANS: dict = {}
+_ARANGE: dict = {}
+
+
+def _plan(io: IOConfig) -> _Plan:
+    e = _PLANS.get(id(io))
+    if e is None or e[0] is not io:
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        e = _PLANS[id(io)] = (io, _Plan(io))
+    return e[1]
+
+
+def _arange(B: int) -> np.ndarray:
+    """0 .. B-1 (int64), shared between calls (kernels only read it)."""
+    r = _ARANGE.get(B)
+    if r is None:
+        if len(_ARANGE) > 64:
+            _ARANGE.clear()
+        r = _ARANGE[B] = np.arange(B, dtype=np.int64)
+    return r
+
+
 def _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv, B, m):
+    p = _plan(io)
     alpha = np.empty(B, np.float32)
     zero_rows = None
     if inp_range is not None:
         alpha.fill(np.float32(inp_range / io.inp_bound))
     else:
-        _k.nm_alpha(x, _NM_CODE[io.noise_management], np.float32(io.nm_thres), alpha)
-        if io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0:
+        _k.nm_alpha(x, p.nm, p.nm_thres, alpha)
+        if p.guard:
             zero = alpha < np.finfo(np.float32).tiny  # zero or subnormal: 1/alpha would overflow
             if zero.any():
                 zero_rows = zero
                 alpha[zero] = 1.0
-    steps, bounds = adc if adc is not None else adc_arrays(io)
+    steps, bounds = adc if adc is not None else (p.steps, p.bounds)
     if adc is NO_ADC and conv is not None:  # a raw read (analog outputs before the ADC) skips the ADCs too
         conv = {"dac": conv["dac"]} if "dac" in conv else None
-    f = np.ones(B, np.float32)
     y = np.empty((B, m), np.float32)
-    rows = np.arange(B, dtype=np.int64)
-    iterative = io.bound_management == BoundManagement.ITERATIVE
-    inp_step = io.inp_step
-    max_f = io.max_bm_factor
-    if inp_step > 0:
-        max_f = min(max_f, io.max_bm_res / inp_step)
-    managed = io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE
+    rows = _arange(B)
     if counts is not None:
         counts.mvms += B
-        counts.dig_out += B * m if managed or io.out_scale != 1.0 else 0
+        counts.dig_out += B * m if p.dig_out else 0
+    if not p.iterative:  # one pass; the scale alpha * f with f = 1 is alpha itself
+        _, nclip = _one_pass(view, x, rows, alpha, io, stream, y, counts, g, steps, bounds, conv, p)
+        if clip_counts is not None:
+            clip_counts[0] += int(nclip.sum())
+            clip_counts[1] += B * m
+        if raw:
+            return y
+        y *= (alpha * p.out_scale)[:, None]
+        if zero_rows is not None:
+            y[zero_rows] = 0.0
+        return y
+    f = np.ones(B, np.float32)
+    max_f = p.max_f
     while True:
         clipped, nclip = _one_pass(view, x, rows, alpha[rows] * f[rows], io, stream, y, counts, g, steps, bounds,
-                                   conv)
+                                   conv, p)
         if clip_counts is not None:
             clip_counts[0] += int(nclip.sum())
             clip_counts[1] += rows.shape[0] * m
-        if not iterative:
-            break
         # stop rule (physics.md §1.7): after a pass with factor f, stop if f > max_bm_factor or
         # f > max_bm_res / DAC step (the last pass at 7 bits uses f = 16)
         redo = (clipped != 0) & (f[rows] <= max_f)
@@ -260,7 +322,7 @@ def _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv,
         f[rows] *= 2.0
     if raw:
         return y
-    y *= (alpha * f * np.float32(io.out_scale))[:, None]
+    y *= (alpha * f * p.out_scale)[:, None]
     if zero_rows is not None:
         y[zero_rows] = 0.0
     return y
@@ -289,35 +351,44 @@ def _noise_sigmas(io: IOConfig, v2: np.ndarray) -> tuple:
     return nl, sig2, sw
 
 
+def _row_sigmas(io: IOConfig, p: _Plan, v2: np.ndarray) -> tuple:
+    """(sigma of the output noise per row, sw) of ``_noise_sigmas``; without additive weight noise the row
+    sigmas are one constant (``_Plan.sig``: the same float32 sqrt of the same square)."""
+    if p.additive:
+        _, sig2, sw = _noise_sigmas(io, v2)
+        return np.sqrt(sig2), sw
+    return np.full(v2.shape[0], p.sig, np.float32), (np.ones(v2.shape[0], np.float32) if p.w_first else _EMPTY1)
+
+
 def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g, steps, bounds,
-              conv=None):
+              conv=None, p: _Plan | None = None):
     """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
 
     Returns the per-row clip flags and counts of clipped outputs.
     """
+    p = p or _plan(io)
     R, n = rows.shape[0], x.shape[1]
     W = view.W
     m = W.shape[0]
     k0, k1, cu = stream.next_call()
     _, _, cn = stream.next_call()
-    pcm = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ
-    ir = io.ir_drop > 0
+    pcm, ir = p.pcm, p.ir
     v = np.empty((R, n), np.float32)
     v2 = np.empty(R, np.float32)
     aux = np.empty(((pcm + ir) * R, n), np.float32)
     dac = conv.get("dac") if conv is not None else None
     if dac is None:
-        _k.input_stage(x, rows, scale, io.inp_step, io.inp_bound, io.inp_sto_round, io.inp_noise,
+        _k.input_stage(x, rows, scale, p.inp_step, p.inp_bound, p.inp_sto, p.inp_noise,
                        k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1)
     else:  # DAC with per-chip level errors: quantise and clip, then its levels, the noise and the sums
-        _k.input_stage(x, rows, scale, io.inp_step, io.inp_bound, io.inp_sto_round, 0.0,
+        _k.input_stage(x, rows, scale, p.inp_step, p.inp_bound, p.inp_sto, 0.0,
                        k0, k1, cu, cn, v, v2, aux, -1, -1)
-        _k.dac_stage(v, rows, dac, io.inp_step, io.inp_noise, k0, k1, cn, v2, aux, 0 if pcm else -1,
+        _k.dac_stage(v, rows, dac, p.inp_step, p.inp_noise, k0, k1, cn, v2, aux, 0 if pcm else -1,
                      R * pcm if ir else -1)
     if counts is not None:
-        if io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE:
+        if p.managed:
             counts.dig_in += R * n      # x / (alpha f) before the DAC
-        counts.add_pass(v, np.ones(R, np.float32), g, io.inp_step, m)
+        counts.add_pass(v, None, g, p.inp_step, m)
     if ir:
         yin = dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
     else:
@@ -328,23 +399,22 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
         a_mat = prod[R * pcm:] if ir else _EMPTY2
     else:
         s_el = a_mat = _EMPTY2
-    nl, sig2, sw = _noise_sigmas(io, v2)
-    w_first = nl > 0 and io.w_noise > 0
+    sig, sw = _row_sigmas(io, p, v2)
     _, _, cn2 = stream.next_call()
     _, _, cu2 = stream.next_call()
-    cw = stream.next_call()[2] if w_first else 0
+    cw = stream.next_call()[2] if p.w_first else 0
     clipped = np.empty(R, np.int8)
     nclip = np.empty(R, np.int32)
     drawn = conv is not None and "gain" in conv
-    _k.output_stage(yin, rows, np.sqrt(sig2), s_el, np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0),
-                    np.float32(io.ir_drop), np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl),
-                    NO_ADC[0] if drawn else steps, NO_ADC[1] if drawn else bounds, io.out_sto_round,
-                    io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y, sw, cw, nclip, 0)
+    _k.output_stage(yin, rows, sig, s_el, p.w_noise2, p.ir_drop,
+                    np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(p.nl),
+                    NO_ADC[0] if drawn else steps, NO_ADC[1] if drawn else bounds, p.out_sto,
+                    p.test_neg, k0, k1, cn2, cu2, clipped, y, sw, cw, nclip, 0)
     if drawn:
         _k.adc_stage(y, rows, conv["gain"], conv["offset"], steps, bounds, _ADC_CODE[io.adc], io.out_bits,
                      conv["caps"].astype(np.float64), conv["comp"], io.columns_per_adc,
                      conv["inl"].astype(np.float64) if "inl" in conv else _EMPTY1.astype(np.float64),
-                     io.bm_test_negative_bound, clipped, nclip)
+                     p.test_neg, clipped, nclip)
     return clipped, nclip
 
 
@@ -370,7 +440,8 @@ def draw_calls(stream: Stream, io: IOConfig) -> tuple:
 
 def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int, sw: int, off, row0: int,
                R: int, io: IOConfig, calls: tuple, v: np.ndarray, yin: np.ndarray, y: np.ndarray,
-               counts=None, g=None, clip_counts=None) -> None:
+               counts=None, g=None, clip_counts=None, *, inp_range: float | None = None,
+               adc: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """``mvm`` of rows row0 .. row0 + R - 1 of a convolution's patch matrix into y (R x out), the patches
     gathered from the padded input on the fly (``kernels.periphery.patch_input_stage``).
 
@@ -378,7 +449,9 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     ``draw_calls`` once per forward and tile; random numbers are keyed by the global row), so element-wise
     stages give identical values; only the product runs on R rows at a time (BLAS may round differently).
     ``v`` (>= R rows x in) and ``yin`` (>= R rows x out, 2 out with IR drop) are reused buffers; y is R x out.
-    ``counts``/``g``/``clip_counts`` as in ``mvm``. Needs ``fusable(io)`` and a plain view (no circuit).
+    ``counts``/``g``/``clip_counts`` and a calibrated tile's ``inp_range`` (static DAC range: the constant
+    noise-management scale inp_range / inp_bound, no zero-row guard, as in ``mvm``) and ``adc`` (per-tile or
+    per-column ADC steps and bounds) as in ``mvm``. Needs ``fusable(io)`` and a plain view (no circuit).
     """
     W = view.W
     m, n = W.shape
@@ -390,10 +463,14 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     alpha = np.empty(R, np.float32)
     zero = np.empty(R, np.int8)
     aux = np.empty(((pcm + ir) * R, n), np.float32)
-    guard = io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0
+    if inp_range is None:
+        nm, thres = _NM_CODE[io.noise_management], np.float32(io.nm_thres)
+        guard = io.noise_management != NoiseManagement.NONE and io.inp_noise <= 0
+    else:  # mvm's alpha.fill(float32(inp_range / inp_bound)): a constant NM scale of that value, no guard
+        nm, thres, guard = _k.NM_CONSTANT, np.float32(inp_range / io.inp_bound), False
     with kernel_threads(R * (n + m)):
-        _k.patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, _NM_CODE[io.noise_management],
-                             np.float32(io.nm_thres), guard, io.inp_step, io.inp_bound, io.inp_sto_round,
+        _k.patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm,
+                             thres, guard, io.inp_step, io.inp_bound, io.inp_sto_round,
                              io.inp_noise, k0, k1, cu, cn, v, v2, alpha, zero, aux, 0 if pcm else -1,
                              R * pcm if ir else -1)
         if counts is not None:
@@ -402,7 +479,7 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
             counts.dig_out += R * m if managed or io.out_scale != 1.0 else 0
             if managed:
                 counts.dig_in += R * n
-            counts.add_pass(v, np.ones(R, np.float32), g, io.inp_step, m)
+            counts.add_pass(v, None, g, io.inp_step, m)
         yin = dot(v, (view.Wpos if ir else W).T, out=yin[:R])
         if pcm or ir:
             prod = dot(aux, view.absW.T)
@@ -413,7 +490,7 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
         nl, sig2, sw_row = _noise_sigmas(io, v2)
         clipped = np.empty(R, np.int8)
         nclip = np.empty(R, np.int32)
-        steps, bounds = adc_arrays(io)
+        steps, bounds = adc if adc is not None else adc_arrays(io)
         _k.output_stage(yin, np.arange(R, dtype=np.int64), np.sqrt(sig2), s_el,
                         np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0), np.float32(io.ir_drop),
                         np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl), steps, bounds,

@@ -19,6 +19,8 @@ by thread), so 1 and 2 threads give identical numbers.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 SMALL_WORK = 1 << 16
@@ -47,18 +49,26 @@ def set_product(fn) -> None:
     _product = fn
 
 
-class kernel_threads:
-    """Context: numba kernels inside run on the calling thread if ``work`` (elements) < ``SMALL_WORK``."""
+_serial = threading.local()   # .on: this thread is inside a kernel_threads context that made it serial
 
-    __slots__ = ("small", "old")
+
+class kernel_threads:
+    """Context: numba kernels inside run on the calling thread if ``work`` (elements) < ``SMALL_WORK``.
+
+    Nested small contexts cost nothing (a loop of small reads, e.g. an RNN's time steps, enters one
+    context around the loop); a large context inside a small one stays serial."""
+
+    __slots__ = ("small", "old", "outer")
 
     def __init__(self, work: int):
         self.small = work < SMALL_WORK
         self.old = None
+        self.outer = False
 
     def __enter__(self):
-        if self.small:
+        if self.small and not getattr(_serial, "on", False):
             import numba
+            self.outer = _serial.on = True
             self.old = numba.get_num_threads()
             if self.old != 1:
                 numba.set_num_threads(1)
@@ -67,7 +77,9 @@ class kernel_threads:
         return self
 
     def __exit__(self, *exc):
-        if self.old is not None:
-            import numba
-            numba.set_num_threads(self.old)
+        if self.outer:
+            _serial.on = False
+            if self.old is not None:
+                import numba
+                numba.set_num_threads(self.old)
         return False

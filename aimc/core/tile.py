@@ -241,20 +241,53 @@ class Tile(_Reads):
         its offset digitally: ``_offset`` times the sum of each cycle's inputs as the DAC codes them
         (``periphery.dac_input_sum``)."""
         io, conv = getattr(self.config, direction), self._conv_of(direction)
+        counts = kw.pop("counts", None)
         cycles, amax = self._cycles(x)
         adc = kw.pop("adc", None)
         per_slice = isinstance(adc, list)
+        if counts is None:
+            gs = [None] * len(parts)
+        elif len(parts) == 1:
+            gs = [self.line_conductance(direction)]
+        else:
+            gs = self._slice_conductance(direction, len(parts))
         y = None
         for cc, xc in cycles:
             for k, (ck, view) in enumerate(parts):
-                yk = mvm(view, xc, io, self.stream, conv=conv, adc=adc[k] if per_slice else adc, **kw)
+                yk = mvm(view, xc, io, self.stream, conv=conv, adc=adc[k] if per_slice else adc, counts=counts,
+                         g=gs[k], **kw)
                 if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None and not self._offset:
                     return yk  # the plain read
                 y = yk * np.float32(cc * ck) if y is None else y + yk * np.float32(cc * ck)
             if self._offset:
                 s = dac_input_sum(xc, io, kw.get("inp_range"))
                 y -= (np.float32(self._offset * cc) * s)[:, None]
+                if counts is not None:
+                    counts.dig_comp += y.size  # the digital offset removal, one multiply-add per output
+        if counts is not None:  # one MVM of B rows; its other slices and cycles are reads of it (aimc.cost)
+            B, k = x.shape[0], len(parts) * len(cycles)
+            counts.mvms -= (k - 1) * B
+            counts.slice_reads += (k - 1) * B
+            counts.dig_shift += k * y.size if k > 1 else 0
+            if amax is not None:
+                counts.dig_in += x.size   # x / amax (2^mb - 1), rounded: the digital input quantiser
+                counts.dig_out += y.size  # y * amax
         return y if amax is None else y * amax.astype(np.float32)
+
+    def _slice_conductance(self, direction: str, n_slices: int) -> list:
+        """Conductance per input line of each of the ``n_slices`` weight slices (its devices — G+_k and G-_k,
+        or the one device of an offset-encoded slice — summed over the cells a driver reaches), uS float32,
+        from the conductances as last read or those the mapping would write."""
+        key = direction + "/slices"
+        gs = self._gline.get(key)
+        if gs is None:
+            G = self._G if self._G is not None else _map.to_conductances(self._w, self.config.mapping)[0]
+            d = G.shape[0] // n_slices  # devices per slice
+            axis = 1 if direction == "forward" else 2
+            gs = [G[k * d:(k + 1) * d].sum(axis=(0, axis), dtype=np.float64).astype(np.float32)
+                  for k in range(n_slices)]
+            self._gline[key] = gs
+        return gs
 
     def line_conductance(self, direction: str = "forward") -> np.ndarray:
         """Conductance per input line of a read in uS, float32: g_j = sum of G over every cell (all devices)
@@ -561,8 +594,8 @@ class Tile(_Reads):
         if self._cal_pending is not None:
             cal, self._cal_pending = self._cal_pending, None
             self.calibrate(x, cal, keep_sample=cal.out_granularity == CalibrationGranularity.LAYER)
-        y = self._read(self._fwd_parts, x, "forward", counts=self.counts, g=self.line_conductance("forward"),
-                       inp_range=self._cal_inp, adc=self._adc, clip_counts=self._clip)
+        y = self._read(self._fwd_parts, x, "forward", counts=self.counts, inp_range=self._cal_inp, adc=self._adc,
+                       clip_counts=self._clip)
         if self._out is not None:
             y *= self._out
             self.counts.dig_comp += y.size
@@ -572,8 +605,7 @@ class Tile(_Reads):
         if self.config.mapping.weight_scaling_omega > 0:
             d = d * self._scale
             self.counts_backward.dig_comp += d.size
-        return self._read(self._bwd_parts, d, "backward", counts=self.counts_backward,
-                          g=self.line_conductance("backward"))
+        return self._read(self._bwd_parts, d, "backward", counts=self.counts_backward)
 
     def read_weights(self) -> np.ndarray:
         """The weights the tile currently computes with (digital scales applied), float32 (out, in)."""
@@ -782,6 +814,11 @@ class TileArray(_Reads):
             W[rs, cs] = tile.read_weights()
         return W
 
+    def read_work(self, batch: int) -> int:
+        """Elements a ``batch``-row read touches in its largest tile (what ``aimc.threads.kernel_threads``
+        weighs)."""
+        return batch * (max(self.in_splits) + max(self.out_splits))
+
     def _forward(self, x: np.ndarray) -> np.ndarray:
         if len(self.tiles) == 1 and len(self.tiles[0]) == 1:
             return self.tiles[0][0]._forward(x)
@@ -795,12 +832,13 @@ class TileArray(_Reads):
     @property
     def fusable(self) -> bool:
         """Whether ``forward_patches`` reproduces ``forward`` of the patch matrix: ``periphery.fusable``, and
-        every tile reads its plain weights (no weight slices, bit-serial inputs or array circuit) with the
-        config's DAC/ADC (not calibrated)."""
+        every tile reads its plain weights (no weight slices, bit-serial inputs or array circuit) and no tile
+        waits to calibrate on this read (calibrated ranges are read as ``forward`` reads them)."""
         if not fusable(self.config.forward) or self.config.mapping.input_bits != 0:
             return False
         return all(len(t._fwd_parts) == 1 and t._fwd_parts[0] == (1.0, t._fwd) and t._fwd.circuit is None
-                   and t._cal_inp is None and t._adc is None and t._cal_pending is None for t in self.all_tiles())
+                   and t._cal_pending is None and (t._cal_inp is None or np.float32(t._cal_inp / self.config.forward.inp_bound) > 0)
+                   for t in self.all_tiles())
 
     def forward_patches(self, xflat: np.ndarray, img_size: int, oh: int, ow: int, sh: int, sw: int,
                         off: np.ndarray, n_rows: int, chunk: int | None = None) -> np.ndarray:
@@ -837,7 +875,8 @@ class TileArray(_Reads):
             for rs, tile, off_t, calls, v, yin, ybuf in plan:
                 yt = yc if single else ybuf[:R]
                 patch_pass(tile._fwd, xflat, img_size, oh, ow, sh, sw, off_t, row0, R, io, calls, v, yin, yt,
-                           tile.counts, tile.line_conductance("forward"), tile._clip)
+                           tile.counts, tile.line_conductance("forward"), tile._clip, inp_range=tile._cal_inp,
+                           adc=tile._adc)
                 if tile._out is not None:
                     yt *= tile._out
                     tile.counts.dig_comp += yt.size

@@ -5,8 +5,9 @@ files in ``aimc/cost/cards``) and the report (``report``/``measure``: counts x c
 """
 from .cards import CardError, TechCard, available, load_card
 from .counters import Counts
-from .report import (ASSUMPTIONS, CostReport, LayerCost, core_area, count_digital, fit_config, measure, prepare,
-                     report, reset)
+from .report import (ASSUMPTIONS, CostReport, LayerCost, columns_per_adc, core_area, core_static_power, count_digital,
+                     fit_config, measure, prepare, report, reset)
 
-__all__ = ["ASSUMPTIONS", "CardError", "CostReport", "Counts", "LayerCost", "TechCard", "available", "core_area", "count_digital",
-           "fit_config", "load_card", "measure", "prepare", "report", "reset"]
+__all__ = ["ASSUMPTIONS", "CardError", "CostReport", "Counts", "LayerCost", "TechCard", "available", "columns_per_adc",
+           "core_area", "core_static_power", "count_digital", "fit_config", "load_card", "measure", "prepare", "report",
+           "reset"]

@@ -39,6 +39,7 @@ UNITS = {
     "power": {"nW": 1e-9, "uW": 1e-6, "mW": 1e-3, "W": 1.0},
     "power_per_bit": {"uW/bit": 1e-6, "mW/bit": 1e-3},
     "energy_per_step": {"fJ/step": 1e-15, "pJ/step": 1e-12},
+    "energy_per_byte": {"fJ/B": 1e-15, "pJ/B": 1e-12},
     "count": {"1": 1.0},
 }
 
@@ -66,6 +67,9 @@ _SCHEMA = {
     ("digital", "add_energy"): ("energy", -1e-30, 1e-9, True),   # one add (partial sums, shift-add)
     ("digital", "mac_energy"): ("energy", 0, 1e-9, True),        # one MAC of a digital (not converted) layer
     ("digital", "area"): ("area", -1e-30, 1e-3, True),           # digital unit per core
+    ("static", "column_power"): ("power", -1e-30, 1e-2, True),   # static/leakage power per output column
+    ("static", "core_power"): ("power", -1e-30, 1.0, True),      # static/leakage power per core besides columns
+    ("movement", "energy_per_byte"): ("energy_per_byte", -1e-30, 1e-9, True),  # buffer <-> core, per byte
 }
 _CHOICES = {
     ("array", "encoding"): ("pwm", "amplitude", "bit_serial"),

@@ -21,80 +21,92 @@ source-side energy V_j I_j t), and the sums above stay exact for amplitude encod
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-
 import numpy as np
 
 from ..kernels.cost import input_sums, input_sums_serial
 
 _SERIAL_BELOW = 1 << 16  # elements per pass below which the sweep runs on the calling thread
+_NOINV = np.zeros(0, np.float32)  # add_pass without per-row input scales
+_INTS = ("mvms", "passes", "slice_reads", "dac", "adc", "dig_in", "dig_out", "dig_comp", "dig_partial",
+         "dig_shift", "bit_passes")
+_SUMS = ("e_amp", "e_pwm", "e_bits", "pulses", "bit_pulses")  # kept in one float64 array, added to by the kernel
 
 
-@dataclass
 class Counts:
     """Event counts of one direction of one tile (or, summed, of a layer or a model).
 
-    An MVM is one input vector read by the array; a pass is one analog read of it (bound management reads
-    a vector again with halved inputs: ``rereads`` = passes - mvms). Conversions are counted per line and
-    pass: one DAC conversion per input line, one ADC conversion per output line. Digital operations:
-    ``dig_in`` input scalings x / (alpha f) before the DAC (noise / bound management), ``dig_out`` output
-    rescalings by alpha f, ``dig_comp`` digital column scale / drift compensation multiplies, ``dig_partial``
-    additions of partial sums across tiles of a split matrix (counted on the TileArray). ``pulses``: non-zero
-    inputs applied (one driver pulse each, PWM or amplitude); ``bit_pulses``: set bits of the DAC codes (the
-    pulses of a bit-serial drive).
+    An MVM is one input vector computed by the tile; a pass is one analog read of the array: one per weight
+    slice and input cycle of a sliced or bit-serial tile (``Tile._read``; ``slice_reads`` = the reads beyond
+    the first of each MVM for its other slices and cycles), and bound management reads a vector again with
+    halved inputs (``rereads`` = passes - mvms - slice_reads).
+    Conversions are counted per line and pass: one DAC conversion per input line, one ADC conversion per
+    output line (so per slice and per cycle). Digital operations: ``dig_in`` input scalings x / (alpha f)
+    before the DAC (noise / bound management) and the digital quantisation of bit-serial inputs, ``dig_out``
+    output rescalings by alpha f (and by the row abs-max of bit-serial inputs), ``dig_comp`` digital column
+    scale / drift compensation multiplies, ``dig_partial`` additions of partial sums across tiles of a split
+    matrix (counted on the TileArray), ``dig_shift`` shift-and-adds of the slice and cycle results (one per
+    output per slice and cycle). ``pulses``: non-zero inputs applied (one driver pulse each, PWM or
+    amplitude); ``bit_pulses``: set bits of the DAC codes (the pulses of a bit-serial drive).
 
     The bit-plane sums (``e_bits``, ``bit_pulses``) cost a popcount per input, so they are counted only while
     ``bit_planes`` is true (``aimc.cost.prepare`` sets it for bit-serial cards); ``bit_passes`` says how many
     passes had them counted.
     """
 
-    mvms: int = 0
-    passes: int = 0
-    dac: int = 0
-    pulses: int = 0
-    bit_pulses: int = 0
-    adc: int = 0
-    dig_in: int = 0
-    dig_out: int = 0
-    dig_comp: int = 0
-    dig_partial: int = 0
-    e_amp: float = 0.0
-    e_pwm: float = 0.0
-    e_bits: float = 0.0
-    bit_passes: int = 0
-    bit_planes: bool = field(default=False, compare=False, repr=False)  # a switch, not a count
+    __slots__ = _INTS + ("_acc", "_buf", "bit_planes")
+
+    def __init__(self, **values):
+        for name in _INTS:
+            setattr(self, name, 0)
+        self._acc = np.zeros(len(_SUMS), np.float64)
+        self._buf = np.empty((0, len(_SUMS)), np.float64)
+        self.bit_planes = False
+        for name, v in values.items():
+            if name not in _INTS and name not in _SUMS:
+                raise TypeError(f"Counts: unknown count {name!r}")
+            setattr(self, name, v)
 
     @property
     def rereads(self) -> int:
-        """Bound-management re-reads (passes beyond the first of each MVM)."""
-        return self.passes - self.mvms
+        """Bound-management re-reads (passes beyond the first of each MVM, slice and cycle)."""
+        return self.passes - self.mvms - self.slice_reads
 
-    def _sums(self):
-        return [f.name for f in fields(self) if f.name != "bit_planes"]
+    def _values(self) -> dict:
+        return {name: getattr(self, name) for name in _INTS + _SUMS}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Counts) and self._values() == other._values()
+
+    def __repr__(self) -> str:
+        return "Counts(" + ", ".join(f"{k}={v!r}" for k, v in self._values().items()) + ")"
 
     def __iadd__(self, other: "Counts") -> "Counts":
-        for name in self._sums():
+        for name in _INTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self._acc += other._acc
         return self
 
     def __add__(self, other: "Counts") -> "Counts":
-        out = Counts(**{name: getattr(self, name) for name in self._sums()})
+        out = Counts()
+        out += self
         out += other
         return out
 
     def reset(self) -> None:
         """Zero every count (the ``bit_planes`` switch stays)."""
-        for name in self._sums():
-            setattr(self, name, type(getattr(self, name))(0))
+        for name in _INTS:
+            setattr(self, name, 0)
+        self._acc[:] = 0.0
 
     def to_dict(self) -> dict:
-        d = {name: getattr(self, name) for name in self._sums()}
+        d = self._values()
         d["rereads"] = self.rereads
         return d
 
-    def add_pass(self, v: np.ndarray, inv: np.ndarray, g: np.ndarray | None, step: float, m: int) -> None:
-        """Count one analog pass of the R rows of applied inputs ``v`` (R x n; applied input = v * inv per row)
-        on an array with ``m`` output lines and per-input-line conductance ``g`` (n,) in uS."""
+    def add_pass(self, v: np.ndarray, inv: np.ndarray | None, g: np.ndarray | None, step: float, m: int) -> None:
+        """Count one analog pass of the R rows of applied inputs ``v`` (R x n, float32; applied input = v * inv
+        per row, ``inv`` None: v itself) on an array with ``m`` output lines and per-input-line conductance
+        ``g`` (n,) in uS. One kernel call that adds into the totals; no allocation once the buffer fits."""
         R, n = v.shape
         self.passes += R
         self.dac += R * n
@@ -103,13 +115,24 @@ class Counts:
             return
         if g is None:
             g = np.zeros(n, np.float32)
-        s = np.empty((R, 5), np.float64)
+        if self._buf.shape[0] < R:
+            self._buf = np.empty((R, len(_SUMS)), np.float64)
         bits = self.bit_planes and step > 0
-        (input_sums_serial if R * n < _SERIAL_BELOW else input_sums)(v, inv, g, float(step) if bits else 0.0, s)
-        self.bit_passes += R if bits else 0
-        t = s.sum(axis=0)
-        self.e_amp += float(t[0])
-        self.e_pwm += float(t[1])
-        self.e_bits += float(t[2])
-        self.pulses += int(t[3])
-        self.bit_pulses += int(t[4])
+        (input_sums_serial if R * n < _SERIAL_BELOW else input_sums)(
+            v, _NOINV if inv is None else inv, g, float(step) if bits else 0.0, self._buf, self._acc)
+        if bits:
+            self.bit_passes += R
+
+
+def _sum_property(k: int, integer: bool):
+    def get(self):
+        v = self._acc[k]
+        return int(v) if integer else float(v)
+
+    def put(self, value):
+        self._acc[k] = value
+    return property(get, put)
+
+
+for _k, _name in enumerate(_SUMS):
+    setattr(Counts, _name, _sum_property(_k, _name in ("pulses", "bit_pulses")))

@@ -10,15 +10,21 @@ b_in-bit DAC and a b_out-bit ADC (K = b_in - 1 magnitude bits of a signed input)
   bit-serial: t_read e_bits (circuits_and_cost.md D.3; bit planes counted after ``prepare(model, card)``);
 * drivers: ``pulses`` (``bit_pulses`` if bit-serial) x pulse energy;
 * ADC: ``adc`` conversions (x K if bit-serial: one per column per input bit) x E_conv(b_out);
-* digital: (``dig_in`` + ``dig_out`` + ``dig_comp``) x multiply + ``dig_partial`` x add (+ the shift-adds of
-  a bit-serial read, ``adc`` x (K - 1) x add); digital (unconverted) layers: MACs x MAC energy.
+* digital: (``dig_in`` + ``dig_out`` + ``dig_comp``) x multiply + (``dig_partial`` + ``dig_shift``) x add (+ the
+  shift-adds of a bit-serial card, ``adc`` x (K - 1) x add); digital (unconverted) layers: MACs x MAC energy;
+* static: (cols x ``static.column_power`` + ``static.core_power``) per core x cores x the model's latency;
+* movement: bytes into and out of every core (inputs at b_in bits, or the tile's ``input_bits``; outputs at
+  b_out bits) x ``movement.energy_per_byte``.
 
+A pass is one analog read: one per MVM, weight slice, input cycle and bound-management re-read
+(``aimc.cost.counters``), so the ADC conversions of sliced and bit-serial tiles are those the tile did.
 Latency of one pass: the input window — pwm (2^(b_in-1) - 1) t_LSB, amplitude t_read, bit-serial K t_read —
 then the conversions, t_conv(b_out) x ceil(m / ADCs of the core) (x K if bit-serial), or overlapping the
-window when the card's ADC integrates during the input (CCO). Assumptions (printed with every report): one inference at a
-time; the tiles of a layer work in parallel; the passes of one tile run one after another; layers run one
-after another (no pipelining across layers or inputs); digital operations overlap the analog reads; static
-power is not counted. Area: every tile occupies a full core of the card (its utilisation is reported).
+window when the card's ADC integrates during the input (CCO). ADCs of a core: ceil(cols / columns per ADC),
+columns per ADC from the config's ``columns_per_adc`` when above its default 1 (the columns whose converter
+errors and range the simulation shares), else the card's.
+Assumptions (printed with every report): see ``ASSUMPTIONS``. Area: every tile occupies a full core of the
+card (its utilisation is reported).
 """
 from __future__ import annotations
 
@@ -32,8 +38,12 @@ from .counters import Counts
 ASSUMPTIONS = (
     "latency of one inference alone: the tiles of a layer run in parallel, the passes (MVMs and bound-management "
     "re-reads) of one tile in sequence, layers one after another (no pipelining across layers or inputs)",
+    "the weight slices and input cycles of a tile are read one after another, sharing its column ADCs",
     "digital operations (scales, compensation, partial sums, shift-add) overlap the analog reads (not on the "
-    "critical path); static/leakage power and data movement between cores are not counted",
+    "critical path)",
+    "static power: every core of the model leaks for the whole inference (no power gating); data movement: each "
+    "MVM reads its inputs from the buffer into the core and writes its outputs back (one buffer access and one "
+    "bus transfer per byte; router hops between tiles not counted)",
     "area: each tile occupies one full core of the card (array + ADCs + drivers + digital unit)",
     "ops = 2 per multiply-accumulate of the weight matrices (re-reads are not ops)",
 )
@@ -98,8 +108,20 @@ class LayerCost:
                 "TOPS_per_mm2": self.tops_per_mm2, "notes": list(self.notes)}
 
 
+def columns_per_adc(card: TechCard, io) -> tuple[int, str]:
+    """(columns sharing one ADC, where the number comes from) for a tile read through the IO config ``io``.
+
+    The config's ``columns_per_adc`` (the columns whose converter errors and calibrated range the simulation
+    shares) overrides the card when it is above its default 1; at 1 the card's ``adc.columns_per_adc`` holds (a
+    config that does not say how ADCs are shared is costed as the card's core)."""
+    own = int(getattr(io, "columns_per_adc", 1) or 1)
+    if own > 1:
+        return own, "config columns_per_adc"
+    return int(card["adc.columns_per_adc"]), "card"
+
+
 def _tile_terms(tile, counts: Counts, card: TechCard, notes: list):
-    """(energy dict J, seconds per pass, bits) of one tile's forward counts."""
+    """(energy dict J, seconds per pass, bits, ADC conversions as costed) of one tile's forward counts."""
     cfg = tile.config
     io = cfg.forward
     b_in = _resolution(io.inp_bits, io.is_perfect, card["dac.bits"], "DAC", notes)
@@ -108,6 +130,11 @@ def _tile_terms(tile, counts: Counts, card: TechCard, notes: list):
     enc = card.encoding
     V2 = card["array.v_read"] ** 2
     uS = 1e-6
+    mp = cfg.mapping
+    if mp.input_bits and b_in > mp.input_bits_per_cycle + 1:
+        notes.append(f"bit-serial inputs of {mp.input_bits_per_cycle} bit(s) per cycle are applied through a "
+                     f"{b_in}-bit DAC (forward.inp_bits) and costed so; forward.inp_bits = "
+                     f"{mp.input_bits_per_cycle + 1} costs the cycle's own resolution")
     if enc == "pwm":
         step = 2.0 / (2 ** b_in - 2)
         e_array = V2 * card["array.t_lsb"] * counts.e_pwm / step * uS
@@ -128,27 +155,39 @@ def _tile_terms(tile, counts: Counts, card: TechCard, notes: list):
         e_array = V2 * card["array.t_read"] * counts.e_bits * uS
         t_in = K * card["array.t_read"]
         pulses, conv, shift_adds = counts.bit_pulses, counts.adc * K, counts.adc * (K - 1)
-    n_adc = max(1, math.ceil(card.cols / card["adc.columns_per_adc"]))
+    cpa, where = columns_per_adc(card, io)
+    if where != "card":
+        notes.append(f"{cpa} columns per ADC from the {where}, not the card's {int(card['adc.columns_per_adc'])}")
+    n_adc = max(1, math.ceil(card.cols / cpa))
     t_adc = card.adc_time(b_out) * math.ceil(tile.out_size / n_adc) * (K if enc == "bit_serial" else 1)
     t_pass = max(t_in, t_adc) if card.adc_overlaps_input else t_in + t_adc
+    bits_in = mp.input_bits if mp.input_bits else b_in
+    moved = counts.mvms * (tile.in_size * bits_in + tile.out_size * b_out) / 8.0
     energy = {"array": e_array, "drivers": pulses * card["dac.pulse_energy"],
               "adc": conv * card.adc_energy(b_out),
               "digital": (counts.dig_in + counts.dig_out + counts.dig_comp) * card["digital.mult_energy"]
-              + (counts.dig_partial + shift_adds) * card["digital.add_energy"]}
-    return energy, t_pass, (b_in, b_out), conv
+              + (counts.dig_partial + counts.dig_shift + shift_adds) * card["digital.add_energy"],
+              "movement": moved * card["movement.energy_per_byte"]}
+    return energy, t_pass, (b_in, b_out), conv, cpa
 
 
-def core_area_parts(card: TechCard, devices_per_weight: int) -> dict:
-    """Area (m^2) of one core by part: cells (rows x cols x devices), ADCs, row drivers, digital unit."""
-    n_adc = max(1, math.ceil(card.cols / card["adc.columns_per_adc"]))
+def core_static_power(card: TechCard) -> float:
+    """Static (leakage and bias) power of one core, W: the card's per-column power x cols + per-core power."""
+    return card.cols * card["static.column_power"] + card["static.core_power"]
+
+
+def core_area_parts(card: TechCard, devices_per_weight: int, cols_per_adc: int | None = None) -> dict:
+    """Area (m^2) of one core by part: cells (rows x cols x devices), ADCs (ceil(cols / columns per ADC),
+    the card's unless ``cols_per_adc`` is given), row drivers, digital unit."""
+    n_adc = max(1, math.ceil(card.cols / (cols_per_adc or card["adc.columns_per_adc"])))
     return {"cells": card.rows * card.cols * devices_per_weight * card["array.cell_area"],
             "adcs": n_adc * card["adc.area"], "drivers": card.rows * card["dac.area"],
             "digital": card["digital.area"]}
 
 
-def core_area(card: TechCard, devices_per_weight: int) -> float:
+def core_area(card: TechCard, devices_per_weight: int, cols_per_adc: int | None = None) -> float:
     """Area (m^2) of one core (``core_area_parts`` summed)."""
-    return sum(core_area_parts(card, devices_per_weight).values())
+    return sum(core_area_parts(card, devices_per_weight, cols_per_adc).values())
 
 
 def fit_config(config, card):
@@ -165,7 +204,8 @@ def cost_tiles(name: str, tiles, card: TechCard, inputs: int) -> LayerCost:
     from ..core.mapping import n_devices
     notes: list = []
     lc = LayerCost(name, "analog", inputs)
-    parts = core_area_parts(card, n_devices(tiles.config.mapping))
+    parts = core_area_parts(card, n_devices(tiles.config.mapping),
+                            columns_per_adc(card, tiles.config.forward)[0])
     area = sum(parts.values())
     lat = 0.0
     used = 0
@@ -175,7 +215,7 @@ def cost_tiles(name: str, tiles, card: TechCard, inputs: int) -> LayerCost:
             raise ValueError(f"layer {name!r}: tile {t.tile_id!r} is {t.in_size} inputs x {t.out_size} outputs, "
                              f"larger than the {card.rows} x {card.cols} core of card {card.name!r}; convert with "
                              f"aimc.cost.fit_config(config, card) (mapping.max_in/max_out = the core size)")
-        energy, t_pass, b, conv = _tile_terms(t, t.counts, card, notes)
+        energy, t_pass, b, conv, _ = _tile_terms(t, t.counts, card, notes)
         lc.adc_conversions += conv
         bits.add(b)
         for k, v in energy.items():
@@ -192,7 +232,8 @@ def cost_tiles(name: str, tiles, card: TechCard, inputs: int) -> LayerCost:
     lc.area_parts = {k: lc.tiles * v for k, v in parts.items()}
     lc.utilisation = used / (lc.tiles * card.rows * card.cols)
     lc.latency = lat
-    lc.bits = sorted(bits)[0] if bits else ()
+    lc.energy["static"] = lc.tiles * core_static_power(card) * lat * inputs  # the layer alone; report() uses
+    lc.bits = sorted(bits)[0] if bits else ()                                  # the model's latency
     lc.notes = sorted(set(notes))
     return lc
 
@@ -244,7 +285,7 @@ class CostReport:
         return self.tops / (self.area * 1e6) if self.area > 0 else math.nan
 
     def breakdown(self) -> dict:
-        """pJ per inference by term (array, drivers, adc, digital, digital_layers)."""
+        """pJ per inference by term (array, drivers, adc, digital, movement, static, digital_layers)."""
         out: dict = {}
         for lc in self.layers:
             for k, v in lc.energy.items():
@@ -294,6 +335,14 @@ class CostReport:
         out += [line(r) for r in rows]
         b = self.breakdown()
         out.append("energy by term (pJ/inference): " + ", ".join(f"{k} {v:.4g}" for k, v in b.items()))
+        if self.analog:
+            c = self.card
+            out.append(f"static: {core_static_power(c) * 1e6:.4g} uW per core ({c.cols} x "
+                       f"{c['static.column_power'] * 1e9:.3g} nW per column + {c['static.core_power'] * 1e9:.3g} nW), "
+                       f"source: {c.sources[('static', 'column_power')]}")
+            out.append(f"data movement: {b.get('movement', 0.0):.4g} pJ/inference at "
+                       f"{c['movement.energy_per_byte'] * 1e12:.3g} pJ/B, source: "
+                       f"{c.sources[('movement', 'energy_per_byte')]}")
         notes = sorted({f"{lc.name}: {m}" for lc in self.layers for m in lc.notes})
         out += [f"note: {m}" for m in notes]
         out += [f"assumption: {a}" for a in self.assumptions]
@@ -345,7 +394,11 @@ def report(model, inputs: int, card="hermes-pcm-14nm", digital: dict | None = No
                     "not modelled"]
         layers.append(lc)
     times = [ta.time for _, ta in arrays if ta.time is not None]
-    return CostReport(card, inputs, layers, max(times) if times else None)
+    rep = CostReport(card, inputs, layers, max(times) if times else None)
+    t_model = rep.latency  # every core leaks while any layer computes
+    for lc in rep.analog:
+        lc.energy["static"] = lc.tiles * core_static_power(card) * t_model * inputs
+    return rep
 
 
 def reset(model) -> None:

@@ -10,6 +10,11 @@ The usual path (training.md §1.8)::
 
 Supported layers (``LAYER_TYPES``): ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.LSTM``, ``nn.GRU``,
 ``nn.RNN``, ``nn.MultiheadAttention``. Biases, activations, normalisation and pooling stay digital.
+Embeddings (``nn.Embedding``, ``nn.EmbeddingBag``: a table lookup, no product) and normalisations stay
+digital by design (``DIGITAL_BY_DESIGN``). Any other layer that holds a weight matrix (a leaf module with a
+parameter of 2 or more dimensions, e.g. ``nn.Conv3d``, ``nn.ConvTranspose2d``, GPT-2's ``Conv1D``) is one
+aimc cannot convert: ``convert_to_analog`` raises an error naming it (``unconverted="warn"`` / ``"ignore"``
+to go on); ``conversion_report(model)`` lists what is analog and what is digital, and why.
 A ``MultiheadAttention`` is converted as a whole (q/k/v/out projections); when it is not converted its
 ``out_proj`` (an ``nn.Linear`` subclass that torch reads directly) is left digital too.
 
@@ -35,7 +40,8 @@ from ..nn import (AnalogConv1d, AnalogConv2d, AnalogContainer, AnalogGRU, Analog
 from ..nn.attention import _no_fast_path
 from ..nn.base import AnalogModule
 
-__all__ = ["LAYER_TYPES", "LAYER_NAMES", "analog_layers", "calibrate", "clip_fractions", "convert_to_analog",
+__all__ = ["DIGITAL_BY_DESIGN", "LAYER_TYPES", "LAYER_NAMES", "UnconvertedLayerError", "analog_layers", "calibrate",
+           "clip_fractions", "conversion_report", "convert_to_analog",
            "convert_to_digital", "drift", "program", "read_weights", "reset_clip_counts", "unprogram", "is_analog"]
 
 
@@ -62,6 +68,37 @@ LAYER_NAMES: dict[str, tuple[type, ...]] = {
 
 _ANALOG_TYPES = (AnalogLinear, AnalogConv1d, AnalogConv2d, AnalogLSTM, AnalogGRU, AnalogRNN,
                  AnalogMultiheadAttention)
+
+
+#: layer types whose weights stay digital by design (``conversion_report`` states the reason)
+DIGITAL_BY_DESIGN: dict[type, str] = {
+    nn.Embedding: "embedding (a table lookup, no matrix product): digital by design",
+    nn.EmbeddingBag: "embedding (a table lookup, no matrix product): digital by design",
+    nn.LayerNorm: "normalisation: digital by design",
+    nn.GroupNorm: "normalisation: digital by design",
+    nn.modules.batchnorm._NormBase: "normalisation: digital by design",
+    nn.LocalResponseNorm: "normalisation: digital by design",
+}
+if hasattr(nn, "RMSNorm"):
+    DIGITAL_BY_DESIGN[nn.RMSNorm] = "normalisation: digital by design"
+
+_UNCONVERTED = ("error", "warn", "ignore")
+
+
+class UnconvertedLayerError(ValueError):
+    """A layer holding a weight matrix was left digital because aimc has no analog twin for it."""
+
+
+def _digital_by_design(module: nn.Module) -> str | None:
+    for t, why in DIGITAL_BY_DESIGN.items():
+        if isinstance(module, t):
+            return why
+    return None
+
+
+def _matrix_params(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    """``(name, shape)`` of the module's own parameters with 2 or more dimensions (weight matrices/kernels)."""
+    return [(n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False) if p is not None and p.ndim >= 2]
 
 
 def is_analog(module: nn.Module) -> bool:
@@ -101,7 +138,8 @@ def _builder(module: nn.Module):
 
 def convert_to_analog(model: nn.Module, config: TileConfig | str | dict | None = None, *,
                       layers: Iterable | None = None, exclude: Iterable = (),
-                      per_layer: Mapping[str, TileConfig | str | dict] | None = None, seed: int = 0) -> nn.Module:
+                      per_layer: Mapping[str, TileConfig | str | dict] | None = None, seed: int = 0,
+                      unconverted: str = "error") -> nn.Module:
     """A copy of ``model`` with its supported layers replaced by analog twins (weights and biases copied).
 
     Args:
@@ -115,13 +153,23 @@ def convert_to_analog(model: nn.Module, config: TileConfig | str | dict | None =
         per_layer: ``{qualified name: config}`` overriding ``config`` for that module and everything below it
             (the most specific name wins).
         seed: random seed of every tile (tiles are told apart by their layer's name).
+        unconverted: what to do about a layer left digital unexpectedly (a leaf module holding a weight
+            matrix that has no analog twin, is not excluded and is not digital by design, e.g. ``nn.Conv3d``):
+            ``"error"`` (default) raises ``UnconvertedLayerError`` naming every such layer, ``"warn"`` warns
+            and converts the rest, ``"ignore"`` converts the rest silently. Layers of a supported kind that
+            ``layers=`` did not select, excluded layers, embeddings and normalisations are expected to stay
+            digital and never raise.
 
     Raises:
         ValueError: a name in ``exclude`` or ``per_layer`` that is not a module of ``model``, a ``per_layer``
-            name under which nothing is converted, an unknown layer kind.
+            name under which nothing is converted, an unknown layer kind, a bad ``unconverted``.
+        UnconvertedLayerError: (a ValueError) a layer left digital unexpectedly, with ``unconverted="error"``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert_to_analog: model must be a torch.nn.Module, got {type(model).__name__}")
+    if unconverted not in _UNCONVERTED:
+        raise ValueError(f"convert_to_analog: unconverted must be one of {', '.join(_UNCONVERTED)}, "
+                         f"got {str(unconverted)[:40]!r}")
     base_cfg = as_config(config)
     types = _layer_types(layers)
     names = {n for n, _ in model.named_modules()}
@@ -145,6 +193,7 @@ def convert_to_analog(model: nn.Module, config: TileConfig | str | dict | None =
                              f"(names: {_some(names)})")
         overrides[n] = as_config(c)
     used = set()
+    left: list[str] = []  # layers left digital unexpectedly
 
     def cfg_for(qname: str) -> TileConfig:
         best, best_name = base_cfg, None
@@ -166,6 +215,11 @@ def convert_to_analog(model: nn.Module, config: TileConfig | str | dict | None =
             return build(module, cfg_for(qname), seed, qname or type(module).__name__.lower())
         if isinstance(module, nn.MultiheadAttention):
             return module  # its out_proj is read directly by torch: leave the whole layer digital
+        if build is None and next(module.children(), None) is None and _digital_by_design(module) is None:
+            mats = _matrix_params(module)
+            if mats:
+                left.append(f"{qname or '<model>'!r} ({type(module).__name__}, "
+                            + ", ".join(f"{n} {tuple(s)}" for n, s in mats) + ")")
         for cname, child in list(module.named_children()):
             new = convert(child, f"{qname}.{cname}" if qname else cname)
             if new is not child:
@@ -174,12 +228,65 @@ def convert_to_analog(model: nn.Module, config: TileConfig | str | dict | None =
 
     out = copy.deepcopy(model)
     out = convert(out, "")
+    if left and unconverted != "ignore":
+        msg = (f"convert_to_analog: {len(left)} layer(s) hold weight matrices but have no analog twin and were "
+               f"left digital: {', '.join(left[:10])}{', ...' if len(left) > 10 else ''}. Supported: "
+               f"{', '.join(t.__name__ for t in LAYER_TYPES)}. Replace them with a supported layer, exclude them "
+               f"(exclude=[...]) to keep them digital on purpose, or pass unconverted='warn' or 'ignore'")
+        if unconverted == "error":
+            raise UnconvertedLayerError(msg)
+        import warnings
+        warnings.warn(msg, stacklevel=2)
     unused = sorted(set(overrides) - used)
     if unused:
         raise ValueError(f"convert_to_analog: per_layer names {unused} but no layer is converted there "
                          f"(excluded, or not a supported/selected layer type)")
     _fix_transformers(out)
     return out
+
+
+def conversion_report(model: nn.Module) -> dict:
+    """What of ``model`` computes in analog and what stays digital, and why.
+
+    Returns ``{"analog": {name: type}, "digital": {name: reason}, "analog_weights": int,
+    "digital_weights": int}``: ``digital`` holds every leaf layer outside the analog layers that has
+    parameters (embeddings, normalisations, layers without an analog twin, layers of a supported kind left
+    digital by ``layers=``/``exclude``); the weight counts are the parameters with 2 or more dimensions
+    (biases, norm scales and other vectors, always digital, are not counted).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"conversion_report: model must be a torch.nn.Module, got {type(model).__name__}")
+    analog, digital = {}, {}
+    n_analog = n_digital = 0
+    inside: tuple[str, ...] = ()
+    for name, m in model.named_modules():
+        label = name or "<model>"
+        if inside and any(name.startswith(p + ".") for p in inside):
+            continue
+        if isinstance(m, AnalogModule):
+            analog[label] = type(m).__name__
+            n_analog += sum(p.numel() for p in m.parameters() if p.ndim >= 2)
+            inside += (name,) if name else ("",)
+            if not name:
+                break
+            continue
+        own = list(m.parameters(recurse=False))
+        if not own or next(m.children(), None) is not None and not isinstance(m, nn.MultiheadAttention):
+            continue
+        why = _digital_by_design(m)
+        if why is None:
+            if isinstance(m, nn.MultiheadAttention) or _builder(m) is not None:
+                why = "supported layer left digital (excluded, or not selected by layers=)"
+            elif _matrix_params(m):
+                why = f"no analog twin for {type(m).__name__}: left digital"
+            else:
+                why = "vector parameters only (biases, scales): digital"
+        digital[label] = why
+        n_digital += sum(p.numel() for p in m.parameters() if p.ndim >= 2)
+        if isinstance(m, nn.MultiheadAttention):
+            inside += (name,)
+    return {"analog": analog, "digital": digital, "analog_weights": int(n_analog),
+            "digital_weights": int(n_digital)}
 
 
 def _some(names) -> str:

@@ -21,18 +21,23 @@ def _popcount32(k):
     return ((k * np.int32(0x01010101)) >> np.int32(24)) & np.int32(0xFF)
 
 
-def _input_sums(v, inv, g, step, out):
-    """For each row r of v (R x n, float32), with u = v[r] * inv[r] (the applied input, full scale 1):
+def _input_sums(v, inv, g, step, out, acc):
+    """For each row r of v (R x n, float32), with u = v[r] * inv[r] (the applied input, full scale 1; ``inv``
+    empty: u = v[r]):
 
     out[r, 0] = sum_j u_j^2 g_j; out[r, 1] = sum_j |u_j| g_j;
     out[r, 2] = sum_j popcount(code_j) g_j with code_j = round(|u_j| / step) (0 if step <= 0);
     out[r, 3] = #{j: u_j != 0}; out[r, 4] = sum_j popcount(code_j) (the pulses of a bit-serial drive).
-    Per row in float32 (relative error ~ n 2^-24), rows summed in float64 by the caller.
+    Per row in float32 (relative error ~ n 2^-24); then acc (5,) += the rows in row order, in float64, so the
+    totals do not depend on the thread count. ``out`` has at least R rows (a reused buffer: no allocation
+    per pass).
     """
     n = v.shape[1]
+    R = v.shape[0]
+    scaled = inv.shape[0] > 0
     inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
-    for r in prange(v.shape[0]):
-        f = abs(inv[r])
+    for r in prange(R):
+        f = abs(inv[r]) if scaled else np.float32(1.0)
         row = v[r]
         s2 = np.float32(0.0)
         s1 = np.float32(0.0)
@@ -57,6 +62,9 @@ def _input_sums(v, inv, g, step, out):
         out[r, 2] = np.float64(sb)
         out[r, 3] = nz
         out[r, 4] = nb
+    for r in range(R):
+        for k in range(5):
+            acc[k] += out[r, k]
 
 
 input_sums = njit(parallel=True, fastmath=True, cache=True)(_input_sums)
@@ -66,23 +74,30 @@ input_sums_serial = njit(fastmath=True, cache=True)(_input_sums)  # small passes
 @njit(fastmath=True, cache=True)
 def abs_sums_max(W, axis, out):
     """out = sum of |W| over ``axis`` (0: per column, (in,); 1: per row, (out,)) in float32, and the return
-    value max |W|, in one sweep over the C-contiguous W (out x in).
+    value max |W|, for the C-contiguous W (out x in).
 
     The per-line conductance of an unprogrammed differential tile (``aimc.mapping.line_conductance``) is
-    s * out + 2 g_min x lines; one pass keeps it cheap when training rewrites the weights every step.
+    s * out + 2 g_min x lines; kept cheap because training rewrites the weights every step. Two vectorised
+    sweeps (measured ~2x faster than one sweep doing both, whose max reduction LLVM does not vectorise): the
+    sums, then max |W| as the largest int32 bit pattern with the sign bit cleared (IEEE order of |w|).
     """
-    n = W.shape[1]
-    mx = np.zeros(n, np.float32)
-    out[:] = 0.0
-    for i in range(W.shape[0]):
-        row = W[i]
-        acc = np.float32(0.0)
-        for j in range(n):  # element-wise over a row: vectorised
-            a = abs(row[j])
-            acc += a
-            mx[j] = max(mx[j], a)
-            if axis == 0:
-                out[j] += a
-        if axis == 1:
+    m, n = W.shape
+    if axis == 0:
+        loc = np.zeros(n, np.float32)
+        for i in range(m):
+            row = W[i]
+            for j in range(n):
+                loc[j] += abs(row[j])
+        out[:] = loc
+    else:
+        for i in range(m):
+            row = W[i]
+            acc = np.float32(0.0)
+            for j in range(n):
+                acc += abs(row[j])
             out[i] = acc
-    return mx.max() if n else np.float32(0.0)
+    flat = W.reshape(m * n).view(np.int32)
+    mi = np.int32(0)
+    for k in range(m * n):
+        mi = max(mi, flat[k] & np.int32(0x7FFFFFFF))
+    return np.array([mi], np.int32).view(np.float32)[0]

@@ -13,6 +13,7 @@ from .linear import AnalogLinear  # noqa: E402
 from .conv import AnalogConv1d, AnalogConv2d, AnalogContainer, TileSlot
 from .rnn import AnalogGRU, AnalogLSTM, AnalogRNN
 from .attention import AnalogMultiheadAttention
+from .torch_backend import set_backend
 
 __all__ = ["AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogContainer", "TileSlot", "AnalogGRU",
-           "AnalogLSTM", "AnalogRNN", "AnalogMultiheadAttention"]
+           "AnalogLSTM", "AnalogRNN", "AnalogMultiheadAttention", "set_backend"]

@@ -22,13 +22,37 @@ class AnalogModule(nn.Module):
 
     States: training/mirroring (tiles hold ``analog_weight()`` exactly, refreshed when it changes) and
     programmed (after ``program()``: tiles hold physically written conductances).
+
+    ``backend`` ('auto' | 'numba' | 'torch'; ``set_backend``): where the tile reads run. 'auto' (default)
+    reads by the torch backend (``aimc.nn.torch_backend``) when the weight lives on a non-CPU device
+    (``model.to("cuda")``: the tile state follows at the next read), by the Numba reference otherwise.
     """
+
+    backend = "auto"
 
     def _init_tiles(self, out_size: int, in_size: int, config, seed: int, name: str) -> None:
         self.config: TileConfig = as_config(config)
         self.tiles = TileArray(out_size, in_size, self.config, seed, name)
         self.programmed = False
         self._synced_version = None
+
+    # -- backend -----------------------------------------------------------------------------------------
+    def set_backend(self, backend: str) -> None:
+        """Select where this layer's tile reads run: 'auto', 'numba' (CPU reference) or 'torch'."""
+        from .torch_backend import check_backend, check_supported
+        backend = check_backend(backend)
+        if backend == "torch":
+            check_supported(self.config, f"{type(self).__name__} {self.tiles.name!r}")
+        self.backend = backend
+
+    def _use_torch(self) -> bool:
+        """Whether this read runs on the torch backend (an error for 'numba' on a non-CPU device)."""
+        b = self.backend
+        on_cpu = self.weight.device.type == "cpu"
+        if b == "numba" and not on_cpu:
+            raise RuntimeError(f"{type(self).__name__}: backend 'numba' runs on the CPU, but the weight is on "
+                               f"{self.weight.device}; use set_backend('torch') or 'auto'")
+        return b == "torch" or (b == "auto" and not on_cpu)
 
     # -- the matrix the tiles hold ------------------------------------------------------------------
     def analog_weight(self) -> torch.Tensor:
@@ -59,7 +83,11 @@ class AnalogModule(nn.Module):
         """
         if not self.programmed:
             raise RuntimeError(f"{type(self).__name__}: drift({t!r}) before program(); program the layer first")
-        self.tiles.drift(t)
+        if self._use_torch():
+            from .torch_backend import drift
+            drift(self, t)
+        else:
+            self.tiles.drift(t)
 
     # -- the analog state in state_dict ---------------------------------------------------------------
     def get_extra_state(self) -> dict:
@@ -145,7 +173,15 @@ class AnalogModule(nn.Module):
         """The tiles, ready for a read that bypasses ``analog_matmul`` (the fused inference path of a
         convolution), or None when this layer's read needs ``analog_matmul`` (an HWA hook, or a periphery
         ``TileArray.forward_patches`` does not reproduce). Prepares the tiles as ``analog_matmul`` does."""
-        if self._modules.get("hwa") is not None or not self.tiles.fusable:
+        if not self.tiles.fusable:
+            return None
+        return self._inference_tiles()
+
+    def _inference_tiles(self):
+        """The tiles, prepared as ``analog_matmul`` prepares them, for reads without autograd that call
+        ``tiles._forward`` on numpy arrays directly (inference loops: no autograd node per read); None when
+        the read needs ``analog_matmul`` (an HWA hook, or the torch backend)."""
+        if self._modules.get("hwa") is not None or self._use_torch():
             return None
         if self.programmed:
             comp = not self.training
@@ -174,6 +210,9 @@ class AnalogModule(nn.Module):
         hwa = self._modules.get("hwa")
         if hwa is not None:
             return hwa.matmul(self, x2d)
+        if self._use_torch():
+            from .torch_backend import analog_matmul
+            return analog_matmul(self, x2d)
         if not self.programmed:
             self._sync()
         return AnalogMatmul.apply(x2d, self.analog_weight(), self.tiles, self.config.backward_ideal)

@@ -6,7 +6,10 @@ LSTM with ``proj_size``, the projection ``weight_hr``), each on its own ``TileAr
 ``torch.nn``'s names and shapes, so a ``torch.nn.LSTM`` state dict loads into an ``AnalogLSTM``.
 
 Reads: the input products of a whole sequence are one batched analog read (rows are independent reads,
-so this equals T separate reads); the hidden product is one analog read per time step. Biases and the
+so this equals T separate reads); the hidden product is one analog read per time step. A forward that
+builds no autograd graph (eval under ``torch.no_grad``, float32 CPU tensors, no HWA hook) runs the time
+steps on numpy arrays (``_steps_inference``): the same reads and the same numbers, without an autograd node
+and torch ops over the full gate width per step. Biases and the
 gate non-linearities are digital. With the ideal preset the layers equal ``torch.nn.LSTM`` / ``GRU`` /
 ``RNN`` within float32 rounding. ``PackedSequence`` inputs are not supported (pad instead).
 """
@@ -19,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.config import as_config
+from ..threads import kernel_threads
+from ._function import as_numpy
 from .conv import AnalogContainer, TileSlot
 
 
@@ -37,6 +42,7 @@ class _AnalogRNNBase(AnalogContainer):
     _mode = "LSTM"
     _gates = 4
     _torch_cls = nn.LSTM
+    _sum_gates = True   # the cell needs only xi + hh (LSTM, RNN), not the two parts (GRU)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -138,6 +144,7 @@ class _AnalogRNNBase(AnalogContainer):
         ndir = 2 if self.bidirectional else 1
         h_out = self.proj_size or self.hidden_size
         h0, c0 = self._initial_state(hx, unbatched, B, ndir, h_out, x)
+        fast = self._inference_reads(x, h0, c0)
         layer_in = x
         hn, cn = [], []
         for k in range(self.num_layers):
@@ -151,9 +158,15 @@ class _AnalogRNNBase(AnalogContainer):
                 h = h0[idx]
                 c = c0[idx] if c0 is not None else None
                 seq = [None] * T
-                for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
-                    h, c = self._cell(xi[t], h, c, sfx)
-                    seq[t] = h
+                steps = range(T) if d == 0 else range(T - 1, -1, -1)
+                if fast is not None:
+                    h, c = self._steps_inference(xi, h, c, sfx, steps, seq, fast)
+                else:
+                    for t in steps:
+                        h, c = self._cell(xi[t], self._hh(h, sfx), h, c, sfx)
+                        if self.proj_size:
+                            h = self.slots["hr" + sfx].analog_matmul(h)
+                        seq[t] = h
                 outs.append(torch.stack(seq) if T else xi.new_zeros(0, B, h_out))
                 hn.append(h)
                 if c is not None:
@@ -199,6 +212,54 @@ class _AnalogRNNBase(AnalogContainer):
         g = self.slots["hh" + sfx].analog_matmul(h)
         return g + getattr(self, "bias_hh" + sfx) if self.bias else g
 
+    def _inference_reads(self, x, h0, c0) -> dict | None:
+        """{slot name: prepared TileArray} of the hidden (and projection) reads when this forward builds no
+        autograd graph (float32 on the CPU, no HWA hook), else None. The time steps then call the tiles on
+        numpy arrays (``_steps_inference``): no autograd node and no torch op of the gate width per step."""
+        states = [x, h0] + ([c0] if c0 is not None else [])
+        if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in states):
+            return None
+        if torch.is_grad_enabled() and (any(t.requires_grad for t in states)
+                                        or any(p.requires_grad for p in self.parameters())):
+            return None
+        tiles = {}
+        for name, slot in self.slots.items():
+            if not name.startswith("ih"):   # the input reads are one analog_matmul per layer and direction
+                t = slot._inference_tiles()
+                if t is None:
+                    return None
+                tiles[name] = t
+        return tiles
+
+    def _steps_inference(self, xi, h, c, sfx, steps, seq, tiles):
+        """The time steps of one layer and direction without autograd; fills ``seq``, returns the last (h, c).
+
+        Same numbers as the ``analog_matmul`` loop: the same tile reads on the same arrays, the hidden bias
+        and (LSTM, RNN) the input part added in numpy in place (float32 additions: hh + b + xi equals
+        torch's xi + (hh + b) bit for bit), the gate non-linearities by the same torch ops."""
+        hh_tiles, hr_tiles = tiles["hh" + sfx], tiles.get("hr" + sfx)
+        b = as_numpy(getattr(self, "bias_hh" + sfx)) if self.bias else None
+        xin = as_numpy(xi) if self._sum_gates else None
+        hn = as_numpy(h)
+        with kernel_threads(hh_tiles.read_work(hn.shape[0])):  # one thread policy for the whole loop
+            return self._step_loop(xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn)
+
+    def _step_loop(self, xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn):
+        for t in steps:
+            g = hh_tiles._forward(hn)   # a fresh (B, gates) array
+            if b is not None:
+                g += b
+            if xin is not None:
+                g += xin[t]
+                h, c = self._cell(None, torch.from_numpy(g), h, c, sfx)
+            else:
+                h, c = self._cell(xi[t], torch.from_numpy(g), h, c, sfx)
+            if hr_tiles is not None:
+                h = torch.from_numpy(hr_tiles._forward(as_numpy(h)))
+            seq[t] = h
+            hn = as_numpy(h)
+        return h, c
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         for k, v in self._kwargs().items():
@@ -209,7 +270,7 @@ class _AnalogRNNBase(AnalogContainer):
 class AnalogLSTM(_AnalogRNNBase):
     """``torch.nn.LSTM`` (gates i, f, g, o; optional ``proj_size``) with all matrices on tiles."""
 
-    _mode, _gates, _torch_cls = "LSTM", 4, nn.LSTM
+    _mode, _gates, _torch_cls, _sum_gates = "LSTM", 4, nn.LSTM, True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -217,19 +278,17 @@ class AnalogLSTM(_AnalogRNNBase):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, "tanh", config, seed, name)
 
-    def _cell(self, xi_t, h, c, sfx):
-        i, f, g, o = (xi_t + self._hh(h, sfx)).chunk(4, dim=1)
+    def _cell(self, xi_t, hh, h, c, sfx):
+        i, f, g, o = (hh if xi_t is None else xi_t + hh).chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
-        if self.proj_size:
-            h = self.slots["hr" + sfx].analog_matmul(h)
         return h, c
 
 
 class AnalogGRU(_AnalogRNNBase):
     """``torch.nn.GRU`` (gates r, z, n; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))) with matrices on tiles."""
 
-    _mode, _gates, _torch_cls = "GRU", 3, nn.GRU
+    _mode, _gates, _torch_cls, _sum_gates = "GRU", 3, nn.GRU, False
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -237,9 +296,9 @@ class AnalogGRU(_AnalogRNNBase):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          0, "tanh", config, seed, name)
 
-    def _cell(self, xi_t, h, c, sfx):
+    def _cell(self, xi_t, hh, h, c, sfx):
         i_r, i_z, i_n = xi_t.chunk(3, dim=1)
-        h_r, h_z, h_n = self._hh(h, sfx).chunk(3, dim=1)
+        h_r, h_z, h_n = hh.chunk(3, dim=1)
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
@@ -249,7 +308,7 @@ class AnalogGRU(_AnalogRNNBase):
 class AnalogRNN(_AnalogRNNBase):
     """``torch.nn.RNN`` (Elman, tanh or relu) with matrices on tiles."""
 
-    _mode, _gates, _torch_cls = "RNN", 1, nn.RNN
+    _mode, _gates, _torch_cls, _sum_gates = "RNN", 1, nn.RNN, True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -257,6 +316,6 @@ class AnalogRNN(_AnalogRNNBase):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          0, nonlinearity, config, seed, name)
 
-    def _cell(self, xi_t, h, c, sfx):
-        a = xi_t + self._hh(h, sfx)
+    def _cell(self, xi_t, hh, h, c, sfx):
+        a = hh if xi_t is None else xi_t + hh
         return (torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)), None

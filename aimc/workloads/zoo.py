@@ -1,8 +1,14 @@
 """Small reference models for MNIST-5k / digits, digital training and architecture-tagged checkpoints (torch).
 
-Models are plain ``torch.nn.Sequential`` stacks of ``nn.Linear`` / ``nn.Conv2d`` / ``nn.ReLU`` (plus the
-parameter-free ``nn.Unflatten``, ``nn.MaxPool2d``, ``nn.Flatten``), so ``convert_to_analog`` can swap the
-layers. Every model takes **flat** inputs ``(batch, C*H*W)``, exactly as :mod:`aimc.datasets` returns them.
+``mlp`` and ``cnn`` are plain ``torch.nn.Sequential`` stacks of ``nn.Linear`` / ``nn.Conv2d`` / ``nn.ReLU``
+(plus the parameter-free ``nn.Unflatten``, ``nn.MaxPool2d``, ``nn.Flatten``), so ``convert_to_analog`` can
+swap the layers. Every zoo model takes **flat** inputs ``(batch, C*H*W)``, exactly as :mod:`aimc.datasets`
+returns them (``resnet`` also takes ``(batch, C, H, W)``).
+
+Models at real scale: ``resnet`` (the CIFAR ResNets of He et al. 2016, ResNet-32 by default, batch norm
+digital) and ``bert`` (a BERT encoder with a classification head built from a ``transformers.BertConfig``,
+random weights, nothing downloaded; needs the optional extra ``aimc[transformers]``; not a checkpoint
+architecture).
 
 A checkpoint is a ``torch.save`` of a plain dict, loadable with ``torch.load(weights_only=True)``::
 
@@ -31,7 +37,7 @@ from torch import nn
 
 __all__ = [
     "ARCHITECTURES", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "DEFAULT_CHECKPOINT",
-    "build", "cnn", "evaluate", "load_checkpoint", "load_default", "mlp", "save_checkpoint", "train_digital",
+    "bert", "build", "cnn", "evaluate", "resnet", "load_checkpoint", "load_default", "mlp", "save_checkpoint", "train_digital",
 ]
 
 CHECKPOINT_FORMAT = "aimc-checkpoint"
@@ -132,17 +138,123 @@ def cnn(in_shape: tuple[int, int, int] = (1, 28, 28), channels: tuple[int, ...] 
                                "n_classes": n_classes, "kernel_size": kernel_size})
 
 
+class _BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN plus the shortcut (a 1x1 strided conv + BN when the shape changes), ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet (He et al., CVPR 2016, §4.2): conv3x3(width), three stages of ``n`` basic blocks with
+    width, 2·width, 4·width channels (stride 2 at the start of stages 2 and 3, 1x1 projection shortcuts),
+    global average pooling, fc to ``n_classes``. Depth = 6n + 2. Takes ``(B, C*H*W)`` or ``(B, C, H, W)``."""
+
+    def __init__(self, depth: int, in_shape: tuple[int, int, int], n_classes: int, width: int):
+        super().__init__()
+        self.in_shape = tuple(in_shape)
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_shape[0], width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        blocks, cin = [], width
+        for stage, cout in enumerate((width, 2 * width, 4 * width)):
+            for b in range(n):
+                blocks.append(_BasicBlock(cin, cout, 2 if stage > 0 and b == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            x = x.reshape(x.shape[0], *self.in_shape)
+        elif x.ndim != 4 or tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"ResNet: input must be (batch, {'*'.join(map(str, self.in_shape))}) or "
+                             f"(batch, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return self.fc(torch.flatten(self.pool(self.layers(y)), 1))
+
+
+def resnet(depth: int = 32, in_shape: tuple[int, int, int] = (3, 32, 32), n_classes: int = 10,
+           width: int = 16) -> ResNet:
+    """CIFAR ResNet-``depth`` (``depth`` = 6n + 2: 20, 32, 44, 56, 110; He et al. 2016). ResNet-32 on 32x32x3
+    with width 16: 31 convolutions on the main path, 2 projection shortcuts and the fc, 464,432 weights
+    (kernels and fc matrix; 466,906 parameters with biases and batch norm)."""
+    depth = _positive_int("depth", depth)
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}")
+    in_shape = _int_tuple("in_shape", in_shape)
+    if len(in_shape) != 3:
+        raise ValueError(f"in_shape must be (C, H, W), got {in_shape!r}")
+    if in_shape[1] < 4 or in_shape[2] < 4:
+        raise ValueError(f"in_shape {in_shape} is too small: H and W must be >= 4 (two stride-2 stages)")
+    n_classes = _positive_int("n_classes", n_classes)
+    width = _positive_int("width", width)
+    model = ResNet(depth, in_shape, n_classes, width)
+    return _tag(model, "resnet", {"depth": depth, "in_shape": list(in_shape), "n_classes": n_classes,
+                                  "width": width})
+
+
+class _Logits(nn.Module):
+    """A ``transformers`` classification model returning its logits tensor (so ``evaluate`` and plain
+    training loops work): ``forward(input_ids)`` -> ``(batch, num_labels)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def bert(num_labels: int = 2, **config) -> nn.Module:
+    """A BERT encoder with a sequence-classification head, random weights (``transformers``:
+    ``BertForSequenceClassification(BertConfig(num_labels=..., **config))``; nothing is downloaded).
+
+    The defaults of ``BertConfig`` are BERT-base (Devlin et al. 2019): 12 layers, hidden 768, 12 heads,
+    intermediate 3072, vocabulary 30522: 84.9 M weights in the encoder's linear layers, 0.6 M in the
+    pooler, 23.8 M in the embeddings (109.5 M parameters in all). Pass e.g. ``hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+    intermediate_size=128`` for a tiny model of the same architecture. The model takes token ids
+    ``(batch, seq)`` (int64) and returns logits ``(batch, num_labels)``. Its attention uses ``nn.Linear``
+    for q, k, v and output (converted by ``convert_to_analog``); embeddings and LayerNorm stay digital.
+    Dropout follows the config (call ``eval()`` for deterministic outputs).
+    """
+    try:
+        from transformers import BertConfig, BertForSequenceClassification
+    except ImportError as e:
+        raise ImportError(f"aimc.zoo.bert needs the transformers package: pip install 'aimc[transformers]' "
+                          f"({e})") from None
+    num_labels = _positive_int("num_labels", num_labels)
+    try:
+        cfg = BertConfig(num_labels=num_labels, **config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bert: bad BertConfig arguments: {e}") from None
+    model = _Logits(BertForSequenceClassification(cfg))
+    return model
+
+
 def _ordered(layers: dict[str, nn.Module]):
     from collections import OrderedDict
     return OrderedDict(layers)
 
 
 #: name -> builder; a checkpoint's ``arch`` must be one of these.
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "cnn": cnn}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
 
 
 def build(arch: str, **kwargs) -> nn.Module:
-    """Build a zoo architecture by name (``"mlp"``, ``"cnn"``)."""
+    """Build a zoo architecture by name (``"mlp"``, ``"cnn"``, ``"resnet"``)."""
     try:
         builder = ARCHITECTURES[arch]
     except (KeyError, TypeError):
@@ -196,9 +308,11 @@ def _as_tensors(x, y, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{name}: x must have a batch dimension, got shape {tuple(x.shape)}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"{name}: x has {x.shape[0]} samples but y has shape {tuple(y.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: x must be floating point, got {x.dtype}")
-    if x.dtype != torch.float32:
+    if x.dtype in (torch.int64, torch.int32):   # token ids (zoo.bert): passed on as int64
+        x = x.long()
+    elif not x.is_floating_point():
+        raise TypeError(f"{name}: x must be floating point (or int64 token ids), got {x.dtype}")
+    elif x.dtype != torch.float32:
         x = x.float()
     if y.dtype != torch.int64:
         y = y.long()
@@ -207,7 +321,8 @@ def _as_tensors(x, y, name: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x, y, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)`` (numpy arrays or tensors), in eval mode; returns a float.
+    """Top-1 accuracy of ``model`` on ``(x, y)`` (numpy arrays or tensors; x float, or int64 token ids), in
+    eval mode; returns a float.
 
     The model's train/eval mode is restored afterwards.
     """

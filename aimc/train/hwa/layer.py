@@ -189,7 +189,7 @@ class HWALayer(nn.Module):
         + decay·r_k if the fraction of |x| < r_k in the split exceeds input_min_percentage."""
         ir = self.config.input_range
         nsplit = len(self._bounds)
-        g = torch.zeros(nsplit, dtype=torch.float64)
+        g = torch.zeros(nsplit, dtype=torch.float64, device=x.device)
         nclip = np.zeros(nsplit, np.int64)
         idx = clip[0] if clip is not None else None
         if idx is not None:
@@ -200,10 +200,10 @@ class HWALayer(nn.Module):
                 g[0] = contrib.sum()
                 nclip[0] = xs.numel()
             else:
-                starts = torch.tensor([a for a, _ in self._bounds[1:]], dtype=idx[1].dtype)
+                starts = torch.tensor([a for a, _ in self._bounds[1:]], dtype=idx[1].dtype, device=idx[1].device)
                 k = torch.bucketize(idx[1], starts, right=True)
                 g.index_add_(0, k, contrib)
-                nclip = np.bincount(k.numpy(), minlength=nsplit)
+                nclip = np.bincount(k.cpu().numpy(), minlength=nsplit)
         rows = x.shape[0]
         rd = r.double()
         if ir.gradient_relative:
@@ -219,6 +219,9 @@ class HWALayer(nn.Module):
     # -- the product -------------------------------------------------------------------------------------
     def matmul(self, layer: AnalogModule, x2d: torch.Tensor) -> torch.Tensor:
         """(rows, in) -> (rows, out): modifiers, input ranges, the tiles, output scales."""
+        if layer._use_torch():
+            from .torch_backend import hwa_matmul
+            return hwa_matmul(self, layer, x2d, _StraightThrough)
         W = layer.analog_weight()
         mod = self.config.modifier
         if layer.programmed:
