@@ -5,6 +5,9 @@ cache exists) and ``python -m aimc deploy --no-files`` (the default model, data,
 there twice, each in a process of its own: the first run compiles the kernels, the second loads them from
 the on-disk cache. The compile share is cold - warm. With ``--baseline REV`` the same is measured for
 another revision in the same run, and the ratio of compile shares is printed (machine load affects both).
+Each run also reports its CPU time (user + system of the child process): on a shared machine the wall
+time grows with the load, the CPU time much less, so ``cold_cpu_s`` is the number to compare across runs
+(both are printed next to the load average).
 
     python benchmarks/cold_start.py                       # HEAD only
     python benchmarks/cold_start.py --baseline main       # HEAD and main, ratio of compile times
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,25 +39,31 @@ def _resolve(rev: str) -> str:
                           text=True).stdout.strip()
 
 
-def _deploy(clone: Path, threads: int) -> tuple[float, str]:
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _deploy(clone: Path, threads: int) -> tuple[float, float, str]:
     env = {**os.environ, "PYTHONPATH": str(clone)}
     env.pop("NUMBA_CACHE_DIR", None)                      # the cache lives in the clone's __pycache__
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _children_cpu()
     p = subprocess.run([sys.executable, "-m", "aimc", "deploy", "--no-files", "--threads", str(threads)],
                        cwd=clone, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, _children_cpu() - c
     if p.returncode != 0:
         raise SystemExit(f"aimc deploy failed in {clone}:\n{p.stderr[-2000:]}")
-    return wall, p.stderr
+    return wall, cpu, p.stderr
 
 
 def measure(rev: str, where: Path, threads: int) -> dict:
     clone = _clone(rev, where)
-    cold, err = _deploy(clone, threads)
-    warm, _ = _deploy(clone, threads)
+    cold, cold_cpu, err = _deploy(clone, threads)
+    warm, warm_cpu, _ = _deploy(clone, threads)
     said = [line.strip() for line in err.replace("\r", "\n").splitlines() if "compiling kernel" in line]
     return {"rev": rev, "commit": _resolve(rev)[:10], "cold_s": round(cold, 1), "warm_s": round(warm, 1),
-            "compile_s": round(cold - warm, 1), "compile_messages": said}
+            "compile_s": round(cold - warm, 1), "cold_cpu_s": round(cold_cpu, 1), "warm_cpu_s": round(warm_cpu, 1),
+            "compile_cpu_s": round(cold_cpu - warm_cpu, 1), "compile_messages": said}
 
 
 def main(argv=None) -> int:
@@ -69,6 +79,8 @@ def main(argv=None) -> int:
             out["baseline"] = measure(args.baseline, Path(tmp), args.threads)
             out["compile_ratio"] = round(out["aimc"]["compile_s"] / max(out["baseline"]["compile_s"], 1e-9), 3)
             out["cold_ratio"] = round(out["aimc"]["cold_s"] / out["baseline"]["cold_s"], 3)
+            out["compile_cpu_ratio"] = round(out["aimc"]["compile_cpu_s"]
+                                             / max(out["baseline"]["compile_cpu_s"], 1e-9), 3)
     out["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(json.dumps(out, indent=2))
     return 0

@@ -8,9 +8,11 @@ Kernels trust their inputs: validation happens at the public entry points.
 
 First run: kernels compile on first use (``cache=True`` keeps them on disk afterwards);
 ``compile_messages`` says which one is compiling while it happens. Compile time is dominated by the
-IR-inlined per-element helpers (philox, box_muller, _log), which the loops need inlined to vectorise:
-making the per-row helpers ordinary calls compiled faster in one measurement but made the forward ~1.3x
-slower, and in a paired measurement gave no gain for the drift kernels, so the kernels are unchanged.
+IR-inlined per-element helpers (philox, box_muller, _log), which the loops need inlined to vectorise
+(making the per-row helpers ordinary calls compiled faster but made the forward ~1.3x slower). So the
+kernels whose generators depend on a switch (stochastic rounding, input noise, weight noise first,
+program-and-verify) are compiled per switch setting, with the switch a constant that removes the unused
+generators before typing (``periphery._variant``): a run compiles only what it uses.
 """
 from __future__ import annotations
 

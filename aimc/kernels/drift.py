@@ -13,9 +13,14 @@ Statistics at the targets: either given as arrays (any power-law family: the mod
 ``programming_noise_std`` / ``drift_exponent_stats`` / ``read_noise_relative``), or, for the families
 re-expressed here (``FAM_PCM``, ``FAM_STATE_INDEPENDENT``), evaluated inline from a parameter vector built
 by ``aimc.inference`` (layout ``P_*`` below); tests hold both equal to ``device_models``.
+
+First run: ``powerlaw_program`` and ``powerlaw_program_inline`` call a variant compiled with or without
+program-and-verify (``tol > 0``), a compile-time constant, so a run without verify never compiles the
+retry loop and its generator (the same code minus a dead branch: the same values).
 """
 from __future__ import annotations
 
+import functools
 
 import numpy as np
 from numba import njit, prange, uint32, uint64
@@ -137,7 +142,6 @@ def _verify_row(g_t, sig, g_prog, r, tol, max_iter, k0, k1, call):
         g_prog[r, j] = g
 
 
-@njit(parallel=True, fastmath=True, cache=True)
 def powerlaw_program(g_t, sig, mu, sd, tol, max_iter, k0, k1, call, g_prog, nu):
     """Program targets ``g_t`` (uS): g = max(g_t + sig*xi, 0), with program-and-verify; nu = |mu + sd*xi'|.
 
@@ -145,44 +149,61 @@ def powerlaw_program(g_t, sig, mu, sd, tol, max_iter, k0, k1, call, g_prog, nu):
     its best attempt (``device_models.InferenceModel`` semantics). ``sig``, ``mu``, ``sd`` are the family's
     statistics at the targets (``programming_noise_std``, ``drift_exponent_stats``).
     """
-    rows, n = g_t.shape
-    tol = np.float32(tol)
-    zero = np.float32(0.0)
-    for r in prange(rows):
-        buf = np.empty(n, np.float32)
-        buf2 = np.empty(n, np.float32)
-        normals_row(buf, k0, k1, call, r)
-        normals_row(buf2, k0, k1, call + uint64(1), r)
-        for j in range(n):
-            g = g_t[r, j] + sig[r, j] * buf[j]
-            g_prog[r, j] = g if g > zero else zero
-            nu[r, j] = abs(mu[r, j] + sd[r, j] * buf2[j])
-        if tol > 0:
-            _verify_row(g_t, sig, g_prog, r, tol, max_iter, k0, k1, call)
+    _powerlaw_program(bool(np.float32(tol) > 0))(g_t, sig, mu, sd, tol, max_iter, k0, k1, call, g_prog, nu)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@functools.cache
+def _powerlaw_program(VERIFY):
+    @njit(parallel=True, fastmath=True, cache=True)
+    def powerlaw_program(g_t, sig, mu, sd, tol, max_iter, k0, k1, call, g_prog, nu):
+        rows, n = g_t.shape
+        tol = np.float32(tol)
+        zero = np.float32(0.0)
+        for r in prange(rows):
+            buf = np.empty(n, np.float32)
+            buf2 = np.empty(n, np.float32)
+            normals_row(buf, k0, k1, call, r)
+            normals_row(buf2, k0, k1, call + uint64(1), r)
+            for j in range(n):
+                g = g_t[r, j] + sig[r, j] * buf[j]
+                g_prog[r, j] = g if g > zero else zero
+                nu[r, j] = abs(mu[r, j] + sd[r, j] * buf2[j])
+            if VERIFY:
+                _verify_row(g_t, sig, g_prog, r, tol, max_iter, k0, k1, call)
+
+    return powerlaw_program
+
+
 def powerlaw_program_inline(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu, sig):
     """``powerlaw_program`` with the statistics of an inline family evaluated in the sweep (no faults here:
     cards with stuck-at probabilities use the model). ``sig`` is scratch (rows, n) used only with
     program-and-verify (may be (0, 0) otherwise)."""
-    rows, n = g_t.shape
-    tol = np.float32(tol)
-    zero = np.float32(0.0)
-    for r in prange(rows):
-        buf = np.empty(n, np.float32)
-        buf2 = np.empty(n, np.float32)
-        normals_row(buf, k0, k1, call, r)
-        normals_row(buf2, k0, k1, call + uint64(1), r)
-        for j in range(n):
-            sg, m32, d32 = _stats(fam, p, g_t[r, j])
-            g = g_t[r, j] + sg * buf[j]
-            g_prog[r, j] = g if g > zero else zero
-            nu[r, j] = abs(m32 + d32 * buf2[j])
-            if tol > 0:
-                sig[r, j] = sg
-        if tol > 0:
-            _verify_row(g_t, sig, g_prog, r, tol, max_iter, k0, k1, call)
+    _powerlaw_program_inline(bool(np.float32(tol) > 0))(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu, sig)
+
+
+@functools.cache
+def _powerlaw_program_inline(VERIFY):
+    @njit(parallel=True, fastmath=True, cache=True)
+    def powerlaw_program_inline(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu, sig):
+        rows, n = g_t.shape
+        tol = np.float32(tol)
+        zero = np.float32(0.0)
+        for r in prange(rows):
+            buf = np.empty(n, np.float32)
+            buf2 = np.empty(n, np.float32)
+            normals_row(buf, k0, k1, call, r)
+            normals_row(buf2, k0, k1, call + uint64(1), r)
+            for j in range(n):
+                sg, m32, d32 = _stats(fam, p, g_t[r, j])
+                g = g_t[r, j] + sg * buf[j]
+                g_prog[r, j] = g if g > zero else zero
+                nu[r, j] = abs(m32 + d32 * buf2[j])
+                if VERIFY:
+                    sig[r, j] = sg
+            if VERIFY:
+                _verify_row(g_t, sig, g_prog, r, tol, max_iter, k0, k1, call)
+
+    return powerlaw_program_inline
 
 
 @njit(parallel=True, fastmath=True, cache=True)

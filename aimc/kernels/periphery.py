@@ -4,8 +4,17 @@
 ``output_stage``: IR drop -> + weight noise -> nonlinearity -> + output noise -> ADC quantise -> clip, and a clip flag
 per row, in one sweep. Randomness is keyed by the *original* batch row, so bound-management re-reads of a
 subset of rows and any thread count give the same numbers.
+
+First run: ``input_stage``, ``patch_input_stage`` and ``output_stage`` are Python functions that call a
+variant compiled for the run's switches (stochastic rounding, input noise, weight noise drawn first;
+``_variant``). A switch that is off is a compile-time constant, so Numba prunes its branch,
+with the inlined random-number generator in it, before typing: a run compiles only the generators it uses,
+and every variant computes the same values as the others where they overlap (the same code minus dead
+branches). Variants compile on first use and are cached on disk like any kernel.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from numba import njit, prange
@@ -46,7 +55,7 @@ def _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b):
     if step <= 0:
         return
     n = row.shape[0]
-    if sto:
+    if sto:  # a compile-time constant in the kernel variants: the generator is compiled only where used
         u = np.empty(n, np.float32)
         uniforms_row(u, k0, k1, call_u, b)
         for j in range(n):
@@ -57,15 +66,16 @@ def _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b):
 
 
 @njit(inline="always", cache=True)
-def _input_row(row, inv, step, inv_step, bound, sto, noise, k0, k1, call_u, call_n, key):
-    """In place on one row: row * inv -> DAC quantise -> clip -> + noise (keyed by ``key``); returns sum v^2."""
+def _input_row(row, inv, step, inv_step, bound, sto, noisy, noise, k0, k1, call_u, call_n, key):
+    """In place on one row: row * inv -> DAC quantise -> clip -> + noise (keyed by ``key``; only if ``noisy``,
+    i.e. noise > 0); returns sum v^2."""
     n = row.shape[0]
     for j in range(n):
         row[j] = row[j] * inv
     _quantise_row(row, step, inv_step, sto, k0, k1, call_u, key)
     for j in range(n):
         row[j] = min(max(row[j], -bound), bound)
-    if noise > 0:
+    if noisy:
         z = np.empty(n, np.float32)
         normals_row(z, k0, k1, call_n, key)
         for j in range(n):
@@ -86,29 +96,42 @@ def _aux_row(row, aux, r, sq_at, abs_at):
             aux[abs_at + r, j] = abs(row[j])
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+def _variant(build):
+    """Memoised ``build(*switches)`` -> the kernel compiled with those switches as constants (module doc)."""
+    return functools.cache(build)
+
+
 def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n, v, v2, aux, sq_at, abs_at):
     """v[r] = clip(Q(x[rows[r]] / scale[r]), +-bound) + noise*xi and v2[r] = sum_j v[r, j]^2.
 
     Also fills the right-hand sides of the extra products in one sweep: aux[sq_at + r] = v^2 (PCM read
     noise) if sq_at >= 0, aux[abs_at + r] = |v| (IR drop) if abs_at >= 0.
     """
-    n = x.shape[1]
-    step = np.float32(step)
-    inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
-    bound = np.float32(bound)
-    noise = np.float32(noise)
-    for r in prange(rows.shape[0]):
-        b = rows[r]
-        row = v[r]
-        for j in range(n):
-            row[j] = x[b, j]
-        v2[r] = _input_row(row, np.float32(1.0) / scale[r], step, inv_step, bound, sto, noise, k0, k1,
-                           call_u, call_n, b)
-        _aux_row(row, aux, r, sq_at, abs_at)
+    _input_stage(bool(sto), bool(np.float32(noise) > 0))(x, rows, scale, step, bound, noise, k0, k1, call_u, call_n,
+                                                          v, v2, aux, sq_at, abs_at)
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@_variant
+def _input_stage(STO, NOISY):
+    @njit(parallel=True, fastmath=False, cache=True)
+    def input_stage(x, rows, scale, step, bound, noise, k0, k1, call_u, call_n, v, v2, aux, sq_at, abs_at):
+        n = x.shape[1]
+        step = np.float32(step)
+        inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
+        bound = np.float32(bound)
+        noise = np.float32(noise)
+        for r in prange(rows.shape[0]):
+            b = rows[r]
+            row = v[r]
+            for j in range(n):
+                row[j] = x[b, j]
+            v2[r] = _input_row(row, np.float32(1.0) / scale[r], step, inv_step, bound, STO, NOISY, noise, k0, k1,
+                               call_u, call_n, b)
+            _aux_row(row, aux, r, sq_at, abs_at)
+
+    return input_stage
+
+
 def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound,
                       sto, noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at):
     """im2col + noise management + ``input_stage`` in one sweep over rows row0 .. row0 + len(v2) - 1 of the
@@ -121,34 +144,46 @@ def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_th
     (``periphery.mvm``'s guard); then the row body of ``input_stage`` keyed by the global row g, so every
     value equals the unfused path's.
     """
-    n = off.shape[0]
-    step = np.float32(step)
-    inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
-    bound = np.float32(bound)
-    noise = np.float32(noise)
-    tiny = np.float32(np.finfo(np.float32).tiny)
-    npos = oh * ow
-    for r in prange(v2.shape[0]):
-        g = row0 + r
-        img = g // npos
-        p = g - img * npos
-        py = p // ow
-        base = img * img_size + py * sh + (p - py * ow) * sw
-        row = v[r]
-        for j in range(n):
-            row[j] = xflat[base + off[j]]
-        a = _nm_row(row, nm_kind, nm_thres)
-        z = 0
-        if zero_guard and a < tiny:
-            a = np.float32(1.0)
-            z = 1
-        alpha[r] = a
-        zero[r] = z
-        v2[r] = _input_row(row, np.float32(1.0) / a, step, inv_step, bound, sto, noise, k0, k1, call_u, call_n, g)
-        _aux_row(row, aux, r, sq_at, abs_at)
+    _patch_input_stage(bool(sto), bool(np.float32(noise) > 0))(
+        xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound, noise, k0, k1,
+        call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at)
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@_variant
+def _patch_input_stage(STO, NOISY):
+    @njit(parallel=True, fastmath=False, cache=True)
+    def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound,
+                          noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at):
+        n = off.shape[0]
+        step = np.float32(step)
+        inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
+        bound = np.float32(bound)
+        noise = np.float32(noise)
+        tiny = np.float32(np.finfo(np.float32).tiny)
+        npos = oh * ow
+        for r in prange(v2.shape[0]):
+            g = row0 + r
+            img = g // npos
+            p = g - img * npos
+            py = p // ow
+            base = img * img_size + py * sh + (p - py * ow) * sw
+            row = v[r]
+            for j in range(n):
+                row[j] = xflat[base + off[j]]
+            a = _nm_row(row, nm_kind, nm_thres)
+            z = 0
+            if zero_guard and a < tiny:
+                a = np.float32(1.0)
+                z = 1
+            alpha[r] = a
+            zero[r] = z
+            v2[r] = _input_row(row, np.float32(1.0) / a, step, inv_step, bound, STO, NOISY, noise, k0, k1, call_u,
+                               call_n, g)
+            _aux_row(row, aux, r, sq_at, abs_at)
+
+    return patch_input_stage
+
+
 def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl,
                  steps, bounds, sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off):
     """From the product yin (R x M) into y[rows[r]] (B x M), for each row r, stage by stage over the row
@@ -165,83 +200,95 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     bound 0: no clip); clipped[r] = 1 if any output exceeded +bound (or -bound, if test_neg); nclip[r] = the
     number of outputs of row r beyond +-bound.
     """
-    m = y.shape[1]
-    per_col = bounds.shape[0] > 1
-    step = np.float32(steps[0])
-    inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
-    bound = np.float32(bounds[0])
-    ir_drop = np.float32(ir_drop)
-    ir_a_scale = np.float32(ir_a_scale)
-    nl = np.float32(nl)
-    w_noise2 = np.float32(w_noise2)
-    w_first = sw_row.shape[0] > 0
-    per_el = s_el.shape[0] > 0 and not w_first
-    for r in prange(rows.shape[0]):
-        b = rows[r]
-        key = b + key_off  # the random counters' row (a chunk of a larger batch passes its first row)
-        row = y[b]
-        for i in range(m):
-            row[i] = yin[r, i]
-        if ir_drop > 0:
+    _output_stage(sw_row.shape[0] > 0, bool(sto))(
+        yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds, test_neg, k0, k1,
+        call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off)
+
+
+@_variant
+def _output_stage(W_FIRST, STO):
+    @njit(parallel=True, fastmath=False, cache=True)
+    def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
+                     test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off):
+        m = y.shape[1]
+        step = np.float32(steps[0])
+        inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
+        bound = np.float32(bounds[0])
+        ir_drop = np.float32(ir_drop)
+        ir_a_scale = np.float32(ir_a_scale)
+        nl = np.float32(nl)
+        w_noise2 = np.float32(w_noise2)
+        per_col = bounds.shape[0] > 1
+        per_el = s_el.shape[0] > 0 and not W_FIRST
+        for r in prange(rows.shape[0]):
+            b = rows[r]
+            key = b + key_off  # the random counters' row (a chunk of a larger batch passes its first row)
+            row = y[b]
             for i in range(m):
-                a = ir_a_scale * a_mat[r, i]
-                row[i] -= ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a) * yin[r, p_off + i]
-        if w_first:
-            zw = np.empty(m, np.float32)
-            normals_row(zw, k0, k1, call_w, key)
-            if s_el.shape[0] > 0:
+                row[i] = yin[r, i]
+            if ir_drop > 0:
                 for i in range(m):
-                    row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
-            else:
+                    a = ir_a_scale * a_mat[r, i]
+                    row[i] -= (ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a)
+                               * yin[r, p_off + i])
+            if W_FIRST:
+                zw = np.empty(m, np.float32)
+                normals_row(zw, k0, k1, call_w, key)
+                if s_el.shape[0] > 0:
+                    for i in range(m):
+                        row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
+                else:
+                    for i in range(m):
+                        row[i] += sw_row[r] * zw[i]
+            if nl > 0:
                 for i in range(m):
-                    row[i] += sw_row[r] * zw[i]
-        if nl > 0:
-            for i in range(m):
-                row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
-        z = np.empty(m, np.float32)
-        normals_row(z, k0, k1, call_n, key)
-        s0 = sig_row[r] * sig_row[r]
-        if per_el:
-            for i in range(m):
-                row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
-        elif s0 > 0:
-            s = np.sqrt(s0)
-            for i in range(m):
-                row[i] += s * z[i]
-        flag = 0
-        cnt = 0
-        if not per_col:
-            _quantise_row(row, step, inv_step, sto, k0, k1, call_u, key)
-            if bound > 0:
-                hi = np.float32(-np.inf)
-                lo = np.float32(np.inf)
+                    row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
+            z = np.empty(m, np.float32)
+            normals_row(z, k0, k1, call_n, key)
+            s0 = sig_row[r] * sig_row[r]
+            if per_el:
                 for i in range(m):
+                    row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
+            elif s0 > 0:
+                s = np.sqrt(s0)
+                for i in range(m):
+                    row[i] += s * z[i]
+            flag = 0
+            cnt = 0
+            if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
+                u = np.zeros(m, np.float32)
+                if STO:
+                    uniforms_row(u, k0, k1, call_u, key)
+                for i in range(m):
+                    st = np.float32(steps[i])
+                    if st > 0:
+                        shift = u[i] - np.float32(0.5) if STO else np.float32(0.0)
+                        row[i] = np.rint(row[i] / st + shift) * st
                     v = row[i]
-                    hi = max(hi, v)
-                    lo = min(lo, v)
-                    if v > bound or v < -bound:
-                        cnt += 1
-                    row[i] = min(max(v, -bound), bound)
-                flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
-        else:   # calibrated per-column ADC ranges (aimc.calibration)
-            u = np.zeros(m, np.float32)
-            if sto:
-                uniforms_row(u, k0, k1, call_u, key)
-            for i in range(m):
-                st = np.float32(steps[i])
-                if st > 0:
-                    shift = u[i] - np.float32(0.5) if sto else np.float32(0.0)
-                    row[i] = np.rint(row[i] / st + shift) * st
-                v = row[i]
-                bd = np.float32(bounds[i])
-                if bd > 0:
-                    if v > bd or v < -bd:
-                        cnt += 1
-                        if v > bd or test_neg:
-                            flag = 1
-                    row[i] = min(max(v, -bd), bd)
-        clipped[r] = flag
-        nclip[r] = cnt
+                    bd = np.float32(bounds[i])
+                    if bd > 0:
+                        if v > bd or v < -bd:
+                            cnt += 1
+                            if v > bd or test_neg:
+                                flag = 1
+                        row[i] = min(max(v, -bd), bd)
+            else:
+                _quantise_row(row, step, inv_step, STO, k0, k1, call_u, key)
+                if bound > 0:
+                    hi = np.float32(-np.inf)
+                    lo = np.float32(np.inf)
+                    for i in range(m):
+                        v = row[i]
+                        hi = max(hi, v)
+                        lo = min(lo, v)
+                        if v > bound or v < -bound:
+                            cnt += 1
+                        row[i] = min(max(v, -bound), bound)
+                    flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+            clipped[r] = flag
+            nclip[r] = cnt
+
+    return output_stage
 
 
 ADC_UNIFORM, ADC_SAR, ADC_RAMP = 0, 1, 2
