@@ -22,18 +22,22 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _target(name: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+    """The absolute module a ``from ... import`` in module ``name`` names (relative levels resolved)."""
+    if not node.level:
+        return node.module or ""
+    base = name.split(".") if is_pkg else name.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """Every aimc/device_models module that ``name`` imports, at top level or inside functions."""
     is_pkg = path.name == "__init__.py"
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = name.split(".") if is_pkg else name.split(".")[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _target(name, is_pkg, node)
             for a in node.names:
                 sub = f"{target}.{a.name}"
                 found.add(sub if sub in modules else target)
@@ -81,12 +85,7 @@ def _unresolved() -> list[str]:
         is_pkg = path.name == "__init__.py"
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = name.split(".") if is_pkg else name.split(".")[:-1]
-                    base = base[: len(base) - (node.level - 1)]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module or ""
+                target = _target(name, is_pkg, node)
             elif isinstance(node, ast.Import):
                 target = None
                 for a in node.names:
