@@ -4,12 +4,7 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError("aimc.nn needs torch: pip install 'aimc[torch]' (torch==2.13.0)") from e
 
-from ..core import threads as _threads
-from ._function import torch_product as _torch_product
-
-_threads.set_product(_torch_product)  # one pool for every product of a torch process (aimc/core/threads.py)
-
-from .linear import AnalogLinear  # noqa: E402
+from .linear import AnalogLinear
 from .conv import AnalogConv1d, AnalogConv2d, AnalogContainer, TileSlot
 from .rnn import AnalogGRU, AnalogLSTM, AnalogRNN
 from .attention import AnalogMultiheadAttention

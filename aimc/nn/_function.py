@@ -20,15 +20,6 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.contiguous().numpy()
 
 
-def torch_product(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """a @ bt computed by torch's matmul on zero-copy views: the core's products then run in torch's thread
-    pool, the one the user's model wakes anyway (``aimc.threads.set_product``)."""
-    if out is None:
-        return torch.matmul(torch.from_numpy(a), torch.from_numpy(bt)).numpy()
-    torch.matmul(torch.from_numpy(a), torch.from_numpy(bt), out=torch.from_numpy(out))
-    return out
-
-
 class AnalogMatmul(torch.autograd.Function):
     """y = tiles.forward(x) for x (batch, in); grads: x by the (ideal or analog) transposed read, W exact."""
 
