@@ -92,6 +92,37 @@ def test_serial_sweep_equals_deploy_chip_by_chip(spec, serial, ckpt, digits):
     assert len(s) == 2 * 2 * 2 and all(x["n_chips"] == 3 for x in s)
 
 
+def test_worker_cache_gives_the_same_results(spec, serial, ckpt, digits):
+    """A worker caches the model's digital accuracy (keyed by model, data, batch size, threads): a task on a
+    warm worker gives exactly what a cold one and evaluate_over_time's own evaluation give."""
+    from aimc.deploy import digital_accuracy
+    tasks = spec.tasks()
+    models, bound = sweep_run._plan(spec)
+    path, sha = models[spec.models[0][0]]
+    ctx = {"model_path": path, "model_sha256": sha, "data": spec.data, "times_s": list(spec.times_s),
+           "batch_size": spec.batch_size, "threads": spec.threads, "chip_images": False}
+    task = {**tasks[4].coords, "config": tasks[4].config}
+    sweep_run._digital.cache_clear()
+    cold = sweep_run.run_task(task, ctx)
+    hits = sweep_run._digital.cache_info().hits
+    warm = sweep_run.run_task(task, ctx)
+    assert sweep_run._digital.cache_info().hits == hits + 1                # the second task used the cache
+    for res in (cold, warm):
+        assert {k: res[k] for k in ("accuracy", "digital_accuracy", "n_test")} == \
+            {k: cold[k] for k in ("accuracy", "digital_accuracy", "n_test")}
+    row = next(r for r in serial.rows if r["task_id"] == sweep_run.task_id(bound, tasks[4]))
+    assert cold["accuracy"][0] == row["accuracy"] and cold["digital_accuracy"] == row["digital_accuracy"]
+    model, _ = zoo.load_checkpoint(ckpt)
+    ref = evaluate_over_time(model, digits, tasks[4].config, spec.times, 1, seed=tasks[4].seed)   # computes its own
+    assert cold["digital_accuracy"] == ref.digital_accuracy == digital_accuracy(model, digits)
+    assert [a[0] for a in ref.accuracy] == cold["accuracy"]
+    # another batch size is another key (the cache never answers for what it was not computed for)
+    sweep_run._digital(path, sha, spec.data, 7, spec.threads)
+    assert sweep_run._digital.cache_info().currsize == 2
+    with pytest.raises(ValueError, match="digital_accuracy must be a fraction"):
+        evaluate_over_time(model, digits, tasks[4].config, ["1s"], 1, digital_accuracy=1.5)
+
+
 def test_files_json_csv_h5(serial):
     import csv
 
@@ -215,6 +246,18 @@ def test_dask_two_workers_bit_identical(spec, serial, cluster_client, tmp_path):
     res = run_sweep(spec, tmp_path / "o", client=cluster_client)
     assert res.meta["engine"] == "dask" and res.meta["workers"] == 2 and res.meta["ran"] == 12
     assert res.rows == serial.rows  # same numbers, same order, whatever worker ran which task
+
+
+@pytest.mark.dask
+def test_local_cluster_settings_reach_the_workers(cluster_client):
+    """aimc's LocalCluster: no profiler sampling the tasks, slow housekeeping, glibc's malloc defaults."""
+    def settings():
+        import dask
+        return (dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.admin.tick.interval"),
+                os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    got = cluster_client.run(settings)
+    assert len(got) == 2 and all(v == (False, "1s", None) for v in got.values())
+    assert sweep_run.CLUSTER_CONFIG["distributed.worker.profile.enabled"] is False
 
 
 @pytest.mark.dask

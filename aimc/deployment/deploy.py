@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["DEFAULT_CLIP_WARN", "DEFAULT_TIMES", "DeployResults", "deploy_config", "evaluate_over_time", "format_time",
-           "parse_time", "parse_times", "add_arguments", "run"]
+__all__ = ["DEFAULT_CLIP_WARN", "DEFAULT_TIMES", "DeployResults", "deploy_config", "digital_accuracy",
+           "evaluate_over_time", "format_time", "parse_time", "parse_times", "add_arguments", "run"]
 
 DEFAULT_TIMES = ("1s", "1h", "1d", "1y", "10y")
 #: warn when a layer clips more than this fraction of its ADC conversions at some time (mean over chips)
@@ -283,7 +283,8 @@ def calibration_set(data, calibration, n: int, x_test) -> tuple[Any, str, str | 
 def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES, repeats: int = 5, *,
                        seed: int = 0, batch_size: int = 1000, progress: bool = False,
                        convert_kwargs: dict | None = None, keep_last: bool = False, calibration=None,
-                       clip_warn: float = DEFAULT_CLIP_WARN, tech=None) -> DeployResults:
+                       clip_warn: float = DEFAULT_CLIP_WARN, tech=None,
+                       digital_accuracy: float | None = None) -> DeployResults:
     """Accuracy of ``model`` on ``data`` after programming, at each of ``times``, over ``repeats`` chips.
 
     Args:
@@ -303,6 +304,9 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
         tech: a technology card (``aimc.cost``; name, path or ``TechCard``): tiles are fitted to its core size
             and the energy per inference and latency are reported at every time and chip (``results.cost``).
             None: no cost, tiles as ``config`` says.
+        digital_accuracy: the model's digital accuracy on ``data`` when the caller already has it
+            (:func:`digital_accuracy`, same ``batch_size``); None: evaluated here. A sweep worker evaluates it
+            once per model and data set instead of once per chip.
     Returns:
         :class:`DeployResults` (with ``clip_fraction`` per layer and time, the calibrated ranges, warnings).
     """
@@ -322,6 +326,9 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
                          "aimc.deployment.deploy.deploy_config('pcm-joshi2020')")
     if isinstance(clip_warn, bool) or not isinstance(clip_warn, (int, float)) or not 0 <= clip_warn <= 1:
         raise ValueError(f"clip_warn must be a fraction in [0, 1], got {clip_warn!r}")
+    if digital_accuracy is not None and (isinstance(digital_accuracy, bool) or not isinstance(
+            digital_accuracy, (int, float)) or not 0 <= digital_accuracy <= 1):
+        raise ValueError(f"digital_accuracy must be a fraction in [0, 1] or None, got {digital_accuracy!r}")
     card = None
     if tech is not None:
         from ..cost import fit_config, load_card
@@ -348,7 +355,7 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
             raise ValueError(f"calibration set: {e}") from None
         cal_info = {"method": cfg.calibration.to_dict() if cfg.calibration else None, "samples": int(len(x_cal)),
                     "source": source, "ranges": []}
-    digital = evaluate(model, x, y, batch_size)
+    digital = evaluate(model, x, y, batch_size) if digital_accuracy is None else float(digital_accuracy)
     acc = [[0.0] * repeats for _ in secs]
     clip: dict = {}
     energy = [[0.0] * repeats for _ in secs]
@@ -399,6 +406,16 @@ def evaluate_over_time(model, data, config=None, times: Sequence = DEFAULT_TIMES
             warnings.warn(notes[-1], stacklevel=2)
     res.warnings = notes
     return res
+
+
+def digital_accuracy(model, data, batch_size: int = 1000) -> float:
+    """Test accuracy of the digital ``model`` on ``data`` (a Dataset's test split or an ``(x, y)`` pair),
+    exactly as :func:`evaluate_over_time` reports it."""
+    import torch
+
+    from ..workloads.zoo import evaluate
+    x, y = _xy(data)
+    return evaluate(model, torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64), batch_size)
 
 
 def _check_fits(model, x) -> None:

@@ -68,6 +68,15 @@ def _data(spec: str):
     return _load_data(spec)
 
 
+@functools.lru_cache(maxsize=8)
+def _digital(model_path: str, sha256: str, data: str, batch_size: int, threads: int) -> float:
+    """The model's digital accuracy: the same for every chip of a model and data set, so a worker computes it
+    once (keyed by all it depends on) instead of once per task (40 ms of a 0.25 s MNIST-5k MLP task)."""
+    from ..deployment.deploy import digital_accuracy
+    with _threads(threads):
+        return digital_accuracy(_model(model_path, sha256), _data(data), batch_size)
+
+
 @contextlib.contextmanager
 def _threads(n: int):
     """numba, BLAS and torch limited to ``n`` threads inside the block (restored after)."""
@@ -92,6 +101,9 @@ def _threads(n: int):
 def run_task(task: dict, ctx: dict) -> dict:
     """Program one chip instance, drift it through every time, evaluate; ``aimc deploy``'s own code.
 
+    What does not depend on the chip is done once per worker process and cached, keyed by what it depends
+    on: the model (path + SHA-256), the data set, and the model's digital accuracy.
+
     ``task``: a :class:`Task` as a dict; ``ctx``: model path + SHA-256, data, times, batch size, threads,
     whether to return the chip image (bytes of the HDF5 file at the last time). Chip ``r`` is exactly
     chip ``r`` of ``evaluate_over_time(..., seed=spec.seed)``: both convert with seed ``spec.seed + r``.
@@ -100,9 +112,11 @@ def run_task(task: dict, ctx: dict) -> dict:
     t0 = _time.perf_counter()
     model = _model(ctx["model_path"], ctx["model_sha256"])
     data = _data(ctx["data"])
+    digital = _digital(ctx["model_path"], ctx["model_sha256"], ctx["data"], ctx["batch_size"], ctx["threads"])
     with _threads(ctx["threads"]):
         res = evaluate_over_time(model, data, task["config"], list(ctx["times_s"]), 1, seed=task["seed"],
-                                 batch_size=ctx["batch_size"], keep_last=ctx["chip_images"])
+                                 batch_size=ctx["batch_size"], keep_last=ctx["chip_images"],
+                                 digital_accuracy=digital)
     chip = None
     if ctx["chip_images"]:
         from ..core.chip import save_chip
@@ -220,19 +234,36 @@ def _connect(scheduler: str | None, workers: int | None, timeout: float):
     return Client(cluster, set_as_default=False), cluster
 
 
+#: Dask settings of aimc's LocalCluster (see :func:`local_cluster`); for workers you start yourself, put them
+#: in their Dask config.
+CLUSTER_CONFIG = {
+    # glibc's default malloc tuning, not Dask's MALLOC_TRIM_THRESHOLD_=65536 (a task 2.0x slower)
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    # no dashboard, so no statistical profiler sampling the task's thread every 10 ms
+    "distributed.worker.profile.enabled": False,
+    # housekeeping at a pace for tasks of ~0.1-10 s: event-loop tick checks (default 20 ms), dashboard
+    # system monitor (500 ms), memory monitor (100 ms; it still pauses/restarts a worker near its limit)
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
+
+
 def local_cluster(workers: int | None = None):
     """A ``distributed.LocalCluster`` of ``workers`` processes (default: the CPU count) x 1 thread.
 
-    Workers keep glibc's default malloc tuning: Dask's default ``MALLOC_TRIM_THRESHOLD_=65536`` (set before
-    spawning workers) freezes glibc's dynamic mmap threshold, so large numpy arrays are fresh mmaps that
-    page-fault; it made a sweep task 2.0x slower here (0.42 s vs 0.21 s, MNIST-5k MLP;
-    ``python benchmarks/sweep_scaling.py --only loop,loop-trim``).
+    Settings (:data:`CLUSTER_CONFIG`): workers keep glibc's default malloc tuning: Dask's default
+    ``MALLOC_TRIM_THRESHOLD_=65536`` (set before spawning workers) freezes glibc's dynamic mmap threshold,
+    so large numpy arrays are fresh mmaps that page-fault; it made a sweep task 2.0x slower here (0.42 s vs
+    0.21 s, MNIST-5k MLP; ``python benchmarks/sweep_scaling.py --only loop,loop-trim``). Without a dashboard
+    the workers' statistical profiler and the 20 ms housekeeping ticks are CPU taken from the tasks: an idle
+    1-worker cluster used 75-80 ms of CPU per second with Dask's defaults, 5-15 ms with these.
     """
     import logging
 
     import dask
     from distributed import LocalCluster
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set(CLUSTER_CONFIG):
         return LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
                             dashboard_address=None, silence_logs=logging.CRITICAL)
 

@@ -146,33 +146,34 @@ class SweepResults:
         return self.files
 
     def plot(self, variant: int, path) -> Path | None:
-        """Accuracy mean +- std over time for one hardware variant: a line per (model, device, compensation)."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        """Accuracy mean +- std over time for one hardware variant: a line per (model, device, compensation).
+
+        Drawn on a bare ``Figure`` (no pyplot state), ticks at the spec's times only and fixed margins: log
+        minor ticks and ``tight_layout`` took 0.2 of the 0.33 s CPU a plot cost (a fixed cost of every run)."""
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import NullLocator
         summ = [s for s in self.summary() if s["variant"] == variant]
         if not summ:
             return None
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        try:
-            curves: dict = {}
-            for s in summ:
-                curves.setdefault((s["model"], s["device"], s["compensation"]), []).append(s)
-            for (m, d, c), ss in curves.items():
-                ss.sort(key=lambda s: s["time_s"])
-                ax.errorbar([s["time_s"] for s in ss], [100 * s["mean"] for s in ss],
-                            yerr=[100 * s["std"] for s in ss], marker="o", capsize=3,
-                            label=f"{m}, {d}, {c} ({ss[0]['n_chips']} chips)")
-            ts = list(self.spec.times_s)
-            ax.set_xscale("log" if min(ts) > 0 else "symlog")
-            ax.set_xticks(ts)
-            ax.set_xticklabels(self.spec.times)
-            ax.set_xlabel("time after programming")
-            ax.set_ylabel("test accuracy (%), mean ± std")
-            ax.set_title(f"variant {variant}: {self.spec.variant_name(variant)}", fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110), suffix=".png.tmp")
-        finally:
-            plt.close(fig)
+        fig = Figure(figsize=(6.5, 4))
+        fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.92)
+        ax = fig.subplots()
+        curves: dict = {}
+        for s in summ:
+            curves.setdefault((s["model"], s["device"], s["compensation"]), []).append(s)
+        for (m, d, c), ss in curves.items():
+            ss.sort(key=lambda s: s["time_s"])
+            ax.errorbar([s["time_s"] for s in ss], [100 * s["mean"] for s in ss],
+                        yerr=[100 * s["std"] for s in ss], marker="o", capsize=3,
+                        label=f"{m}, {d}, {c} ({ss[0]['n_chips']} chips)")
+        ts = list(self.spec.times_s)
+        ax.set_xscale("log" if min(ts) > 0 else "symlog")
+        ax.set_xticks(ts)
+        ax.set_xticklabels(self.spec.times)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("time after programming")
+        ax.set_ylabel("test accuracy (%), mean ± std")
+        ax.set_title(f"variant {variant}: {self.spec.variant_name(variant)}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110), suffix=".png.tmp")
