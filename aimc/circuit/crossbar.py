@@ -184,16 +184,16 @@ class Crossbar:
         g = float(self.G.max()) if self.G.size and self.G.max() > 0 else 1.0
         r = np.full(self.n_out, self.r_in)
         r[0] += self.r_drv
-        q = np.cumsum(r) * g * _US                      # Q_b = sum_{k<=b} r_k, normalised by g_ref
+        dq = r * g * _US                                # r_b = Q_b - Q_(b-1), normalised by g_ref
         rho = np.full(self.n_in, self.r_out)
         rho[-1] += self.r_sense
         p = np.cumsum(rho[::-1])[::-1] * g * _US        # P_a = sum_{k>=a} rho_k
-        return g, q.astype(np.float32), p.astype(np.float32)
+        return g, dq.astype(np.float32), p.astype(np.float32)
 
     def fast(self, V, info: dict | None = None) -> np.ndarray:
         """Output currents (B, n_out) in uA by the Numba solver (``tol``; fallback or error if it fails)."""
         V = self._check_v(V)
-        g, q, p = self._ladders()
+        g, dq, p = self._ladders()
         B = V.shape[0]
         iters = np.zeros(B, np.int64)
         status = np.zeros(B, np.int64)
@@ -201,7 +201,7 @@ class Crossbar:
         Vf = np.ascontiguousarray(V, np.float32)
         out = np.empty((B, self.n_out), np.float64)
         kind = _k.CELL_LINEAR if self.linear else _k.CELL_SINH
-        _k.solve_batch(Gn, Vf, q, p, kind, np.float32(self.sinh_k), self.tol, 50, self.max_iter,
+        _k.solve_batch(Gn, Vf, dq, p, kind, np.float32(self.sinh_k), self.tol, 50, self.max_iter,
                        np.float32(0.5 / self.sinh_k), numba.get_num_threads(), out, iters, status)
         res = out.astype(np.float64) * g
         bad = (status != _k.CONVERGED) | ~np.isfinite(res).all(axis=1)
