@@ -21,8 +21,8 @@ once |L K| > 1, e.g. 128 x 128 at 10 Ohm), CG converges for any wire resistance,
 number) iterations. Linear cells need exactly one Newton step (currents = G V + K dv). The stopping test is
 |V - v - L F(v)|_K <= tol |V|_K at a fresh F(v). Inexact Newton: the first step's CG stops at 1 % of its
 residual, later ones at the residual Newton's quadratic rate predicts, |r_k|^3 / |r_(k-1)|^2 (Eisenstat-Walker,
-choice 2; at most 10 %), and at 0.3 tol once that prediction is below tol -- then the next F(v) is expected to
-pass and is checked without applying L first. At 256 x 256, 1 Ohm, g_max 25 uS, 0.2 V that is 2 Newton steps
+choice 2; at most 10 %), and at 0.7 tol once that prediction is below 0.2 tol -- then the next F(v) is expected
+to pass and is checked without applying L first. At 256 x 256, 1 Ohm, g_max 25 uS, 0.2 V that is 2 Newton steps
 of 2 and 3 CG iterations, 8 applications of L per input.
 
 L is applied in one forward sweep over the rows (no reverse pass): along a row the drop grows by the segment
@@ -322,16 +322,19 @@ def _solve_one(G, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v, K, 
                     return CONVERGED, iters
                 # forcing: 1 % of the residual in the first step; later ones aim at the residual that
                 # Newton's quadratic rate predicts, |r_k|^3 / |r_(k-1)|^2 (Eisenstat-Walker, choice 2),
-                # at most 10 % of |r_k|, and at 0.3 tol once that prediction is below it (the last step)
-                floor2 = 0.09 * tol * tol * ref2
+                # at most 10 % of |r_k|; once that prediction is below tol the step is the last one and
+                # aims at 0.7 tol (0.3 tol if the prediction is above 0.2 tol)
+                tol2 = tol * tol * ref2
                 if linear:
-                    eta2 = tol * tol * ref2
+                    eta2 = tol2
+                    final = False
                 elif newton == 0:
-                    eta2 = max(1e-4 * rho, floor2)
+                    eta2 = max(1e-4 * rho, 0.09 * tol2)
+                    final = eta2 == 0.09 * tol2
                 else:
                     pred2 = rho * rho * rho / (rho_prev * rho_prev)
-                    eta2 = floor2 if pred2 <= tol * tol * ref2 else min(0.01 * rho, pred2)
-                final = eta2 == floor2
+                    final = pred2 <= tol2
+                    eta2 = (0.49 * tol2 if pred2 <= 0.04 * tol2 else 0.09 * tol2) if final else min(0.01 * rho, pred2)
                 rho_prev = rho
             dad = s_dz
             rad = s_rz
