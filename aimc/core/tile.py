@@ -42,7 +42,7 @@ from ..circuit.crossbar import tile_circuits
 from ..cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
 from .periphery import (NO_ADC, WeightView, adc_arrays, dac_input_sum, draw_calls, draw_converters, fusable,
-                        mvm, patch_pass)
+                        mvm, mvm_slices, patch_pass, slices_fusable)
 from .rng import Stream, check_seed
 
 
@@ -252,8 +252,11 @@ class Tile(_Reads):
         else:
             gs = self._slice_conductance(direction, len(parts))
         y = None
+        fused = len(parts) > 1 and slices_fusable(io)
         for cc, xc in cycles:
-            for k, (ck, view) in enumerate(parts):
+            if fused:  # one input stage for all slices (periphery.mvm_slices)
+                y = mvm_slices(parts, cc, xc, io, self.stream, counts, gs, conv=conv, acc=y, adc=adc, **kw)
+            for k, (ck, view) in enumerate(() if fused else parts):
                 yk = mvm(view, xc, io, self.stream, conv=conv, adc=adc[k] if per_slice else adc, counts=counts,
                          g=gs[k], **kw)
                 if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None and not self._offset:
