@@ -132,6 +132,21 @@ def ramp_inl(bits: int, dnl_std: float, bow: float, stream: Stream) -> np.ndarra
     return inl.astype(np.float32)
 
 
+def adc_convert(y: np.ndarray, io: IOConfig, conv: dict, bounds) -> np.ndarray:
+    """What the chip's ADCs (drawn errors ``conv``, ``draw_adc``) output for analog outputs y (S x m, ADC units)
+    with ranges ``bounds`` (one, or one per column): the ADC of a read (``kernels.periphery.adc_stage``), on
+    a copy of y. The calibration's range search goes through it (``calibration.transfer_mse_bound``)."""
+    out = np.array(y, np.float32, order="C", copy=True)
+    S, m = out.shape
+    steps, b = adc_arrays(io, np.broadcast_to(np.asarray(bounds, np.float32), (m,)))
+    clipped, nclip = np.empty(S, np.int8), np.empty(S, np.int32)
+    _k.adc_stage(out, _arange(S), conv["gain"], conv["offset"], steps, b, _ADC_CODE[io.adc], io.out_bits,
+                 conv["caps"].astype(np.float64), conv["comp"], io.columns_per_adc,
+                 conv["inl"].astype(np.float64) if "inl" in conv else _EMPTY1.astype(np.float64),
+                 io.bm_test_negative_bound, clipped, nclip)
+    return out
+
+
 def draw_dac(io: IOConfig, n_in: int, stream: Stream) -> np.ndarray:
     """The per-chip level table of ``n_in`` input DACs, float32 (n_in, L + 1), L = 2^(inp_bits - 1) - 1
     magnitude codes: level c in DAC steps (sign-magnitude; CrossSim SignMagnitudeDAC, circuits_and_cost.md B.2).
@@ -453,15 +468,20 @@ def slices_fusable(io: IOConfig) -> bool:
 
 def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stream, counts=None, gs=None, *,
                inp_range: float | None = None, adc=None, clip_counts: np.ndarray | None = None,
-               conv: dict | None = None, acc: np.ndarray | None = None) -> np.ndarray:
+               conv: dict | None = None, acc: np.ndarray | None = None, stack: WeightView | None = None
+               ) -> np.ndarray:
     """acc + sum_k cc c_k mvm(view_k, x) over the weight slices ``parts`` [(c_k, view_k)] of one read, needs
     ``slices_fusable(io)``: the same values as one ``mvm`` per slice (the same stream calls in the same order,
-    the same arithmetic), with the input stage (noise management, DAC) done once for all slices, as the
-    slices of an array share its word lines and DACs (CrossSim BitslicedCore); one product and one output
-    stage (noise, ADC) per slice. ``gs`` (one per slice) as ``mvm``'s ``g``; ``adc`` one (steps, bounds) for
-    all slices or a list of one per slice; ``acc`` (B x out) is added to in place (None: a new array)."""
+    the same arithmetic; the products agree within float32 rounding), with the input stage (noise management,
+    DAC) done once for all slices, as the slices of an array share its word lines and DACs (CrossSim
+    BitslicedCore), and with ``stack`` (a WeightView of the S slices' matrices stacked, slice k in rows
+    k out .. (k + 1) out - 1) one product for all slices: one BLAS call and one wake-up of its thread pool
+    where S reads would take S. One output stage (noise, ADC) per slice. ``gs`` (one per slice) as
+    ``mvm``'s ``g``; ``adc`` one (steps, bounds) for all slices or a list of one per slice; ``acc`` (B x out)
+    is added to in place (None: a new array)."""
     B, n = x.shape
-    m = parts[0][1].W.shape[0]
+    S = len(parts)
+    m = parts[0][1].W.shape[0] if stack is None else stack.W.shape[0] // S
     with kernel_threads(B * (n + m)):
         p = _plan(io)
         alpha = np.empty(B, np.float32)
@@ -480,13 +500,22 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
         v, v2, aux = _input_pass(x, rows, alpha, p, conv, calls[0])
         out_f = (alpha * p.out_scale)[:, None]
         yk = np.empty((B, m), np.float32)
+        if stack is not None:
+            yall, s_all, a_all = _products(stack, v, aux, p)
         for k, (ck, view) in enumerate(parts):
             if counts is not None:
                 counts.mvms += B
                 counts.dig_out += B * m if p.dig_out else 0
                 _count_pass(counts, p, v, gs[k] if gs is not None else None, m)
             steps, bounds = adc[k] if isinstance(adc, list) else (adc if adc is not None else (p.steps, p.bounds))
-            yin, s_el, a_mat = _products(view, v, aux, p)
+            if stack is None:
+                yin, s_el, a_mat = _products(view, v, aux, p)
+            else:  # slice k's columns of the stacked products (with IR drop: [W_k v, (W_k*pos) v])
+                cols = slice(k * m, (k + 1) * m)
+                yin = (np.ascontiguousarray(yall[:, cols]) if not p.ir else
+                       np.concatenate([yall[:, cols], yall[:, S * m + k * m:S * m + (k + 1) * m]], axis=1))
+                s_el = np.ascontiguousarray(s_all[:, cols]) if p.pcm else s_all
+                a_mat = np.ascontiguousarray(a_all[:, cols]) if p.ir else a_all
             _, nclip = _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls[k], yk, steps, bounds, conv, n)
             if clip_counts is not None:
                 clip_counts[0] += int(nclip.sum())
