@@ -8,8 +8,8 @@ training images) with the mapping replaced by a sliced one: 8-bit weights (integ
 encoding (``--encoding``), ``bits_per_cell`` b in {1, 2, 4, 7} (7, 4, 2, 1 slices of G+/G- pairs; b = 7 is
 one slice), ADC bits in ``--adc-bits``; every slice is its own ADC read with its own calibrated ranges
 (per slice and column; power-of-two apart, ``--slice-ranges``). Inputs: in one read through the 8-bit DAC
-("8-bit DAC"), or bit-serial, 8 signed bits in cycles of 1 or 7 bits (one ADC read per cycle and slice). Also the unsliced differential mapping as the
-reference row. ``--chips`` chips per point (seeds 0..N-1), evaluated at ``--times``.
+("8-bit DAC"), or bit-serial, 8 signed bits in cycles of 1 or 7 bits (one ADC read per cycle and slice). Also
+the unsliced differential mapping as the reference row. ``--chips`` chips per point (seeds 0..N-1), evaluated at ``--times``.
 
 Prints a markdown table (mean +- std over chips, reads per MVM) and writes JSON (``--json``, never
 overwriting). Run: ``python benchmarks/slicing_table.py``.
