@@ -127,6 +127,30 @@ def test_mse_range_search_goes_through_the_chips_ramp_adc(gran):
     assert mse(yc[:, col], b[col]).mean() <= best * 1.02
 
 
+def test_layer_range_search_goes_through_every_tiles_adcs():
+    """'layer' granularity with drawn converters: one range for all tiles, chosen through each tile's own ramp
+    (its drawn comparator offsets differ per tile), at a lower true error than the uniform MSE's range."""
+    io = IOConfig(inp_bits=0, out_bits=5, out_bound=10.0, out_noise=0.0, bound_management=BoundManagement.NONE,
+                  adc="ramp", adc_inl_bow=4.0, adc_comparator_offset=0.01)
+    cal = CalibrationConfig(out="mse", out_granularity="layer")
+    cfg = TileConfig(forward=io, inference=InferenceConfig(device="none", compensation="none"),
+                     mapping=aimc.MappingConfig(max_in=32), calibration=cal)
+    arr = aimc.TileArray(8, 64, cfg, seed=1)
+    arr.program(np.random.default_rng(4).uniform(-1, 1, (8, 64)).astype(np.float32))
+    x = np.random.default_rng(5).standard_normal((256, 64)).astype(np.float32)
+    rep = arr.calibrate(x)
+    assert arr.grid == (1, 2) and len({tuple(b) for b in rep["adc_range"]}) == 1
+    b = np.float32(rep["adc_range"][0][0])
+    ys = [t.analog_reads(np.ascontiguousarray(x[:, cs]), inp_range=t._cal_inp)[0] for _, cs, t in arr._blocks()]
+    b_uniform = adc_bound(np.concatenate([y.reshape(-1) for y in ys])[:, None], cal, io, "layer")[0]
+
+    def mse(bb):
+        return sum(float(((t.adc_transfer()(y, np.full(y.shape[1], bb, np.float32)) - y) ** 2).sum())
+                   for y, t in zip(ys, arr.all_tiles()))
+
+    assert mse(b) < 0.5 * mse(b_uniform)
+
+
 def test_layer_granularity_shares_one_range_across_tiles():
     cfg = TileConfig(forward=_quiet_io(out_noise=0.02), inference=InferenceConfig(device="none", compensation="none"),
                      mapping=aimc.MappingConfig(max_in=16),
