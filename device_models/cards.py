@@ -125,12 +125,15 @@ def _card_path(name: str | Path) -> Path:
     raise ValueError(f"unknown device card {s!r}; available: {', '.join(available())}")
 
 
-def read_regular_text(path, what: str = "device card", limit: int = MAX_CARD_BYTES) -> str:
-    """A regular file's UTF-8 text, at most ``limit`` bytes; FIFOs, directories and devices are refused by
-    name (opened non-blocking and checked with fstat before anything is read, so a FIFO never blocks)."""
+def open_regular(path, what: str = "file"):
+    """``path`` opened for binary reading only if it is a regular file: opened non-blocking and checked with
+    fstat before anything is read, so a FIFO never blocks; directories and devices are refused by name.
+    A missing file is a FileNotFoundError, anything else a ValueError naming ``what``."""
     name = str(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {name}") from None
     except OSError as e:
         raise ValueError(f"{what} {name!r}: cannot open ({e.strerror or e})") from None
     try:
@@ -138,12 +141,20 @@ def read_regular_text(path, what: str = "device card", limit: int = MAX_CARD_BYT
             raise ValueError(f"{what} {name!r} is not a regular file")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise ValueError(f"{what} {name!r}: cannot read ({e.strerror or e})") from None
-    finally:
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def read_regular_text(path, what: str = "device card", limit: int = MAX_CARD_BYTES) -> str:
+    """A regular file's UTF-8 text, at most ``limit`` bytes (``open_regular``), or a ValueError naming it."""
+    name = str(path)
+    with open_regular(path, what) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise ValueError(f"{what} {name!r}: cannot read ({e.strerror or e})") from None
     if len(data) > limit:
         raise ValueError(f"{what} {name!r} is larger than {limit} bytes")
     try:

@@ -14,8 +14,9 @@ import os
 import re
 import secrets
 import socket
-import stat
 from pathlib import Path
+
+from device_models.cards import read_regular_text as _read_regular_text
 
 TMP_TAG = ".aimc-tmp"
 
@@ -145,31 +146,7 @@ def atomic_write_text(path, text: str, *, overwrite: bool = True) -> Path:
     return atomic_write(path, lambda p: p.write_text(text), overwrite=overwrite)
 
 
-def open_regular(path, what: str = "file"):
-    """Open ``path`` for binary reading only if it is a regular file (never a FIFO, device or folder)."""
-    p = Path(path)
-    try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {p}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{what} {str(p)!r} is not a regular file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def read_regular_text(path, what: str = "file", limit: int = 16 * 2**20) -> str:
-    """The text of a regular file of at most ``limit`` bytes, or a clear error."""
-    with open_regular(path, what) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{what} {str(path)!r} is larger than {limit} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{what} {str(path)!r} is not UTF-8 text ({e})") from None
+    """The UTF-8 text of a regular file of at most ``limit`` bytes, or a clear error (one rule with the cards:
+    ``device_models.cards.read_regular_text``)."""
+    return _read_regular_text(path, what, limit)

@@ -216,7 +216,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         FileNotFoundError: no such file.
         IDXFormatError: bad magic, unknown type, truncated data or trailing bytes, corrupt gzip stream.
     """
-    from ..core._io import open_regular
+    from device_models.cards import open_regular
     path = Path(path)
     try:
         with open_regular(path, "IDX file") as f:
