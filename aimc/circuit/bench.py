@@ -15,7 +15,7 @@ v_read 0.2 V; every timing in a process of its own):
 * ``slicing_cost_ratio``: the forward of 8-bit weights over 2-bit cells (4 slices, one read each) over 4 plain
   forwards, both without bound management (whose re-reads depend on the data: a sliced forward with the default
   iterative BM re-reads its slices' clipped rows as well); ``slicing_cost_ratio_1thread`` the same on one
-  thread (see ``_slicing_times``).
+  thread in CPU time (see ``_slicing_times``).
 """
 from __future__ import annotations
 
@@ -100,15 +100,16 @@ def _errors(n: int) -> dict:
 def _slicing_times(args, n: int) -> dict:
     """The slicing pair (plain one-read forward, sliced forward), each contender in processes of its own,
     alternating over ``SLICING_ROUNDS`` rounds of at least ``SLICING_REPEATS`` repeats (the best round's median):
-    at ``args.threads`` and on one thread (``*_1t``: the work alone, without the thread pools' wake-ups, whose
-    cost on a loaded machine is a scheduler time slice per parallel region, whatever the region's size)."""
+    wall time at ``args.threads``, and CPU time on one thread (``*_1t``: the work alone, robust to other jobs'
+    load; on a loaded machine a wall-clock read at 2 threads costs a scheduler time slice per parallel region
+    of the product, whatever its size: torch's 256x64 @ 64x256 product took 0.04-32 ms at load 7 here)."""
     from ..bench import timeit_isolated
     many = SimpleNamespace(**{**vars(args), "repeats": max(args.repeats, SLICING_REPEATS)})
     one = SimpleNamespace(**{**vars(many), "threads": 1})
     pair = {"plain_1read": ("aimc.circuit.bench:make_forward", {"n": n, "model": "none", "bm": "none"}),
             "sliced": ("aimc.circuit.bench:make_forward", {"n": n, "model": "none", "sliced": True, "bm": "none"})}
     t = timeit_isolated(pair, many, rounds=SLICING_ROUNDS)
-    t.update({k + "_1t": v for k, v in timeit_isolated(pair, one, rounds=SLICING_ROUNDS).items()})
+    t.update({k + "_1t": v for k, v in timeit_isolated(pair, one, rounds=SLICING_ROUNDS, cpu=True).items()})
     return t
 
 
