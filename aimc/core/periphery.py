@@ -502,6 +502,7 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
         yk = np.empty((B, m), np.float32)
         if stack is not None:
             yall, s_all, a_all = _products(stack, v, aux, p)
+            yb = np.empty((B, 2 * m if p.ir else m), np.float32)   # slice k's product columns, reused
         for k, (ck, view) in enumerate(parts):
             if counts is not None:
                 counts.mvms += B
@@ -512,8 +513,10 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
                 yin, s_el, a_mat = _products(view, v, aux, p)
             else:  # slice k's columns of the stacked products (with IR drop: [W_k v, (W_k*pos) v])
                 cols = slice(k * m, (k + 1) * m)
-                yin = (np.ascontiguousarray(yall[:, cols]) if not p.ir else
-                       np.concatenate([yall[:, cols], yall[:, S * m + k * m:S * m + (k + 1) * m]], axis=1))
+                yin = yb
+                np.copyto(yb[:, :m], yall[:, cols])
+                if p.ir:
+                    np.copyto(yb[:, m:], yall[:, S * m + k * m:S * m + (k + 1) * m])
                 s_el = np.ascontiguousarray(s_all[:, cols]) if p.pcm else s_all
                 a_mat = np.ascontiguousarray(a_all[:, cols]) if p.ir else a_all
             _, nclip = _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls[k], yk, steps, bounds, conv, n)
@@ -527,7 +530,8 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
             if acc is None:
                 acc = yk * c
             else:
-                acc += yk * c
+                np.multiply(yk, c, out=yk)
+                acc += yk
     return acc
 
 
