@@ -15,7 +15,7 @@ v_read 0.2 V; every timing in a process of its own):
 * ``slicing_cost_ratio``: the forward of 8-bit weights over 2-bit cells (4 slices, one read each) over 4 plain
   forwards, both without bound management (whose re-reads depend on the data: a sliced forward with the default
   iterative BM re-reads its slices' clipped rows as well); ``slicing_cost_ratio_1thread`` the same on one
-  thread in CPU time (see ``_slicing_times``).
+  thread in CPU time (see ``slicing_times``).
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def _errors(n: int) -> dict:
     return out
 
 
-def _slicing_times(args, n: int) -> dict:
+def slicing_times(args, n: int) -> dict:
     """The slicing pair (plain one-read forward, sliced forward), each contender in processes of its own,
     alternating over ``SLICING_ROUNDS`` rounds of at least ``SLICING_REPEATS`` repeats (the best round's median):
     wall time at ``args.threads``, and CPU time on one thread (``*_1t``: the work alone, robust to other jobs'
@@ -120,7 +120,7 @@ def bench_ir_drop(args) -> dict:
         raise ValueError("--circuit-size must be >= 2")
     t = timeit_isolated({"plain": ("aimc.circuit.bench:make_forward", {"n": n, "model": "none"}),
                          "circuit": ("aimc.circuit.bench:make_forward", {"n": n, "model": "circuit"})}, args)
-    t.update(_slicing_times(args, n))
+    t.update(slicing_times(args, n))
     slow = SimpleNamespace(**{**vars(args), "repeats": 3 if n <= 512 else 1})
     t.update(timeit_isolated({"sinh": ("aimc.circuit.bench:make_forward",
                                        {"n": n, "model": "circuit", "cell": "sinh"}),
