@@ -120,11 +120,39 @@ def line_conductance(W: np.ndarray, cfg: MappingConfig, axis: int) -> np.ndarray
     W = np.ascontiguousarray(W, np.float32)
     if cfg.kind == MappingKind.DIFFERENTIAL:
         from ..kernels.cost import abs_sums_max
-        colsum = np.empty(W.shape[1 - axis], np.float32)
-        amax = max(float(abs_sums_max(W, axis, colsum)), 1e-7)
-        s = np.float32((cfg.g_max - cfg.g_min) / amax)
-        return colsum * s + np.float32(2.0 * cfg.g_min * W.shape[axis])
+        sums = np.empty(W.shape[1 - axis], np.float32)
+        amax = abs_sums_max(W, axis, sums)
+        return _pair_line_conductance(sums, amax, cfg, W.shape[axis])
     return to_conductances(W, cfg)[0].sum(axis=(0, axis + 1), dtype=np.float64).astype(np.float32)
+
+
+def _pair_line_conductance(abs_sums: np.ndarray, amax, cfg: MappingConfig, cells: int) -> np.ndarray:
+    """Per-line conductance of the differential pair from the sums of |w| over the ``cells`` cells of each line
+    and max |w|: s sum|w| + 2 g_min cells with s = (g_max - g_min) / max|w| (``to_conductances``)."""
+    s = np.float32((cfg.g_max - cfg.g_min) / max(float(amax), 1e-7))
+    return abs_sums * s + np.float32(2.0 * cfg.g_min * cells)
+
+
+def write_weights(W: np.ndarray, scale: np.ndarray | None, cfg: MappingConfig, sums: bool = True,
+                  backward: bool = True) -> tuple[np.ndarray, dict]:
+    """The normalised weights of an exact write, w = W / scale[:, None] (``scale`` None: a copy of W), and the
+    per-line conductance as ``line_conductance`` gives it ({'forward': (in,)} and with ``backward`` also
+    'backward': (out,)), taken in the same sweep for the differential pair (``kernels.cost.copy_abs_sums``:
+    a weight rewrite before every forward costs the cost counters no second sweep over W). Other mappings,
+    or ``sums`` False: {} (the tile computes a conductance when a read first needs it)."""
+    W = np.ascontiguousarray(W, np.float32)
+    if not sums or cfg.kind != MappingKind.DIFFERENTIAL:
+        return (W / scale[:, None] if scale is not None else W.copy()), {}
+    from ..kernels.cost import copy_abs_sums
+    m, n = W.shape
+    w = np.empty_like(W)
+    colsum, rowsum = np.empty(n, np.float32), np.empty(m if backward else 0, np.float32)
+    c = np.ascontiguousarray(scale, np.float32) if scale is not None else np.zeros(0, np.float32)
+    amax = copy_abs_sums(W, c, w, colsum, rowsum)
+    g = {"forward": _pair_line_conductance(colsum, amax, cfg, m)}
+    if backward:
+        g["backward"] = _pair_line_conductance(rowsum, amax, cfg, n)
+    return w, g
 
 
 def from_conductances(G: np.ndarray, params: dict, cfg: MappingConfig) -> np.ndarray:

@@ -101,3 +101,46 @@ def abs_sums_max(W, axis, out):
     for k in range(m * n):
         mi = max(mi, flat[k] & np.int32(0x7FFFFFFF))
     return np.array([mi], np.int32).view(np.float32)[0]
+
+
+
+
+@njit(fastmath={"reassoc", "nsz"}, cache=True)
+def copy_abs_sums(W, c, w, colsum, rowsum):
+    """w = W / c[:, None] (``c`` empty: w = W) written into ``w``, with the sums of |w| per column (``colsum``,
+    (in,)) and, when ``rowsum`` is not empty, per row (``rowsum``, (out,)), in float32; returns max |w|.
+
+    The write of new weights (``Tile.set_weights``) with the sums that the per-line conductance needs
+    (``aimc.mapping.write_weights``), taken while each row is still in L1: a weight rewrite before every
+    forward (training) costs the cost counters no second sweep over W. The division is IEEE (no 'arcp' flag:
+    no reciprocal), so w equals numpy's W / c bit for bit; the column sums add the rows in row order, as
+    ``abs_sums_max``; the maximum is kept per column (a vertical max, which vectorises; a horizontal float max
+    does not) and reduced once at the end. Each row is three short loops (write, column sums and max, row
+    sum): one loop doing all of it measured slower (not vectorised).
+    """
+    m, n = W.shape
+    scaled = c.shape[0] > 0
+    rows = rowsum.shape[0] > 0
+    loc = np.zeros(n, np.float32)
+    mx = np.zeros(n, np.float32)
+    for i in range(m):
+        src = W[i]
+        dst = w[i]
+        if scaled:
+            ci = c[i]
+            for j in range(n):
+                dst[j] = src[j] / ci
+        else:
+            for j in range(n):
+                dst[j] = src[j]
+        for j in range(n):
+            b = abs(dst[j])
+            loc[j] += b
+            mx[j] = max(mx[j], b)
+        if rows:
+            rs = np.float32(0.0)
+            for j in range(n):
+                rs += abs(dst[j])
+            rowsum[i] = rs
+    colsum[:] = loc
+    return mx.max() if n > 0 else np.float32(0.0)
