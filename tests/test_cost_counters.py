@@ -204,23 +204,24 @@ def test_sliced_bit_serial_reads_count_each_slice_with_its_own_conductance(encod
     np.testing.assert_allclose(sum(per_slice), line, rtol=1e-6)
 
 
+@pytest.mark.parametrize("m", [37, 64, 5])
 @pytest.mark.parametrize("scaled", [False, True])
-def test_copy_abs_sums_matches_numpy(rng, scaled):
-    """The write kernel: w = W / c bit for bit, |w| summed per column and per row, max |w| (rows skipped when
-    the row-sum buffer is empty)."""
-    from aimc.kernels.cost import copy_abs_sums
-    W = rng.standard_normal((37, 53)).astype(np.float32)
+def test_write_line_sums_matches_numpy(rng, m, scaled):
+    """The write kernel: w = W / c bit for bit, |w| summed per column (rows in blocks of eight and a
+    remainder) and per row, max |w|; rows skipped when the row-sum buffer is empty; read-only without w."""
+    from aimc.kernels.cost import write_line_sums
+    W = rng.standard_normal((m, 53)).astype(np.float32)
     W[3] = 0.0
-    c = rng.uniform(0.5, 2, 37).astype(np.float32) if scaled else np.zeros(0, np.float32)
-    w, cs, rs = np.empty_like(W), np.empty(53, np.float32), np.empty(37, np.float32)
-    amax = copy_abs_sums(W, c, w, cs, rs)
+    c = rng.uniform(0.5, 2, m).astype(np.float32) if scaled else np.zeros(0, np.float32)
+    w, cs, rs = np.empty_like(W), np.empty(53, np.float32), np.empty(m, np.float32)
+    amax = write_line_sums(W, c, w, cs, rs)
     ref = W / c[:, None] if scaled else W
     np.testing.assert_array_equal(w, ref)
     assert amax == np.abs(ref).max()
     np.testing.assert_allclose(cs, np.abs(ref.astype(np.float64)).sum(0), rtol=1e-6)
     np.testing.assert_allclose(rs, np.abs(ref.astype(np.float64)).sum(1), rtol=1e-6)
-    cs2 = np.empty(53, np.float32)
-    assert copy_abs_sums(W, c, w, cs2, np.empty(0, np.float32)) == amax
+    cs2, none = np.empty(53, np.float32), np.empty((0, 53), np.float32)
+    assert write_line_sums(ref, np.zeros(0, np.float32), none, cs2, np.empty(0, np.float32)) == amax
     np.testing.assert_array_equal(cs2, cs)
 
 
