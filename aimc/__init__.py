@@ -29,7 +29,8 @@ __version__ = "0.1.0"
 # Torch-based verbs at the top level, imported on first use so ``import aimc`` never loads torch.
 _LAZY = {"convert_to_analog": "aimc.deployment.convert", "convert_to_digital": "aimc.deployment.convert", "program": "aimc.deployment.convert",
          "drift": "aimc.deployment.convert", "read_weights": "aimc.deployment.convert", "calibrate": "aimc.deployment.convert",
-         "clip_fractions": "aimc.deployment.convert", "evaluate_over_time": "aimc.deployment.deploy"}
+         "clip_fractions": "aimc.deployment.convert", "conversion_report": "aimc.deployment.convert",
+         "UnconvertedLayerError": "aimc.deployment.convert", "evaluate_over_time": "aimc.deployment.deploy"}
 
 
 def __getattr__(name):

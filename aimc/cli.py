@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_module", None):
         parser.print_help()
         return 2
+    empty = sorted(k for k, v in vars(args).items() if v == "" or (isinstance(v, list) and "" in v))
+    if empty:  # an empty name or path would silently fall back to the default (a model, a config, a card)
+        print(f"aimc {args.command}: error: empty value for {', '.join('--' + k.replace('_', '-') for k in empty)}",
+              file=sys.stderr)
+        return 2
     try:
         return int(_command(args._module).run(args) or 0)
     except (ValueError, TypeError, OSError) as e:  # OSError: missing, existing, read-only, folder-not-file paths

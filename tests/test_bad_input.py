@@ -149,6 +149,14 @@ def test_threads_are_bounded():
     assert check_threads(2) == 2
 
 
+@pytest.mark.parametrize("argv, name", [(["deploy", "--device", ""], "--device"), (["deploy", "--config", ""], "--config"),
+                                        (["cost", "--model", ""], "--model"), (["sweep", ""], "--spec")])
+def test_an_empty_name_or_path_on_the_command_line_is_refused_not_defaulted(argv, name, capsys):
+    from aimc.cli import main
+    assert main(argv) == 2   # refused before anything runs (an empty --device used to deploy the default card)
+    assert f"empty value for {name}" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------- IDX files
 
 @FAST

@@ -167,6 +167,10 @@ TAMPERED = {
                                  "unknown field"),
     "array seed": (set_meta("/a0", "s", lambda m: m.__setitem__("seed", -3)), "seed"),
     "structure": (lambda r, t: r["structure"][0].__setitem__("shape", [8, 11]), "does not match"),
+    "absurd scale": (set_data(T, "scale", lambda a: np.full_like(a, 3e38)), "scale: column scales beyond 1e30"),
+    "unknown tile field": (set_meta(T, "x", lambda m: m.__setitem__("evil", 1)), "unexpected field(s) ['evil']"),
+    "unknown array field": (set_meta("/a0", "x", lambda m: m.__setitem__("evil", 1)), "unexpected field(s) ['evil']"),
+    "unknown root field": (lambda r, t: r.__setitem__("evil", 1), "root meta has unexpected field(s) ['evil']"),
 }
 
 

@@ -168,6 +168,18 @@ def _model_from_record(rec, tile: Tile, where: str):
 
 # ----------------------------------------------------------------------------------------------- checks
 
+ROOT_FIELDS = frozenset({"kind", "aimc_version", "structure", "structure_sha256", "content_sha256"})
+ARRAY_FIELDS = frozenset({"name", "config", "seed", "module_programmed", "device_model"})
+TILE_FIELDS = ("tile_id", "shape", "stream", "time", "programmed", "map_params", "compensation", "engine")
+
+
+def _no_extra(meta: dict, allowed, where: str, what: str) -> None:
+    """Refuse meta fields this format does not define (nothing unknown rides along in an image)."""
+    extra = sorted(str(k)[:40] for k in set(meta) - set(allowed))
+    if extra:
+        _fail(where, f"{what} has unexpected field(s) {extra[:5]}")
+
+
 def _fail(where: str, msg: str):
     raise ChipImageError(f"{where}: {msg}")
 
@@ -218,10 +230,10 @@ def _check_meta(meta, tile: Tile, model, where: str) -> None:
     from .inference import MAX_TIME_S, _is_powerlaw
     if not isinstance(meta, dict):
         _fail(where, "tile meta must be a JSON object")
-    need = ("tile_id", "shape", "stream", "time", "programmed", "map_params", "compensation", "engine")
-    missing = [k for k in need if k not in meta]
+    missing = [k for k in TILE_FIELDS if k not in meta]
     if missing:
         _fail(where, f"tile meta lacks {missing}")
+    _no_extra(meta, TILE_FIELDS, where, "tile meta")
     if meta["shape"] != list(tile.shape):
         _fail(where, f"tile shape {meta['shape']!r} in the image, {list(tile.shape)} in the model")
     st = meta["stream"]
@@ -272,6 +284,9 @@ def _check_values(arrays: dict, tile: Tile, model, where: str) -> None:
             _fail(f"{where}/{name}", "must be > 0 everywhere")
     if "w" in arrays and arrays["w"].size and np.abs(arrays["w"]).max() > 1e30:
         _fail(f"{where}/w", "holds values beyond 1e30")
+    sc = arrays.get("scale")
+    if sc is not None and sc.size and sc.max() > 1e30:   # the bound of the stored weights ``w`` above
+        _fail(f"{where}/scale", "column scales beyond 1e30")
     tol = 1e-4 * m.g_max
     if "g_target" in arrays and arrays["g_target"].size:
         g = arrays["g_target"]
@@ -580,6 +595,7 @@ def _read_checked(rd: _Reader, kind: str, entries):
         raise ChipImageError(f"{path}: chip image has an invalid format_version {ver} (corrupt file?)")
     _, root_meta = rd.json(f, "root")
     signature = rd.attr(f, "signature", "root", required=False)
+    _no_extra(root_meta, ROOT_FIELDS, str(path), "root meta")
     saved = root_meta.get("structure")
     if root_meta.get("kind") != kind:
         raise ChipImageError(f"{path}: the chip image holds a {str(root_meta.get('kind'))[:40]!r}, cannot load it "
@@ -624,6 +640,7 @@ def _read_checked(rd: _Reader, kind: str, entries):
 def _check_array_meta(a_meta: dict, name: str, arr, ver: int, where: str) -> None:
     from .config import dict_diff
     from .rng import check_seed
+    _no_extra(a_meta, ARRAY_FIELDS, where, "array meta")
     if a_meta.get("name") != name:
         _fail(where, f"array name {str(a_meta.get('name'))[:80]!r} does not match")
     try:

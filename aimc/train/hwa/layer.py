@@ -10,6 +10,7 @@ from ...core.config import (BoundManagement, ConfigError, NoiseManagement, TileC
 from ...nn._function import as_numpy
 from ...nn.base import AnalogModule
 from ...core.rng import Stream
+from ._grad import hwa_backward
 from .config import ClipType, HWAConfig, PRESETS, RemapType, WeightClip, WeightRemap, preset
 from .modifiers import modify_weights
 
@@ -63,43 +64,15 @@ class _HWAMatmul(torch.autograd.Function):
         else:
             f = s.detach() if r_out is None else s.detach() * r_out
             out, saved = y * f, y   # saved = y_pre / r_out
-        ctx.r_out = 1.0 if r_out is None else r_out
+        ctx.r_out = r_out
         ctx.save_for_backward(x2d, weight, r, s, saved)
         ctx.layer, ctx.state = layer, state
         return out
 
     @staticmethod
     def backward(ctx, grad_y):
-        x2d, weight, r, s, saved = ctx.saved_tensors
-        state, layer = ctx.state, ctx.layer
-        grad_x = grad_w = grad_r = grad_s = None
-        if s is not None and ctx.needs_input_grad[3]:
-            grad_s = (grad_y * saved).sum(0)
-            if ctx.r_out != 1.0:
-                grad_s.mul_(ctx.r_out)
-        sd = None if s is None else s.detach()
-        need_r = r is not None and ctx.needs_input_grad[2]
-        gxin = None
-        if ctx.needs_input_grad[0] or need_r:
-            if layer.config.backward_ideal:
-                w = weight if sd is None else weight * sd[:, None]
-                gxin = grad_y @ w.to(grad_y.dtype)
-            else:
-                d = grad_y if sd is None else grad_y * sd
-                gxin = torch.from_numpy(layer.tiles._backward(as_numpy(d)))
-            if ctx.needs_input_grad[0]:
-                grad_x = gxin
-        clip = None
-        if r is not None:
-            clip = state._clip_info(x2d.detach(), r.detach())
-        if ctx.needs_input_grad[1]:
-            xc = x2d if clip is None or clip[0] is None else clip[1]
-            grad_w = grad_y.t() @ xc
-            if sd is not None:
-                grad_w.mul_(sd[:, None])
-        if need_r:
-            grad_r = state._range_grad(x2d.detach(), gxin, r.detach(), clip)
-        return grad_x, grad_w, grad_r, grad_s, None, None
+        tiles = ctx.layer.tiles
+        return (*hwa_backward(ctx, grad_y, lambda d: torch.from_numpy(tiles._backward(as_numpy(d)))), None, None)
 
 
 # ============================================================================================ per-layer state
@@ -124,10 +97,8 @@ class HWALayer(nn.Module):
         self._split_of = {int(starts[k]): k for k in range(len(in_splits))}
         if ir.enable:
             f = tcfg.forward
-            if f.is_perfect:
-                pass
-            elif f.noise_management not in (NoiseManagement.NONE, NoiseManagement.CONSTANT) or \
-                    f.bound_management != BoundManagement.NONE:
+            if not f.is_perfect and (f.noise_management not in (NoiseManagement.NONE, NoiseManagement.CONSTANT)
+                                     or f.bound_management != BoundManagement.NONE):
                 raise ConfigError(
                     f"{tiles.name or type(layer).__name__}: input-range learning needs forward "
                     f"noise_management 'none' or 'constant' and bound_management 'none' (got "

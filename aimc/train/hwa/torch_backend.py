@@ -11,6 +11,7 @@ import torch
 
 from ...core.rng import Stream
 from ...nn.torch_backend import TorchTiles, _calibration_pass, _f, _f32, generator_for, torch_tiles
+from ._grad import hwa_backward
 from .config import ModifierType
 from .modifiers import _amax, _default_coeffs
 from .modifiers import modify_weights as _numpy_modify
@@ -101,34 +102,7 @@ class TorchHWAMatmul(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        x2d, weight, r, s, saved = ctx.saved_tensors
-        state, layer = ctx.state, ctx.layer
-        grad_x = grad_w = grad_r = grad_s = None
-        if s is not None and ctx.needs_input_grad[3]:
-            grad_s = (grad_y * saved).sum(0)
-            if ctx.r_out is not None:
-                grad_s = grad_s * ctx.r_out
-        sd = None if s is None else s.detach()
-        need_r = r is not None and ctx.needs_input_grad[2]
-        gxin = None
-        if ctx.needs_input_grad[0] or need_r:
-            if layer.config.backward_ideal:
-                w = weight if sd is None else weight * sd[:, None]
-                gxin = grad_y @ w.to(grad_y.dtype)
-            else:
-                d = grad_y if sd is None else grad_y * sd
-                gxin = ctx.tt.backward(_f(d)).to(grad_y.dtype)
-            if ctx.needs_input_grad[0]:
-                grad_x = gxin
-        clip = state._clip_info(x2d.detach(), r.detach()) if r is not None else None
-        if ctx.needs_input_grad[1]:
-            xc = x2d if clip is None or clip[0] is None else clip[1]
-            grad_w = grad_y.t() @ xc
-            if sd is not None:
-                grad_w = grad_w * sd[:, None]
-        if need_r:
-            grad_r = state._range_grad(x2d.detach(), gxin, r.detach(), clip)
-        return grad_x, grad_w, grad_r, grad_s, None, None, None
+        return (*hwa_backward(ctx, grad_y, lambda d: ctx.tt.backward(_f(d))), None, None, None)
 
 
 def hwa_matmul(state, layer, x2d: torch.Tensor, straight_through) -> torch.Tensor:
