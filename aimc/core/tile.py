@@ -337,7 +337,13 @@ class Tile(_Reads):
         self._G = self._map_params = self._device = self._time = None
         self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
         self._clear_calibration()
-        self._set_normalised(W / self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else W.copy())
+        m = self.config.mapping
+        # the per-line conductances for the cost counters, taken in the write's sweep; the transposed read's
+        # too when the adapters read it (backward_ideal False), else when a backward read first needs it
+        w, gline = _map.write_weights(W, self._scale if m.weight_scaling_omega > 0 else None, m,
+                                      backward=not self.config.backward_ideal)
+        self._set_normalised(w)
+        self._gline.update(gline)
         self._refresh_out()
 
     def device_model(self):
