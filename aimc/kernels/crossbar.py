@@ -259,12 +259,7 @@ def _solve_one(G, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v, K, 
                 nr = min(4, n_in - a0)
                 for i in range(nr):
                     a = a0 + i
-                    ra = r[a]
-                    da = d[a]
-                    xa = x[a]
-                    wa = w[a]
-                    ka = K[a]
-                    ti = t[i]
+                    ra, da, xa, wa, ka, ti = r[a], d[a], x[a], w[a], K[a], t[i]
                     part = np.float32(0.0)
                     if j == 0:
                         va = np.float32(Vi[a])
@@ -290,13 +285,8 @@ def _solve_one(G, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v, K, 
                             ti[b] = kb * db
                     rr += part
                 _block_L(t, nr, a0, dq, p, acc, accp, w)
-                for i in range(nr):
-                    a = a0 + i
-                    ra = r[a]
-                    da = d[a]
-                    wa = w[a]
-                    ka = K[a]
-                    ti = t[i]
+                for i in range(nr):   # the CG sums of this block's rows (L1), z = d + partial L K d
+                    ra, da, wa, ka, ti = r[a0 + i], d[a0 + i], w[a0 + i], K[a0 + i], t[i]
                     p1 = np.float32(0.0)
                     p2 = np.float32(0.0)
                     p3 = np.float32(0.0)
