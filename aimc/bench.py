@@ -72,7 +72,7 @@ def set_threads(n: int) -> None:
 
 
 def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 2,
-                    warmup: int = 2, errors: dict | None = None) -> dict[str, float]:
+                    warmup: int = 2, errors: dict | None = None, cpu: bool = False) -> dict[str, float]:
     """Median ms per contender, each timed in a fresh process of its own (the fairest comparison here).
 
     ``factories`` maps a contender to ("module:function", kwargs); the function, given ``args`` and the
@@ -82,13 +82,14 @@ def timeit_isolated(factories: dict[str, tuple[str, dict]], args, rounds: int = 
     the user did not set), so what is measured is what a user's script gets.
 
     A contender whose process fails raises a RuntimeError, unless ``errors`` (a dict) is given: then its last
-    error line is stored there under its name, it is not run again, and the others go on.
+    error line is stored there under its name, it is not run again, and the others go on. ``cpu``: time the
+    process's CPU time instead of wall time (``timing.timeit``).
     """
     import subprocess
     import sys
     best: dict[str, float] = {}
     payload = {"threads": args.threads, "repeats": args.repeats, "batch": args.batch, "size": args.size,
-               "warmup": warmup}
+               "warmup": warmup, "cpu": cpu}
     for _ in range(rounds):
         for name, (spec, kw) in factories.items():
             if errors is not None and name in errors:
@@ -131,7 +132,8 @@ def _child() -> None:
     set_threads(args.threads)
     module, func = job["spec"].split(":")
     fn = getattr(importlib.import_module(module), func)(args, **job["kw"])
-    ms = None if fn is None else timeit({"x": fn}, args.repeats, getattr(args, "warmup", 2))["x"]
+    ms = None if fn is None else timeit({"x": fn}, args.repeats, getattr(args, "warmup", 2),
+                                        getattr(args, "cpu", False))["x"]
     print(json.dumps({"ms": ms}))
 
 

@@ -7,9 +7,9 @@ management, calibrated: static DAC range at the 99.99th percentile, per-column A
 training images) with the mapping replaced by a sliced one: 8-bit weights (integers +-127 per tile), balanced
 encoding (``--encoding``), ``bits_per_cell`` b in {1, 2, 4, 7} (7, 4, 2, 1 slices of G+/G- pairs; b = 7 is
 one slice), ADC bits in ``--adc-bits``; every slice is its own ADC read with its own calibrated ranges
-(per slice and column). Inputs: in one read through the 8-bit DAC ("8-bit DAC"), or bit-serial, 8 signed
-bits in cycles of 1 or 7 bits (one ADC read per cycle and slice). Also the unsliced differential mapping as the
-reference row. ``--chips`` chips per point (seeds 0..N-1), evaluated at ``--times``.
+(per slice and column; power-of-two apart, ``--slice-ranges``). Inputs: in one read through the 8-bit DAC
+("8-bit DAC"), or bit-serial, 8 signed bits in cycles of 1 or 7 bits (one ADC read per cycle and slice). Also
+the unsliced differential mapping as the reference row. ``--chips`` chips per point (seeds 0..N-1), evaluated at ``--times``.
 
 Prints a markdown table (mean +- std over chips, reads per MVM) and writes JSON (``--json``, never
 overwriting). Run: ``python benchmarks/slicing_table.py``.
@@ -58,6 +58,8 @@ def main(argv=None):
     ap.add_argument("--adc-bits", default="4,6,8")
     ap.add_argument("--inputs", default="dac,1,7", help="'dac' (one read) and/or bits per bit-serial cycle")
     ap.add_argument("--encoding", default="balanced", choices=("balanced", "offset"))
+    ap.add_argument("--slice-ranges", default="pow2", choices=("pow2", "free"),
+                    help="calibrated per-slice ADC ranges power-of-two apart (default) or each slice its own")
     ap.add_argument("--json", help="write the results as JSON (never overwriting)")
     args = ap.parse_args(argv)
     if args.json and Path(args.json).exists():
@@ -67,6 +69,7 @@ def main(argv=None):
     model, _ = zoo.load_default()
     data = datasets.load("mnist5k")
     base = deploy_config()
+    base = base.replace(calibration=base.calibration.replace(slice_ranges=args.slice_ranges))
     grid = configs(base, [int(b) for b in args.cells.split(",")], [int(b) for b in args.adc_bits.split(",")],
                    args.inputs.split(","), args.encoding)
     rows = []
@@ -83,7 +86,8 @@ def main(argv=None):
         row["seconds"] = round(time.perf_counter() - t1, 1)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"default MLP, mnist5k test, {args.chips} chips, times {', '.join(times)}, calibrated deploy config "
+    print(f"default MLP, mnist5k test, {args.chips} chips, times {', '.join(times)}, calibrated deploy config, "
+          f"slice ranges {args.slice_ranges} "
           f"({time.perf_counter() - t0:.0f} s; machine shared with other jobs)")
     head = " | ".join(f"accuracy at {t} (%)" for t in times)
     print(f"| mapping | bits/cell | ADC bits | inputs | reads/MVM | {head} |")

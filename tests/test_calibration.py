@@ -99,6 +99,58 @@ def test_mse_range_minimises_quantisation_plus_clipping_error():
     assert b1.shape == (1,) and b[0] < b1[0] < b[2]
 
 
+@pytest.mark.parametrize("gran", ["tile", "column"])
+def test_mse_range_search_goes_through_the_chips_ramp_adc(gran):
+    """A ramp ADC with a bow-shaped INL (4 LSB at mid-scale, 5 bits): the ``mse`` search runs the chip's own
+    converters (``Tile.adc_transfer``), so its range lowers the true error (ADC output vs analog output) on
+    held-out inputs well below the range the uniform quantiser's MSE picks, and lies at the optimum of that
+    error on the calibration outputs (the refined grid's 5 % spacing)."""
+    io = IOConfig(inp_bits=0, out_bits=5, out_bound=10.0, out_noise=0.0, bound_management=BoundManagement.NONE,
+                  adc="ramp", adc_inl_bow=4.0)
+    cal = CalibrationConfig(out="mse", out_granularity=gran)
+    t, _ = _tile(io, cal, shape=(16, 64))
+    rng = np.random.default_rng(1)
+    xc, xt = rng.standard_normal((512, 64)).astype(np.float32), rng.standard_normal((2048, 64)).astype(np.float32)
+    t.calibrate(xc)
+    b = np.asarray(t.calibration["adc_range"], np.float32)
+    yc, yt = (t.analog_reads(x, inp_range=t._cal_inp)[0] for x in (xc, xt))
+    b_uniform = adc_bound(yc, cal, io, gran)
+    convert = t.adc_transfer()
+
+    def mse(y, bb):
+        return ((convert(y, np.broadcast_to(bb, (y.shape[1],))) - y).astype(np.float64) ** 2).mean(axis=0)
+
+    assert mse(yt, b).mean() < 0.5 * mse(yt, b_uniform).mean()
+    top = np.abs(yc).max()
+    col = slice(None) if gran == "tile" else slice(0, 1)
+    best = min(mse(yc[:, col], bb).mean() for bb in np.linspace(top / 100, top, 400))
+    assert mse(yc[:, col], b[col]).mean() <= best * 1.02
+
+
+def test_layer_range_search_goes_through_every_tiles_adcs():
+    """'layer' granularity with drawn converters: one range for all tiles, chosen through each tile's own ramp
+    (its drawn comparator offsets differ per tile), at a lower true error than the uniform MSE's range."""
+    io = IOConfig(inp_bits=0, out_bits=5, out_bound=10.0, out_noise=0.0, bound_management=BoundManagement.NONE,
+                  adc="ramp", adc_inl_bow=4.0, adc_comparator_offset=0.01)
+    cal = CalibrationConfig(out="mse", out_granularity="layer")
+    cfg = TileConfig(forward=io, inference=InferenceConfig(device="none", compensation="none"),
+                     mapping=aimc.MappingConfig(max_in=32), calibration=cal)
+    arr = aimc.TileArray(8, 64, cfg, seed=1)
+    arr.program(np.random.default_rng(4).uniform(-1, 1, (8, 64)).astype(np.float32))
+    x = np.random.default_rng(5).standard_normal((256, 64)).astype(np.float32)
+    rep = arr.calibrate(x)
+    assert arr.grid == (1, 2) and len({tuple(b) for b in rep["adc_range"]}) == 1
+    b = np.float32(rep["adc_range"][0][0])
+    ys = [t.analog_reads(np.ascontiguousarray(x[:, cs]), inp_range=t._cal_inp)[0] for _, cs, t in arr._blocks()]
+    b_uniform = adc_bound(np.concatenate([y.reshape(-1) for y in ys])[:, None], cal, io, "layer")[0]
+
+    def mse(bb):
+        return sum(float(((t.adc_transfer()(y, np.full(y.shape[1], bb, np.float32)) - y) ** 2).sum())
+                   for y, t in zip(ys, arr.all_tiles()))
+
+    assert mse(b) < 0.5 * mse(b_uniform)
+
+
 def test_layer_granularity_shares_one_range_across_tiles():
     cfg = TileConfig(forward=_quiet_io(out_noise=0.02), inference=InferenceConfig(device="none", compensation="none"),
                      mapping=aimc.MappingConfig(max_in=16),

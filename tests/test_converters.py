@@ -210,7 +210,7 @@ def test_adc_ranges_are_calibrated_per_slice_and_round_trip(rng, tmp_path):
     t = Tile(6, 20, cfg, seed=1)
     t.program(W)
     x = rng.uniform(-1, 1, (300, 20)).astype(np.float32)
-    cal = CalibrationConfig(inp="max", out="max")
+    cal = CalibrationConfig(inp="max", out="max", slice_ranges="free")
     rep = t.calibrate(x, cal)
     b = t.calibration["adc_range"]
     assert b.shape == (3, 6) and np.asarray(rep["adc_range"]).shape == (3, 6)
@@ -231,6 +231,36 @@ def test_adc_ranges_are_calibrated_per_slice_and_round_trip(rng, tmp_path):
     t.reset_clip_counts()
     t.forward(x)
     assert t.clip_counts()[0] == 0
+
+
+@pytest.mark.parametrize("out", ["max", "mse"])
+def test_slice_ranges_are_power_of_two_apart_by_default(rng, out):
+    """Default ``slice_ranges`` 'pow2': every slice's range is the most significant slice's times 2^e (e integer,
+    per column), that slice keeps its own range, and each range is the free one rounded in log2 (up for 'max',
+    so no slice clips more than its free range would; to the nearest power for 'mse')."""
+    m = MappingConfig(kind="sliced", weight_bits=7, bits_per_cell=2)
+    io = IOConfig(inp_bits=7, out_bits=6, out_noise=0.0, bound_management="none")
+    cfg = TileConfig(forward=io, backward=PERFECT, mapping=m, inference=InferenceConfig(device="none"))
+    W = rng.uniform(-1, 1, (6, 20)).astype(np.float32)
+    x = rng.uniform(-1, 1, (300, 20)).astype(np.float32)
+    b = {}
+    for mode in ("free", "pow2"):
+        t = Tile(6, 20, cfg, seed=1)
+        t.program(W)
+        t.calibrate(x, CalibrationConfig(inp="max", out=out, slice_ranges=mode))
+        b[mode] = t.calibration["adc_range"].astype(np.float64)
+    assert CalibrationConfig().slice_ranges == "pow2"
+    assert np.array_equal(b["pow2"][-1], b["free"][-1])
+    e = np.log2(b["pow2"] / b["pow2"][-1])
+    assert np.allclose(e, np.rint(e), atol=1e-5) and not np.allclose(b["free"], b["pow2"])
+    r = b["free"] / b["pow2"]
+    if out == "max":
+        assert np.all(r <= 1 + 1e-6) and np.all(r > 0.5 - 1e-6)
+    else:
+        assert np.all(np.abs(np.log2(r)) <= 0.5 + 1e-6)
+    # the free ranges of the lower slices are not powers of two apart here: the rounding did something
+    ef = np.log2(b["free"][:-1] / b["free"][-1])
+    assert not np.allclose(ef, np.rint(ef), atol=1e-3)
 
 
 def test_adc_ranges_are_calibrated_per_adc_when_columns_share_one(rng):
@@ -328,7 +358,7 @@ def test_layer_wide_ranges_are_one_per_slice_over_all_tiles(rng):
     m = MappingConfig(kind="sliced", weight_bits=7, bits_per_cell=3, max_in=8, max_out=4)
     io = IOConfig(inp_bits=7, out_bits=6, out_noise=0.0, bound_management="none")
     cfg = TileConfig(forward=io, backward=PERFECT, mapping=m, inference=InferenceConfig(device="none"),
-                     calibration=CalibrationConfig(inp="max", out="max", out_granularity="layer"))
+                     calibration=CalibrationConfig(inp="max", out="max", out_granularity="layer", slice_ranges="free"))
     arr = TileArray(6, 14, cfg, seed=2, name="fc")
     arr.program(rng.uniform(-1, 1, (6, 14)).astype(np.float32))
     x = rng.uniform(-1, 1, (100, 14)).astype(np.float32)

@@ -27,7 +27,7 @@ def test_shipped_cards_load_with_sources():
 
 def test_adc_models_closed_forms():
     h = load_card("hermes-pcm-14nm")
-    assert h.adc_energy(8) == pytest.approx(25.5e-15 * 256)        # Walden: FOM 2^bits
+    assert h.adc_energy(8) == pytest.approx(147e-15 * 256)        # Walden: FOM 2^bits
     assert h.adc_time(8) == pytest.approx(0.3e-9 * 256)             # 300 ps / LSB
     n = load_card("neurosim-rram-22nm")
     # NeuroSim 22 nm SAR: (0.538 * 8 + 4.3753) uW x 9 ns = 78.1 fJ (circuits_and_cost.md C.4)

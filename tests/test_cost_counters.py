@@ -202,3 +202,54 @@ def test_sliced_bit_serial_reads_count_each_slice_with_its_own_conductance(encod
     np.testing.assert_allclose(c.e_amp, 3 * line[0] + 4 * line[1] + line[2], rtol=1e-6)  # set bits per line
     per_slice = t._slice_conductance("forward", slices)
     np.testing.assert_allclose(sum(per_slice), line, rtol=1e-6)
+
+
+@pytest.mark.parametrize("m", [37, 64, 5])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_write_line_sums_matches_numpy(rng, m, scaled):
+    """The write kernel: w = W / c bit for bit, |w| summed per column (rows in blocks of eight and a
+    remainder) and per row, max |w|; rows skipped when the row-sum buffer is empty; read-only without w."""
+    from aimc.kernels.cost import write_line_sums
+    W = rng.standard_normal((m, 53)).astype(np.float32)
+    W[3] = 0.0
+    c = rng.uniform(0.5, 2, m).astype(np.float32) if scaled else np.zeros(0, np.float32)
+    w, cs, rs = np.empty_like(W), np.empty(53, np.float32), np.empty(m, np.float32)
+    amax = write_line_sums(W, c, w, cs, rs)
+    ref = W / c[:, None] if scaled else W
+    np.testing.assert_array_equal(w, ref)
+    assert amax == np.abs(ref).max()
+    np.testing.assert_allclose(cs, np.abs(ref.astype(np.float64)).sum(0), rtol=1e-6)
+    np.testing.assert_allclose(rs, np.abs(ref.astype(np.float64)).sum(1), rtol=1e-6)
+    cs2, none = np.empty(53, np.float32), np.empty((0, 53), np.float32)
+    assert write_line_sums(ref, np.zeros(0, np.float32), none, cs2, np.empty(0, np.float32)) == amax
+    np.testing.assert_array_equal(cs2, cs)
+
+
+@pytest.mark.parametrize("omega, columnwise", [(0.0, True), (1.0, True), (0.5, False)])
+@pytest.mark.parametrize("backward_ideal", [True, False])
+def test_set_weights_takes_line_conductance_in_the_write(rng, omega, columnwise, backward_ideal):
+    """set_weights of a differential tile leaves the per-line conductances of the new weights ready (summed in
+    the write's sweep, both directions when the adapters read the transposed array): equal to the summed
+    conductances the mapping writes, and the array energy of a forward uses them."""
+    from aimc import mapping
+    mp = MappingConfig(g_min=1.0, weight_scaling_omega=omega, weight_scaling_columnwise=columnwise,
+                       max_in=0, max_out=0)
+    t = Tile(37, 53, TileConfig(forward=IOConfig(**QUIET), backward=IOConfig(**QUIET), mapping=mp,
+                                backward_ideal=backward_ideal), seed=0)
+    W = rng.standard_normal((37, 53)).astype(np.float32)
+    t.set_weights(W)
+    scale = mapping.column_scales(W, mp)
+    np.testing.assert_array_equal(t._w, W / scale[:, None] if omega > 0 else W)
+    assert set(t._gline) == ({"forward"} if backward_ideal else {"forward", "backward"})
+    G = mapping.to_conductances(t._w, mp)[0].astype(np.float64)
+    for direction, axis in (("forward", 0), ("backward", 1)):
+        np.testing.assert_allclose(t.line_conductance(direction), G.sum(axis=(0, axis + 1)), rtol=1e-5)
+    x = rng.uniform(-1, 1, (4, 53)).astype(np.float32)
+    t.forward(x)
+    np.testing.assert_allclose(t.counts.e_amp, ((x.astype(np.float64) ** 2) @ G.sum(axis=(0, 1))).sum(), rtol=1e-5)
+    t.set_weights(rng.standard_normal((37, 53)).astype(np.float32))  # a rewrite: the next read is costed
+    # with the new weights' conductances
+    t.counts.reset()
+    t.forward(x)
+    G2 = mapping.to_conductances(t._w, mp)[0].astype(np.float64)
+    np.testing.assert_allclose(t.counts.e_amp, ((x.astype(np.float64) ** 2) @ G2.sum(axis=(0, 1))).sum(), rtol=1e-5)

@@ -34,7 +34,7 @@ def test_pwm_core_closed_form():
     g = 256 * 25e-6                                  # S per input line
     t_full = 127 * 1e-9                               # 8-bit signed PWM: 127 steps of 1 ns
     assert lc.energy["array"] == pytest.approx(0.2 ** 2 * g * t_full * 256, rel=1e-5)
-    assert lc.energy["adc"] == pytest.approx(256 * 25.5e-15 * 2 ** 8)
+    assert lc.energy["adc"] == pytest.approx(256 * 147e-15 * 2 ** 8)
     assert lc.energy["drivers"] == pytest.approx(256 * 0.033e-12)
     assert lc.energy["digital"] == 0.0               # no NM/BM, no scales, one tile
     assert lc.latency == pytest.approx(127e-9)       # the CCO ADC (76.8 ns) converts within the window

@@ -111,3 +111,34 @@ def test_slicing_config_errors_name_the_field(kw, field):
         MappingConfig(**kw)
     with pytest.raises(ConfigError, match="sinh"):
         TileConfig(mapping=MappingConfig(kind="sliced"), array=ArrayConfig(model="circuit", cell="sinh"))
+
+
+@pytest.mark.parametrize("io", [
+    IOConfig(bound_management="none"),
+    IOConfig(bound_management="none", w_noise=0.02, w_noise_type="pcm_read", ir_drop=1.0, out_nonlinearity=0.1),
+    IOConfig(bound_management="none", adc="sar", adc_cap_mismatch=0.05, adc_gain_std=0.02, dac_unit_mismatch=0.01),
+])
+@pytest.mark.parametrize("enc", ["balanced", "offset"])
+def test_fused_slice_reads_equal_one_read_per_slice(rng, monkeypatch, io, enc):
+    """``periphery.mvm_slices`` (one input stage shared by the slices) gives the values, counts and clip counts
+    of one ``mvm`` per slice: the same stream calls in the same order and the same arithmetic."""
+    import aimc.core.tile as tile_mod
+    m = MappingConfig(kind="sliced", weight_bits=8, bits_per_cell=2, slice_encoding=enc, input_bits=5,
+                      input_bits_per_cycle=2)
+    W = rng.uniform(-1, 1, (12, 20)).astype(np.float32)
+    x = rng.uniform(-1, 1, (9, 20)).astype(np.float32)
+    x[2] = 0.0
+    d = rng.uniform(-1, 1, (9, 12)).astype(np.float32)
+    calls = []
+    real = tile_mod.mvm_slices
+    out = {}
+    for fused in (True, False):
+        monkeypatch.setattr(tile_mod, "slices_fusable", (lambda io: True) if fused else (lambda io: False))
+        monkeypatch.setattr(tile_mod, "mvm_slices", lambda *a, **k: calls.append(1) or real(*a, **k))
+        tile = Tile(12, 20, TileConfig(forward=io, backward=io, mapping=m), seed=3)
+        tile.program(W)
+        out[fused] = (tile.forward(x), tile.backward(d), tile.counts.to_dict(), tile.counts_backward.to_dict(),
+                      tile.clip_counts())
+    assert len(calls) == 2 * 2  # forward and backward, 2 input cycles (4 magnitude bits) each
+    for a, b in zip(out[True], out[False]):
+        np.testing.assert_array_equal(a, b) if isinstance(a, np.ndarray) else (a == b or pytest.fail(f"{a} != {b}"))

@@ -14,7 +14,8 @@ v_read 0.2 V; every timing in a process of its own):
   ``nonlinear_max_error`` (two inputs, exact = sparse Newton; N <= 128).
 * ``slicing_cost_ratio``: the forward of 8-bit weights over 2-bit cells (4 slices, one read each) over 4 plain
   forwards, both without bound management (whose re-reads depend on the data: a sliced forward with the default
-  iterative BM re-reads its slices' clipped rows as well).
+  iterative BM re-reads its slices' clipped rows as well); ``slicing_cost_ratio_1thread`` the same on one
+  thread in CPU time (see ``slicing_times``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import numpy as np
 
 BATCH = 256
 SLICE_BITS = (8, 2)  # sliced contender: 8-bit weights over 2-bit cells = 4 slices, 4 reads per forward
+SLICES = -(-(SLICE_BITS[0] - 1) // SLICE_BITS[1])
+SLICING_ROUNDS, SLICING_REPEATS = 3, 40  # the slicing pair is cheap: more processes and repeats against noise
 EXACT_MAX = 256  # the splu baseline / exact comparisons above this size take too long here (2 cores)
 
 
@@ -94,17 +97,30 @@ def _errors(n: int) -> dict:
     return out
 
 
+def slicing_times(args, n: int) -> dict:
+    """The slicing pair (plain one-read forward, sliced forward), each contender in processes of its own,
+    alternating over ``SLICING_ROUNDS`` rounds of at least ``SLICING_REPEATS`` repeats (the best round's median):
+    wall time at ``args.threads``, and CPU time on one thread (``*_1t``: the work alone, robust to other jobs'
+    load; on a loaded machine a wall-clock read at 2 threads costs a scheduler time slice per parallel region
+    of the product, whatever its size: torch's 256x64 @ 64x256 product took 0.04-32 ms at load 7 here)."""
+    from ..bench import timeit_isolated
+    many = SimpleNamespace(**{**vars(args), "repeats": max(args.repeats, SLICING_REPEATS)})
+    one = SimpleNamespace(**{**vars(many), "threads": 1})
+    pair = {"plain_1read": ("aimc.circuit.bench:make_forward", {"n": n, "model": "none", "bm": "none"}),
+            "sliced": ("aimc.circuit.bench:make_forward", {"n": n, "model": "none", "sliced": True, "bm": "none"})}
+    t = timeit_isolated(pair, many, rounds=SLICING_ROUNDS)
+    t.update({k + "_1t": v for k, v in timeit_isolated(pair, one, rounds=SLICING_ROUNDS, cpu=True).items()})
+    return t
+
+
 def bench_ir_drop(args) -> dict:
     from ..bench import timeit_isolated
     n = int(getattr(args, "circuit_size", 256))
     if n < 2:
         raise ValueError("--circuit-size must be >= 2")
     t = timeit_isolated({"plain": ("aimc.circuit.bench:make_forward", {"n": n, "model": "none"}),
-                         "circuit": ("aimc.circuit.bench:make_forward", {"n": n, "model": "circuit"}),
-                         "plain_1read": ("aimc.circuit.bench:make_forward", {"n": n, "model": "none", "bm": "none"}),
-                         "sliced": ("aimc.circuit.bench:make_forward",
-                                    {"n": n, "model": "none", "sliced": True, "bm": "none"})},
-                        args)
+                         "circuit": ("aimc.circuit.bench:make_forward", {"n": n, "model": "circuit"})}, args)
+    t.update(slicing_times(args, n))
     slow = SimpleNamespace(**{**vars(args), "repeats": 3 if n <= 512 else 1})
     t.update(timeit_isolated({"sinh": ("aimc.circuit.bench:make_forward",
                                        {"n": n, "model": "circuit", "cell": "sinh"}),
@@ -117,8 +133,9 @@ def bench_ir_drop(args) -> dict:
            "nonlinear_ms": round(t["sinh"], 1), "nonlinear_ratio": round(t["sinh"] / t["plain"], 1),
            "nonlinear_ms_per_input": round(t["sinh"] / BATCH, 3),
            "state_solve_fast_ms": round(t["state_fast"], 1),
-           "plain_1read_ms": round(t["plain_1read"], 3), "sliced_ms": round(t["sliced"], 3), "sliced_reads": 4,
-           "slicing_cost_ratio": round(t["sliced"] / (4 * t["plain_1read"]), 3)}
+           "plain_1read_ms": round(t["plain_1read"], 3), "sliced_ms": round(t["sliced"], 3),
+           "sliced_reads": SLICES, "slicing_cost_ratio": round(t["sliced"] / (SLICES * t["plain_1read"]), 3),
+           "slicing_cost_ratio_1thread": round(t["sliced_1t"] / (SLICES * t["plain_1read_1t"]), 3)}
     if n <= EXACT_MAX:
         once = SimpleNamespace(**{**vars(args), "repeats": 1})
         t.update(timeit_isolated({"state_exact": ("aimc.circuit.bench:make_state_exact", {"n": n})},

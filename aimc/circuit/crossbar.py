@@ -184,16 +184,16 @@ class Crossbar:
         g = float(self.G.max()) if self.G.size and self.G.max() > 0 else 1.0
         r = np.full(self.n_out, self.r_in)
         r[0] += self.r_drv
-        q = np.cumsum(r) * g * _US                      # Q_b = sum_{k<=b} r_k, normalised by g_ref
+        dq = r * g * _US                                # r_b = Q_b - Q_(b-1), normalised by g_ref
         rho = np.full(self.n_in, self.r_out)
         rho[-1] += self.r_sense
         p = np.cumsum(rho[::-1])[::-1] * g * _US        # P_a = sum_{k>=a} rho_k
-        return g, q.astype(np.float32), p.astype(np.float32)
+        return g, dq.astype(np.float32), p.astype(np.float32)
 
     def fast(self, V, info: dict | None = None) -> np.ndarray:
         """Output currents (B, n_out) in uA by the Numba solver (``tol``; fallback or error if it fails)."""
         V = self._check_v(V)
-        g, q, p = self._ladders()
+        g, dq, p = self._ladders()
         B = V.shape[0]
         iters = np.zeros(B, np.int64)
         status = np.zeros(B, np.int64)
@@ -201,7 +201,7 @@ class Crossbar:
         Vf = np.ascontiguousarray(V, np.float32)
         out = np.empty((B, self.n_out), np.float64)
         kind = _k.CELL_LINEAR if self.linear else _k.CELL_SINH
-        _k.solve_batch(Gn, Vf, q, p, kind, np.float32(self.sinh_k), self.tol, 50, self.max_iter,
+        _k.solve_batch(Gn, Vf, dq, p, kind, np.float32(self.sinh_k), self.tol, 50, self.max_iter,
                        np.float32(0.5 / self.sinh_k), numba.get_num_threads(), out, iters, status)
         res = out.astype(np.float64) * g
         bad = (status != _k.CONVERGED) | ~np.isfinite(res).all(axis=1)
@@ -442,26 +442,22 @@ def spice_netlist(G_phys, acfg: ArrayConfig, V, transposed: bool = False, title:
                 L.append(f"Ra{i}_{j} m{i}_{j} c{i}_{j} {_f(a.access_ohm)}")
             else:
                 L.append(f"Rx{i}_{j} r{i}_{j} c{i}_{j} {_f(1.0 / g)}")
-    if not transposed:  # rows driven at the left, columns sensed at the bottom
-        if V.size != M:
-            raise ValueError(f"V has {V.size} values, expected {M} (one per row)")
-        for i in range(M):
-            L.append(f"Vd{i} d{i} 0 DC {_f(V[i])}")
-            L.append(f"Rd{i} d{i} r{i}_0 {_f(a.driver_ohm + a.wire_row_ohm)}")
-        for j in range(N):
-            L.append(f"Rs{j} c{M - 1}_{j} s{j} {_f(a.wire_col_ohm + a.sense_ohm)}")
-            L.append(f"Vs{j} s{j} 0 DC 0")
-        n_out = N
-    else:  # columns driven at the bottom, rows sensed at the left
-        if V.size != N:
-            raise ValueError(f"V has {V.size} values, expected {N} (one per column)")
-        for j in range(N):
-            L.append(f"Vd{j} d{j} 0 DC {_f(V[j])}")
-            L.append(f"Rd{j} d{j} c{M - 1}_{j} {_f(a.driver_ohm + a.wire_col_ohm)}")
-        for i in range(M):
-            L.append(f"Rs{i} r{i}_0 s{i} {_f(a.wire_row_ohm + a.sense_ohm)}")
-            L.append(f"Vs{i} s{i} 0 DC 0")
-        n_out = M
+    # forward: rows driven at the left, columns sensed at the bottom; transposed: columns driven at the bottom,
+    # rows sensed at the left
+    if not transposed:
+        n_in, n_out, drv_ohm, sense_ohm = M, N, a.wire_row_ohm, a.wire_col_ohm
+        drive_node, sense_node, lines = (lambda i: f"r{i}_0"), (lambda j: f"c{M - 1}_{j}"), "row"
+    else:
+        n_in, n_out, drv_ohm, sense_ohm = N, M, a.wire_col_ohm, a.wire_row_ohm
+        drive_node, sense_node, lines = (lambda j: f"c{M - 1}_{j}"), (lambda i: f"r{i}_0"), "column"
+    if V.size != n_in:
+        raise ValueError(f"V has {V.size} values, expected {n_in} (one per {lines})")
+    for k in range(n_in):
+        L.append(f"Vd{k} d{k} 0 DC {_f(V[k])}")
+        L.append(f"Rd{k} d{k} {drive_node(k)} {_f(a.driver_ohm + drv_ohm)}")
+    for k in range(n_out):
+        L.append(f"Rs{k} {sense_node(k)} s{k} {_f(sense_ohm + a.sense_ohm)}")
+        L.append(f"Vs{k} s{k} 0 DC 0")
     L.append(".options reltol=1e-10 abstol=1e-18 vntol=1e-15")
     L += [".control", "set numdgt=15", "op"]
     L += [f"print i(vs{k})" for k in range(n_out)]

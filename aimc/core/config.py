@@ -134,6 +134,13 @@ class OutputCalibration(str, enum.Enum):
     MSE = "mse"                # b minimising the mean squared quantisation + clipping error of the ADC
 
 
+class SliceRanges(str, enum.Enum):
+    """How the calibrated ADC ranges of a sliced tile's weight slices relate (``CalibrationConfig.slice_ranges``)."""
+
+    POW2 = "pow2"  # power-of-two apart (the digital shift-and-add aligns the slices by shifts alone)
+    FREE = "free"  # each slice its own range (the digital side scales each slice's output by a multiply)
+
+
 class CalibrationGranularity(str, enum.Enum):
     """Which outputs share one calibrated ADC range."""
 
@@ -692,12 +699,14 @@ class CalibrationConfig(_Node):
     out_granularity: CalibrationGranularity = CalibrationGranularity.COLUMN
     samples: int = 1000
     max_rows: int = 4096
+    slice_ranges: SliceRanges = SliceRanges.POW2   # weight slices: ranges power-of-two apart (CrossSim manual §9.3)
 
     def __post_init__(self):
         o = "CalibrationConfig"
         _enum(o, self, "inp", InputCalibration)
         _enum(o, self, "out", OutputCalibration)
         _enum(o, self, "out_granularity", CalibrationGranularity)
+        _enum(o, self, "slice_ranges", SliceRanges)
         _num(o, "inp_percentile", self.inp_percentile, 0, 100, lo_open=True)
         _num(o, "out_percentile", self.out_percentile, 0, 100, lo_open=True)
         _num(o, "samples", self.samples, 1, 2**31, integer=True)

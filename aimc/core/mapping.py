@@ -119,12 +119,40 @@ def line_conductance(W: np.ndarray, cfg: MappingConfig, axis: int) -> np.ndarray
     differential pair (G+ + G- = s |w| + 2 g_min there, as one of the two is at g_min)."""
     W = np.ascontiguousarray(W, np.float32)
     if cfg.kind == MappingKind.DIFFERENTIAL:
-        from ..kernels.cost import abs_sums_max
-        colsum = np.empty(W.shape[1 - axis], np.float32)
-        amax = max(float(abs_sums_max(W, axis, colsum)), 1e-7)
-        s = np.float32((cfg.g_max - cfg.g_min) / amax)
-        return colsum * s + np.float32(2.0 * cfg.g_min * W.shape[axis])
+        _, g = _pair_write(W, None, cfg, copy=False, backward=axis == 1)
+        return g["forward" if axis == 0 else "backward"]
     return to_conductances(W, cfg)[0].sum(axis=(0, axis + 1), dtype=np.float64).astype(np.float32)
+
+
+def _pair_write(W: np.ndarray, scale, cfg: MappingConfig, copy: bool, backward: bool) -> tuple:
+    """(w = W / scale[:, None], or a copy of W, or None without ``copy``; the per-line conductance of the
+    differential pair {'forward': (in,)} and with ``backward`` also 'backward': (out,)): s sum|w| + 2 g_min x
+    cells with s = (g_max - g_min) / max|w| (``to_conductances``), summed in the same sweep that writes w
+    (``kernels.cost.write_line_sums``) from the C-contiguous float32 W."""
+    from ..kernels.cost import write_line_sums
+    m, n = W.shape
+    w = np.empty_like(W) if copy else np.empty((0, n), np.float32)
+    c = np.ascontiguousarray(scale, np.float32) if scale is not None else np.zeros(0, np.float32)
+    colsum, rowsum = np.empty(n, np.float32), np.empty(m if backward else 0, np.float32)
+    amax = write_line_sums(W, c, w, colsum, rowsum)
+    s = np.float32((cfg.g_max - cfg.g_min) / max(float(amax), 1e-7))
+    g = {"forward": colsum * s + np.float32(2.0 * cfg.g_min * m)}
+    if backward:
+        g["backward"] = rowsum * s + np.float32(2.0 * cfg.g_min * n)
+    return (w if copy else None), g
+
+
+def write_weights(W: np.ndarray, scale: np.ndarray | None, cfg: MappingConfig, sums: bool = True,
+                  backward: bool = True) -> tuple[np.ndarray, dict]:
+    """The normalised weights of an exact write, w = W / scale[:, None] (``scale`` None: a copy of W), and the
+    per-line conductance as ``line_conductance`` gives it ({'forward': (in,)} and with ``backward`` also
+    'backward': (out,)) for the differential pair, summed in the write's own sweep: a weight rewrite before
+    every forward (training) reads W once. Other mappings, or ``sums`` False: numpy's division / copy and {}
+    (the tile computes a conductance when a read first needs it)."""
+    W = np.ascontiguousarray(W, np.float32)
+    if not sums or cfg.kind != MappingKind.DIFFERENTIAL:
+        return (W / scale[:, None] if scale is not None else W.copy()), {}
+    return _pair_write(W, scale, cfg, copy=True, backward=backward)
 
 
 def from_conductances(G: np.ndarray, params: dict, cfg: MappingConfig) -> np.ndarray:

@@ -132,6 +132,21 @@ def ramp_inl(bits: int, dnl_std: float, bow: float, stream: Stream) -> np.ndarra
     return inl.astype(np.float32)
 
 
+def adc_convert(y: np.ndarray, io: IOConfig, conv: dict, bounds) -> np.ndarray:
+    """What the chip's ADCs (drawn errors ``conv``, ``draw_adc``) output for analog outputs y (S x m, ADC units)
+    with ranges ``bounds`` (one, or one per column): the ADC of a read (``kernels.periphery.adc_stage``), on
+    a copy of y. The calibration's range search goes through it (``calibration.transfer_mse_bound``)."""
+    out = np.array(y, np.float32, order="C", copy=True)
+    S, m = out.shape
+    steps, b = adc_arrays(io, np.broadcast_to(np.asarray(bounds, np.float32), (m,)))
+    clipped, nclip = np.empty(S, np.int8), np.empty(S, np.int32)
+    _k.adc_stage(out, _arange(S), conv["gain"], conv["offset"], steps, b, _ADC_CODE[io.adc], io.out_bits,
+                 conv["caps"].astype(np.float64), conv["comp"], io.columns_per_adc,
+                 conv["inl"].astype(np.float64) if "inl" in conv else _EMPTY1.astype(np.float64),
+                 io.bm_test_negative_bound, clipped, nclip)
+    return out
+
+
 def draw_dac(io: IOConfig, n_in: int, stream: Stream) -> np.ndarray:
     """The per-chip level table of ``n_in`` input DACs, float32 (n_in, L + 1), L = 2^(inp_bits - 1) - 1
     magnitude codes: level c in DAC steps (sign-magnitude; CrossSim SignMagnitudeDAC, circuits_and_cost.md B.2).
@@ -367,11 +382,20 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     Returns the per-row clip flags and counts of clipped outputs.
     """
     p = p or _plan(io)
+    calls = draw_calls(stream, io)
+    v, v2, aux = _input_pass(x, rows, scale, p, conv, calls)
+    m = view.W.shape[0]
+    if counts is not None:
+        _count_pass(counts, p, v, g, m)
+    yin, s_el, a_mat = _products(view, v, aux, p)
+    return _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls, y, steps, bounds, conv, x.shape[1])
+
+
+def _input_pass(x, rows, scale, p: _Plan, conv, calls):
+    """The input stage of one pass (DAC, with the chip's DAC levels when ``conv`` has them): the applied inputs
+    v (R x n), their squared sums v2 and the aux rows (v^2 for PCM read noise, |v| for IR drop)."""
     R, n = rows.shape[0], x.shape[1]
-    W = view.W
-    m = W.shape[0]
-    k0, k1, cu = stream.next_call()
-    _, _, cn = stream.next_call()
+    k0, k1, cu, cn = calls[:4]
     pcm, ir = p.pcm, p.ir
     v = np.empty((R, n), np.float32)
     v2 = np.empty(R, np.float32)
@@ -385,24 +409,38 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
                        k0, k1, cu, cn, v, v2, aux, -1, -1)
         _k.dac_stage(v, rows, dac, p.inp_step, p.inp_noise, k0, k1, cn, v2, aux, 0 if pcm else -1,
                      R * pcm if ir else -1)
-    if counts is not None:
-        if p.managed:
-            counts.dig_in += R * n      # x / (alpha f) before the DAC
-        counts.add_pass(v, None, g, p.inp_step, m)
-    if ir:
-        yin = dot(v, view.Wpos.T)          # [W v, (W*pos) v] in one BLAS call
+    return v, v2, aux
+
+
+def _count_pass(counts, p: _Plan, v, g, m: int) -> None:
+    if p.managed:
+        counts.dig_in += v.size     # x / (alpha f) before the DAC
+    counts.add_pass(v, None, g, p.inp_step, m)
+
+
+def _products(view: WeightView, v, aux, p: _Plan):
+    """(yin, s_el, a_mat) of one pass: W v (with IR drop [W v, (W*pos) v] in one BLAS call), and |W| v^2
+    (read-noise variance) / |W| |v| (IR-drop load) in one more when PCM read noise or IR drop is on."""
+    R = v.shape[0]
+    if p.ir:
+        yin = dot(v, view.Wpos.T)
     else:
         yin = view.product(v)
-    if pcm or ir:
-        prod = dot(aux, view.absW.T)       # |W| v^2 (read-noise variance), |W| |v| (IR-drop load)
-        s_el = prod[:R] if pcm else _EMPTY2
-        a_mat = prod[R * pcm:] if ir else _EMPTY2
+    if p.pcm or p.ir:
+        prod = dot(aux, view.absW.T)
+        s_el = prod[:R] if p.pcm else _EMPTY2
+        a_mat = prod[R * p.pcm:] if p.ir else _EMPTY2
     else:
         s_el = a_mat = _EMPTY2
+    return yin, s_el, a_mat
+
+
+def _output_pass(yin, s_el, a_mat, v2, rows, io: IOConfig, p: _Plan, calls, y, steps, bounds, conv, n: int):
+    """The output stage of one pass into y[rows] (noise, nonlinearity, ADC; the chip's ADCs when ``conv`` has
+    them). Returns the per-row clip flags and counts of clipped outputs."""
+    R, m = rows.shape[0], y.shape[1]
+    k0, k1, _, _, cn2, cu2, cw = calls
     sig, sw = _row_sigmas(io, p, v2)
-    _, _, cn2 = stream.next_call()
-    _, _, cu2 = stream.next_call()
-    cw = stream.next_call()[2] if p.w_first else 0
     clipped = np.empty(R, np.int8)
     nclip = np.empty(R, np.int32)
     drawn = conv is not None and "gain" in conv
@@ -416,6 +454,85 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
                      conv["inl"].astype(np.float64) if "inl" in conv else _EMPTY1.astype(np.float64),
                      p.test_neg, clipped, nclip)
     return clipped, nclip
+
+
+# ------------------------------------------------------------------ the reads of a sliced array
+
+def slices_fusable(io: IOConfig) -> bool:
+    """Whether the weight slices of one read can share ``mvm_slices``' input stage: the DAC's output does not
+    depend on the random stream (no input noise, deterministic rounding) and every row is read once (no
+    iterative bound management, whose re-reads differ per slice); a perfect read has no stages to share."""
+    return (not io.is_perfect and io.bound_management != BoundManagement.ITERATIVE and io.inp_noise == 0
+            and not io.inp_sto_round)
+
+
+def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stream, counts=None, gs=None, *,
+               inp_range: float | None = None, adc=None, clip_counts: np.ndarray | None = None,
+               conv: dict | None = None, acc: np.ndarray | None = None, stack: WeightView | None = None
+               ) -> np.ndarray:
+    """acc + sum_k cc c_k mvm(view_k, x) over the weight slices ``parts`` [(c_k, view_k)] of one read, needs
+    ``slices_fusable(io)``: the same values as one ``mvm`` per slice (the same stream calls in the same order,
+    the same arithmetic; the products agree within float32 rounding), with the input stage (noise management,
+    DAC) done once for all slices, as the slices of an array share its word lines and DACs (CrossSim
+    BitslicedCore), and with ``stack`` (a WeightView of the S slices' matrices stacked, slice k in rows
+    k out .. (k + 1) out - 1) one product for all slices: one BLAS call and one wake-up of its thread pool
+    where S reads would take S. One output stage (noise, ADC) per slice. ``gs`` (one per slice) as
+    ``mvm``'s ``g``; ``adc`` one (steps, bounds) for all slices or a list of one per slice; ``acc`` (B x out)
+    is added to in place (None: a new array)."""
+    B, n = x.shape
+    S = len(parts)
+    m = parts[0][1].W.shape[0] if stack is None else stack.W.shape[0] // S
+    with kernel_threads(B * (n + m)):
+        p = _plan(io)
+        alpha = np.empty(B, np.float32)
+        zero_rows = None
+        if inp_range is not None:
+            alpha.fill(np.float32(inp_range / io.inp_bound))
+        else:
+            _k.nm_alpha(x, p.nm, p.nm_thres, alpha)
+            if p.guard:
+                zero = alpha < np.finfo(np.float32).tiny
+                if zero.any():
+                    zero_rows = zero
+                    alpha[zero] = 1.0
+        calls = [draw_calls(stream, io) for _ in parts]
+        rows = _arange(B)
+        v, v2, aux = _input_pass(x, rows, alpha, p, conv, calls[0])
+        out_f = (alpha * p.out_scale)[:, None]
+        yk = np.empty((B, m), np.float32)
+        if stack is not None:
+            yall, s_all, a_all = _products(stack, v, aux, p)
+            yb = np.empty((B, 2 * m if p.ir else m), np.float32)   # slice k's product columns, reused
+        for k, (ck, view) in enumerate(parts):
+            if counts is not None:
+                counts.mvms += B
+                counts.dig_out += B * m if p.dig_out else 0
+                _count_pass(counts, p, v, gs[k] if gs is not None else None, m)
+            steps, bounds = adc[k] if isinstance(adc, list) else (adc if adc is not None else (p.steps, p.bounds))
+            if stack is None:
+                yin, s_el, a_mat = _products(view, v, aux, p)
+            else:  # slice k's columns of the stacked products (with IR drop: [W_k v, (W_k*pos) v])
+                cols = slice(k * m, (k + 1) * m)
+                yin = yb
+                np.copyto(yb[:, :m], yall[:, cols])
+                if p.ir:
+                    np.copyto(yb[:, m:], yall[:, S * m + k * m:S * m + (k + 1) * m])
+                s_el = np.ascontiguousarray(s_all[:, cols]) if p.pcm else s_all
+                a_mat = np.ascontiguousarray(a_all[:, cols]) if p.ir else a_all
+            _, nclip = _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls[k], yk, steps, bounds, conv, n)
+            if clip_counts is not None:
+                clip_counts[0] += int(nclip.sum())
+                clip_counts[1] += B * m
+            yk *= out_f
+            if zero_rows is not None:
+                yk[zero_rows] = 0.0
+            c = np.float32(cc * ck)
+            if acc is None:
+                acc = yk * c
+            else:
+                np.multiply(yk, c, out=yk)
+                acc += yk
+    return acc
 
 
 # ------------------------------------------------------------------ convolutions without a patch matrix

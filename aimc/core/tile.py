@@ -36,13 +36,13 @@ import numpy as np
 
 from . import mapping as _map
 from . import calibration as _cal
-from .config import (CalibrationConfig, CalibrationGranularity, DriftCompensation, MappingKind, TileConfig,
-                     WireModel, as_config)
+from .config import (CalibrationConfig, CalibrationGranularity, DriftCompensation, MappingKind,
+                     OutputCalibration, TileConfig, WireModel, as_config)
 from ..circuit.crossbar import tile_circuits
 from ..cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
-from .periphery import (NO_ADC, WeightView, adc_arrays, dac_input_sum, draw_calls, draw_converters, fusable,
-                        mvm, patch_pass)
+from .periphery import (NO_ADC, WeightView, adc_arrays, adc_convert, dac_input_sum, draw_calls, draw_converters, fusable,
+                        mvm, mvm_slices, patch_pass, slices_fusable)
 from .rng import Stream, check_seed
 
 
@@ -189,6 +189,7 @@ class Tile(_Reads):
         self._fwd_parts = [(1.0, self._fwd)]
         self._bwd_parts = [(1.0, self._bwd)]
         self._offset = 0.0
+        self._stacks = {}  # per read direction, the weight slices stacked (periphery.mvm_slices); sliced only
         if cfg.mapping.kind == MappingKind.SLICED:
             m = cfg.mapping
             span = float(m.g_max - m.g_min)
@@ -196,15 +197,20 @@ class Tile(_Reads):
             off = m.sliced_offset
             if off:  # the digital offset removal: 2^(B-1) and the g_min floor of every cell, times sum_j x_j
                 self._offset = _map.offset_weight(m, params) + m.g_min * sum(m.pair_factors) / params["scale"]
-            if fwd is None:
-                Wk = [(G[k] if off else G[2 * k] - G[2 * k + 1]) / np.float32(span) for k in range(len(coef))]
-                self._fwd_parts = [(c, WeightView(np.ascontiguousarray(W))) for c, W in zip(coef, Wk)]
+            if fwd is None:  # the slices' matrices in one array (each slice a view of its rows): mvm_slices' stack
+                Wk = np.empty((len(coef), *w.shape), np.float32)
+                for k in range(len(coef)):
+                    np.divide(G[k] if off else G[2 * k] - G[2 * k + 1], np.float32(span), out=Wk[k])
+                self._fwd_parts = [(c, WeightView(W)) for c, W in zip(coef, Wk)]
                 self._bwd_parts = [(c, WeightView(W.T)) for c, W in zip(coef, Wk)]
+                self._stacks["forward"] = WeightView(Wk.reshape(-1, w.shape[1]))
             else:
                 self._fwd_parts = [(c, WeightView(None, _SliceCircuit(fwd, k, span, off)))
                                    for k, c in enumerate(coef)]
                 self._bwd_parts = [(c, WeightView(None, _SliceCircuit(bwd, k, span, off)))
                                    for k, c in enumerate(coef)]
+                self._stacks["forward"] = _stacked(self._fwd_parts)
+            self._stacks["backward"] = _stacked(self._bwd_parts)
 
     def _conv_of(self, direction: str):
         """The converter errors of a read direction ('forward' or 'backward'; None without any), drawn once
@@ -252,8 +258,12 @@ class Tile(_Reads):
         else:
             gs = self._slice_conductance(direction, len(parts))
         y = None
+        fused = len(parts) > 1 and slices_fusable(io)
         for cc, xc in cycles:
-            for k, (ck, view) in enumerate(parts):
+            if fused:  # one input stage for all slices (periphery.mvm_slices)
+                y = mvm_slices(parts, cc, xc, io, self.stream, counts, gs, conv=conv, acc=y, adc=adc,
+                               stack=self._stacks.get(direction) if parts is self._parts(direction) else None, **kw)
+            for k, (ck, view) in enumerate(() if fused else parts):
                 yk = mvm(view, xc, io, self.stream, conv=conv, adc=adc[k] if per_slice else adc, counts=counts,
                          g=gs[k], **kw)
                 if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None and not self._offset:
@@ -273,6 +283,9 @@ class Tile(_Reads):
                 counts.dig_in += x.size   # x / amax (2^mb - 1), rounded: the digital input quantiser
                 counts.dig_out += y.size  # y * amax
         return y if amax is None else y * amax.astype(np.float32)
+
+    def _parts(self, direction: str) -> list:
+        return self._fwd_parts if direction == "forward" else self._bwd_parts
 
     def _slice_conductance(self, direction: str, n_slices: int) -> list:
         """Conductance per input line of each of the ``n_slices`` weight slices (its devices — G+_k and G-_k,
@@ -324,7 +337,13 @@ class Tile(_Reads):
         self._G = self._map_params = self._device = self._time = None
         self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
         self._clear_calibration()
-        self._set_normalised(W / self._scale[:, None] if self.config.mapping.weight_scaling_omega > 0 else W.copy())
+        m = self.config.mapping
+        # the per-line conductances for the cost counters, taken in the write's sweep; the transposed read's
+        # too when the adapters read it (backward_ideal False), else when a backward read first needs it
+        w, gline = _map.write_weights(W, self._scale if m.weight_scaling_omega > 0 else None, m,
+                                      backward=not self.config.backward_ideal)
+        self._set_normalised(w)
+        self._gline.update(gline)
         self._refresh_out()
 
     def device_model(self):
@@ -424,6 +443,16 @@ class Tile(_Reads):
             raise ValueError(f"tile {self.tile_id!r}: a perfect forward (is_perfect) has no converters to calibrate")
         return cal
 
+    def adc_transfer(self):
+        """The forward ADCs' transfer as the range search uses it: (y, bounds) -> ADC outputs of analog outputs
+        y (S x out, ADC units) at ranges ``bounds`` through this chip's drawn converters (``adc_convert``);
+        None when the ADC has no drawn errors (the uniform quantiser of the config)."""
+        io = self.config.forward
+        if not io.adc_drawn:
+            return None
+        conv = self._conv_of("forward")
+        return lambda y, bounds: adc_convert(y, io, conv, bounds)
+
     def analog_outputs(self, x, *, inp_range: float | None = None) -> np.ndarray:
         """The tile's analog outputs before the ADC (ADC units; B x out) for inputs x (B x in): the forward
         with no ADC, the given static DAC range (None: the config's noise management), noise included."""
@@ -454,7 +483,7 @@ class Tile(_Reads):
         xs = x if idx is None else np.ascontiguousarray(x[idx])
         ys = self.analog_reads(xs, inp_range=r)
         b = _slice_bounds([_cal.adc_bound(y, cal, self.config.forward, cal.out_granularity,
-                                          self.config.forward.columns_per_adc) for y in ys])
+                                          self.config.forward.columns_per_adc, self.adc_transfer()) for y in ys], cal)
         self._set_calibration(r, b)
         self._cal_sample = ys if keep_sample else None
         return self._cal_report(x, ys)
@@ -636,6 +665,29 @@ class _SliceCircuit:
         return (E[2 * self.k] - E[2 * self.k + 1]) / np.float32(self.span)
 
 
+class _Stack:
+    """The weight slices of one read direction stacked (slice k in rows k out .. (k + 1) out - 1), built from
+    their views at the first fused read (``periphery.mvm_slices``); linear views only."""
+
+    transposed = False
+    linear = True
+
+    def __init__(self, views: list):
+        self.views = views
+
+    def effective(self) -> np.ndarray:
+        return np.concatenate([v.W for v in self.views], axis=0)
+
+
+def _stacked(parts: list) -> WeightView | None:
+    """A WeightView of the slices of ``parts`` stacked (built at its first read), or None when a slice solves
+    its circuit per input (nonlinear cells: no matrix to stack)."""
+    views = [v for _, v in parts]
+    if any(v.circuit is not None and not v.circuit.linear for v in views):
+        return None
+    return WeightView(None, _Stack(views))
+
+
 class TileArray(_Reads):
     """A weight matrix split into near-equal tiles of at most ``mapping.max_out`` x ``mapping.max_in``.
 
@@ -777,14 +829,24 @@ class TileArray(_Reads):
         if cal is not None and cal.out_granularity == CalibrationGranularity.LAYER:
             samples = [t._cal_sample for t in self.all_tiles()]
             if all(y is not None for y in samples):
-                b = _slice_bounds([_cal.adc_bound(np.concatenate([ys[k].reshape(-1) for ys in samples])[:, None],
-                                                  cal, self.config.forward, CalibrationGranularity.LAYER)
-                                   for k in range(len(samples[0]))])
+                b = _slice_bounds([self._layer_bound([ys[k] for ys in samples], cal) for k in range(len(samples[0]))],
+                                  cal)
                 for t in self.all_tiles():
                     t._set_calibration(t._cal_inp, b)
         for t in self.all_tiles():
             t._cal_sample = None
         return self.calibration_report()
+
+    def _layer_bound(self, ys: list, cal: CalibrationConfig) -> np.ndarray | None:
+        """One ADC range (1,) for the layer from every tile's analog outputs ``ys`` (one array per tile); with
+        drawn converters the ``mse`` search goes through each tile's own (``transfer_mse_bound``)."""
+        tiles = list(self.all_tiles())
+        if cal.out == OutputCalibration.MSE and self.config.forward.adc_drawn:
+            b = _cal.transfer_mse_bound([(y, t.adc_transfer()) for y, t in zip(ys, tiles)],
+                                        [np.zeros(y.shape[1], np.int64) for y in ys], 1)
+            return np.maximum(b.astype(np.float64), 1e-6).astype(np.float32)
+        return _cal.adc_bound(np.concatenate([y.reshape(-1) for y in ys])[:, None], cal, self.config.forward,
+                              CalibrationGranularity.LAYER)
 
     def calibration_report(self) -> dict:
         """{"input_range": [per tile], "adc_range": [per tile: list or None]} in tile order (row-major)."""
@@ -895,12 +957,13 @@ class TileArray(_Reads):
         return x
 
 
-def _slice_bounds(bs: list):
+def _slice_bounds(bs: list, cal: CalibrationConfig):
     """The ADC ranges of one tile from one ``adc_bound`` result per weight slice: that result for an unsliced
-    tile, else (n_slices, 1) or (n_slices, out); None when the ranges stay the config's."""
+    tile, else (n_slices, 1) or (n_slices, out), power-of-two apart by ``cal.slice_ranges``
+    (``calibration.pow2_apart``); None when the ranges stay the config's."""
     if bs[0] is None:
         return None
-    return bs[0] if len(bs) == 1 else np.stack(bs)
+    return bs[0] if len(bs) == 1 else np.stack(_cal.pow2_apart(bs, cal))
 
 
 def _calibration_method(obj, what: str, cal) -> CalibrationConfig:

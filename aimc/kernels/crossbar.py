@@ -13,24 +13,40 @@ With cell currents c = F(v) (v = u - w), the line drops are a linear, symmetric 
     w[a, b] =       sum_l c[l, b] P_max(a, l),   P_a = sum_{k>=a} rho_k (rho_last = segment + sense)
 
 so the array is solved by v + L F(v) = V (KCL and KVL of the whole nodal system, eliminated onto the cells).
-Newton: (I + L K) dv = V - v - L F(v), K = diag(F'(v)). With s = sqrt(K) the step solves the symmetric positive
-definite system (I + S L S) y = s * res, dv = y / s, by conjugate gradients: unlike the fixed-point relaxation
-(CrossSim's solver, which diverges once |L K| > 1, e.g. 128 x 128 at 10 Ohm), CG converges for any wire
-resistance, in about sqrt(condition number) iterations. Linear cells need exactly one Newton step and no
-division (currents = G V + s y). L is applied in two forward sweeps (prefix sums, no reverse pass):
+Newton: (I + L K) dv = V - v - L F(v), K = diag(F'(v)) = g cosh(k v). I + L K is self-adjoint and positive
+definite in the inner product (x, y)_K = x^T K y, so each step is solved by conjugate gradients in that inner
+product (the same iterates as CG on the symmetric (I + S L S) y = S res with S = sqrt(K), y = S dv, without
+the square roots or the division by S): unlike the fixed-point relaxation (CrossSim's solver, which diverges
+once |L K| > 1, e.g. 128 x 128 at 10 Ohm), CG converges for any wire resistance, in about sqrt(condition
+number) iterations. Linear cells need exactly one Newton step (currents = G V + K dv). The stopping test is
+|V - v - L F(v)|_K <= tol |V|_K at a fresh F(v). Inexact Newton: the first step's CG stops at 1 % of its
+residual, later ones at the residual Newton's quadratic rate predicts, |r_k|^3 / |r_(k-1)|^2 (Eisenstat-Walker,
+choice 2; at most 10 %), and at 0.7 tol once that prediction is below 0.2 tol -- then the next F(v) is expected
+to pass and is checked without applying L first. At 256 x 256, 1 Ohm, g_max 25 uS, 0.2 V that is 2 Newton steps
+of 2 and 3 CG iterations, 8 applications of L per input.
 
-    row drop[a, b] = sum_{l<=b} c_l Q_l + Q_b (sum_l c_l - sum_{l<=b} c_l)
+L is applied in one forward sweep over the rows (no reverse pass): along a row the drop grows by the segment
+resistance dq_b times the current through the segment, sum_(l>=b) c_l (two flops per cell, after the row
+total); down a column by prefix sums vectorised over the columns,
+
+    row drop[a, b] = sum_{k<=b} dq_k sum_{l>=k} c[a, l]
     column rise[a, b] = P_a sum_{l<=a} c_l + (sum_l c_l P_l - sum_{l<=a} c_l P_l)
+
+whose last column total is known only at the end of the sweep; it is constant along the column, so every
+CG quantity that needs it -- (d, A d)_K, (r, A d)_K, (A d, A d)_K and through them alpha, the next |r|_K^2,
+beta and the stopping test -- is assembled at the end of the sweep from per-column sums, and the update
+x += alpha d, r -= alpha A d, d = r + beta d runs at the start of the next sweep on rows still in L1: one
+sweep per CG iteration, no separate update pass.
 
 One input per thread at a time: work arrays (n_in, n_out) float32 with the output lines contiguous, so every
 pass streams row by row (the column prefix sums vectorise over the output lines; the row prefix sums are
 scans within a row held in L1, four rows interleaved to fill the pipeline) and one input's arrays stay in
-the caches (six 256 KiB arrays at 256 x 256; an earlier layout with 8 inputs innermost streamed 8 inputs'
+the caches (six 256 KiB arrays at 256 x 256: v, K, r, d, w = partial L K d, x = dv; an earlier layout with 8 inputs innermost streamed 8 inputs'
 arrays from memory and was 3.5x slower for linear cells, ~10x for sinh cells). sinh / cosh are a
 polynomial (it vectorises; libm exp does not) of z = k v / 2^m followed by m double-angle steps: a cell
 voltage is bounded by the input span (maximum principle of a passive network: every node voltage lies
 between min(0, V) and max(0, V)), so m is fixed per input, |z| <= 1 and the truncation is < 2e-9
-relative; Newton steps are also clipped to that box. Each input's result depends only on that input, so
+relative (float32 arithmetic; tests ask for residuals down to 1e-7); Newton steps are also clipped to that box. Each input's result depends only on that input, so
 results are identical on any thread count. Dot products accumulate in float64 (per row in float32).
 """
 from __future__ import annotations
@@ -49,8 +65,8 @@ NOT_FINITE = 2
 
 
 @njit(cache=True, fastmath=True)
-def _sinh_cell_row(g, v, ks, m, c, s):
-    """c = g sinh(ks v) / ks (cell currents) and s = sqrt(g cosh(ks v)) (root small-signal conductance)."""
+def _sinh_cell_row(g, v, ks, m, c, k):
+    """c = g sinh(ks v) / ks (cell currents) and k = g cosh(ks v) (small-signal conductances)."""
     n = g.shape[0]
     sc = np.float32(ks * 0.5 ** m)
     for b in range(n):
@@ -58,35 +74,33 @@ def _sinh_cell_row(g, v, ks, m, c, s):
         z2 = z * z
         c[b] = z * (np.float32(1.0) + z2 * (np.float32(1 / 6) + z2 * (np.float32(1 / 120) + z2 * (
             np.float32(1 / 5040) + z2 * (np.float32(1 / 362880) + z2 * np.float32(1 / 39916800))))))
-        s[b] = np.float32(1.0) + z2 * (np.float32(0.5) + z2 * (np.float32(1 / 24) + z2 * (np.float32(1 / 720) + z2 * (
+        k[b] = np.float32(1.0) + z2 * (np.float32(0.5) + z2 * (np.float32(1 / 24) + z2 * (np.float32(1 / 720) + z2 * (
             np.float32(1 / 40320) + z2 * np.float32(1 / 3628800)))))
     for _ in range(m):
         for b in range(n):
             sh = c[b]
-            ch = s[b]
+            ch = k[b]
             c[b] = np.float32(2.0) * sh * ch
-            s[b] = np.float32(1.0) + np.float32(2.0) * sh * sh
+            k[b] = np.float32(1.0) + np.float32(2.0) * sh * sh
     ik = np.float32(1.0 / ks)
     for b in range(n):
         c[b] = g[b] * c[b] * ik
-        s[b] = math.sqrt(g[b] * s[b])
+        k[b] = g[b] * k[b]
 
 
 @njit(cache=True, fastmath=True)
-def _row_drop(t, q, out):
-    """out[b] = sum_l t_l Q_min(b, l) (the drop along one input line for cell currents t)."""
+def _row_drop(t, dq, out):
+    """out[b] = sum_l t_l Q_min(b, l) (the drop along one input line for cell currents t): the drop grows by
+    dq_b = Q_b - Q_(b-1) times the current through segment b, sum_(l>=b) t_l (2 flops per cell)."""
     n = t.shape[0]
-    tot = np.float32(0.0)
+    s = np.float32(0.0)
     for b in range(n):
-        tot += t[b]
-    run = np.float32(0.0)
-    cq = np.float32(0.0)
+        s += t[b]
+    c = np.float32(0.0)
     for b in range(n):
-        x = t[b]
-        qb = q[b]
-        run += x
-        cq += x * qb
-        out[b] = cq + qb * (tot - run)
+        c += dq[b] * s
+        out[b] = c
+        s -= t[b]
 
 
 @njit(cache=True, fastmath=True)
@@ -100,7 +114,7 @@ def _col_step(t, pa, acc, accp, out):
 
 
 @njit(cache=True, fastmath=True)
-def _row_drop4(T, q, W, a0):
+def _row_drop4(T, dq, W, a0):
     """``_row_drop`` of the 4 rows T[0..3] into W[a0..a0+3]: four independent scans interleaved (one scan is
     latency-bound; four fill the pipeline)."""
     n = T.shape[1]
@@ -112,45 +126,43 @@ def _row_drop4(T, q, W, a0):
         s1 += t1[b]
         s2 += t2[b]
         s3 += t3[b]
-    r0 = r1 = r2 = r3 = np.float32(0.0)
     c0 = c1 = c2 = c3 = np.float32(0.0)
     for b in range(n):
-        qb = q[b]
-        x0, x1, x2, x3 = t0[b], t1[b], t2[b], t3[b]
-        r0 += x0
-        r1 += x1
-        r2 += x2
-        r3 += x3
-        c0 += x0 * qb
-        c1 += x1 * qb
-        c2 += x2 * qb
-        c3 += x3 * qb
-        o0[b] = c0 + qb * (s0 - r0)
-        o1[b] = c1 + qb * (s1 - r1)
-        o2[b] = c2 + qb * (s2 - r2)
-        o3[b] = c3 + qb * (s3 - r3)
+        d = dq[b]
+        c0 += d * s0
+        c1 += d * s1
+        c2 += d * s2
+        c3 += d * s3
+        o0[b] = c0
+        o1[b] = c1
+        o2[b] = c2
+        o3[b] = c3
+        s0 -= t0[b]
+        s1 -= t1[b]
+        s2 -= t2[b]
+        s3 -= t3[b]
 
 
 @njit(cache=True, fastmath=True)
-def _block_L(T, nr, a0, q, p, acc, accp, W):
+def _block_L(T, nr, a0, dq, p, acc, accp, W):
     """Partial L of the cell currents T[:nr] of rows a0..a0+nr-1 into W (row drops, then the column prefix
     terms row by row; the column-total term is left to the caller: it is ``accp`` after the last row)."""
     if nr == 4:
-        _row_drop4(T, q, W, a0)
+        _row_drop4(T, dq, W, a0)
     else:
         for i in range(nr):
-            _row_drop(T[i], q, W[a0 + i])
+            _row_drop(T[i], dq, W[a0 + i])
     for i in range(nr):
         _col_step(T[i], p[a0 + i], acc, accp, W[a0 + i])
 
 
 @njit(cache=True, fastmath=True)
-def _solve_one(G, Vi, q, p, linear, ks, tol, max_newton, max_cg, dv_max, v, s, r, pc, w, y, t, acc, accp,
-               cur):
-    """One input: Newton on v + L F(v) = Vi, each step by CG on (I + S L S) y = S res (module docstring);
-    linear cells: one step, CG to ``tol``, currents G V + s y.
-    ``max_cg`` bounds the CG iterations of the whole solve. Writes the output-line currents at the last F
-    evaluation into ``cur`` (float64); returns (status, CG iterations)."""
+def _solve_one(G, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v, K, r, d, w, x, t, acc, accp, accq,
+               cK, cKr, cKz, cur):
+    """One input: Newton on v + L F(v) = Vi, each step by CG in the K inner product (module docstring);
+    linear cells: one step, CG to ``tol``, currents G V + K x.
+    ``max_cg`` bounds the sweeps of the whole solve. Writes the output-line currents at the last F
+    evaluation into ``cur`` (float64); returns (status, sweeps)."""
     n_in, n_out = G.shape
     lo = 0.0
     hi = 0.0
@@ -166,162 +178,226 @@ def _solve_one(G, Vi, q, p, linear, ks, tol, max_newton, max_cg, dv_max, v, s, r
             va = np.float32(Vi[a])
             for b in range(n_out):
                 v[a, b] = va
-    ref = 0.0
+    ref2 = 0.0
     iters = 0
     f32span = np.float32(span)
+    alpha = np.float32(0.0)
+    final = False
+    rho_prev = 1.0
     for newton in range(max_newton):
-        # F(v), s, and the partial L F(v) (without the column-total term) row by row
+        # F sweep: apply the pending Newton step x + alpha d (clipped), then c = F(v), K, partial L c
         acc[:] = 0.0
         accp[:] = 0.0
+        cK[:] = 0.0
         cur[:] = 0.0
         for a0 in range(0, n_in, 4):
             nr = min(4, n_in - a0)
             for i in range(nr):
+                a = a0 + i
                 ti = t[i]
+                ka = K[a]
                 if linear:
-                    ga = G[a0 + i]
-                    sa = s[a0 + i]
-                    va = np.float32(Vi[a0 + i])
+                    ga = G[a]
+                    va = np.float32(Vi[a])
                     for b in range(n_out):
                         ti[b] = ga[b] * va
-                        sa[b] = math.sqrt(ga[b])
+                        ka[b] = ga[b]
                 else:
-                    _sinh_cell_row(G[a0 + i], v[a0 + i], ks, m, ti, s[a0 + i])
+                    va_ = v[a]
+                    if newton > 0:
+                        xa = x[a]
+                        da = d[a]
+                        for b in range(n_out):
+                            step = min(max(xa[b] + alpha * da[b], -dv_max), dv_max)
+                            va_[b] = min(max(va_[b] + step, -f32span), f32span)
+                    _sinh_cell_row(G[a], va_, ks, m, ti, ka)
+                ksum = np.float32(0.0)
                 for b in range(n_out):
                     cur[b] += ti[b]
-            _block_L(t, nr, a0, q, p, acc, accp, w)
-        # residual r = s (V - v - L F(v)); CG starts at y = 0, p = r
-        bb = 0.0
-        first = newton == 0
-        for a in range(n_in):
-            va = np.float32(Vi[a])
-            sa = s[a]
-            ra = r[a]
-            pa_ = pc[a]
-            wa = w[a]
-            va_ = v[a]
-            ya = y[a]
-            part = np.float32(0.0)
-            sv = np.float32(0.0)
-            for b in range(n_out):
-                x = (va - (va if linear else va_[b]) - wa[b] - accp[b]) * sa[b]
-                ra[b] = x
-                pa_[b] = x
-                ya[b] = 0.0
-                part += x * x
-                sv += sa[b] * sa[b]
-            bb += part
-            if first:
-                ref += sv * va * va
-        if not math.isfinite(bb):
-            return NOT_FINITE, iters
-        if newton > 0 and math.sqrt(bb) <= tol * math.sqrt(ref):
-            return CONVERGED, iters
-        if iters >= max_cg:
-            return NOT_CONVERGED, iters
-        eta = tol * math.sqrt(ref) if linear else max(0.01 * math.sqrt(bb), 0.3 * tol * math.sqrt(ref))
-        stop2 = eta * eta
-        rho = bb
+                    cK[b] += ka[b]
+                    ksum += ka[b]
+                if newton == 0:
+                    ref2 += ksum * Vi[a] * Vi[a]
+            _block_L(t, nr, a0, dq, p, acc, accp, w)
+        accq[:] = accp                              # column-total term of L F(v)
+        # CG sweeps. Sweep j forms r_j (the first: r_0 = V - v - L F(v), d_0 = r_0, x = 0; later ones:
+        # x += alpha d, r -= alpha A d with A d = d + L K d from the previous sweep's w and accq, then
+        # d = r + beta d), t = K d and the partial L t into w, and the sums that give (d, A d), (r, A d)
+        # and (A d, A d) in the K inner product once the column totals are known; so alpha and the next
+        # |r|^2_K (hence beta and the stopping test) are known at the end of the sweep, one sweep per
+        # iteration, no separate update pass.
+        if final:   # the last step aimed below tol: check the residual first, without an L pass
+            rr = 0.0
+            for a in range(n_in):
+                va = np.float32(Vi[a])
+                va_ = v[a]
+                wa = w[a]
+                ka = K[a]
+                part = np.float32(0.0)
+                for b in range(n_out):
+                    rb = va - va_[b] - wa[b] - accq[b]
+                    part += ka[b] * rb * rb
+                rr += part
+            if not math.isfinite(rr):
+                return NOT_FINITE, iters
+            if rr <= tol * tol * ref2:
+                return CONVERGED, iters
+        eta2 = 0.0
         beta = np.float32(0.0)
-        for it in range(max_cg - iters):
-            if rho <= stop2:
-                break
-            # pc = r + beta pc; t = s pc; w = L t (partial); p.Ap
+        rho = 0.0
+        done = False
+        for j in range(max_cg + 1):
             acc[:] = 0.0
             accp[:] = 0.0
-            pap = 0.0
+            cKr[:] = 0.0
+            cKz[:] = 0.0
+            rr = 0.0
+            s_dz = 0.0
+            s_rz = 0.0
+            s_zz = 0.0
             for a0 in range(0, n_in, 4):
                 nr = min(4, n_in - a0)
                 for i in range(nr):
-                    sa = s[a0 + i]
-                    ra = r[a0 + i]
-                    pa_ = pc[a0 + i]
-                    ti = t[i]
-                    if it > 0:
-                        for b in range(n_out):
-                            pa_[b] = ra[b] + beta * pa_[b]
-                    for b in range(n_out):
-                        ti[b] = sa[b] * pa_[b]
-                _block_L(t, nr, a0, q, p, acc, accp, w)
-                for i in range(nr):
-                    pa_ = pc[a0 + i]
-                    ti = t[i]
-                    wa = w[a0 + i]
+                    a = a0 + i
+                    ra, da, xa, wa, ka, ti = r[a], d[a], x[a], w[a], K[a], t[i]
                     part = np.float32(0.0)
+                    if j == 0:
+                        va = np.float32(Vi[a])
+                        va_ = v[a]
+                        for b in range(n_out):
+                            rb = (np.float32(0.0) if linear else va - va_[b]) - wa[b] - accq[b]
+                            ra[b] = rb
+                            da[b] = rb
+                            xa[b] = 0.0
+                            tb = ka[b] * rb
+                            ti[b] = tb
+                            part += tb * rb
+                    else:
+                        for b in range(n_out):
+                            db = da[b]
+                            xa[b] += alpha * db
+                            rb = ra[b] - alpha * (db + wa[b] + accq[b])
+                            ra[b] = rb
+                            kb = ka[b]
+                            part += kb * rb * rb
+                            db = rb + beta * db
+                            da[b] = db
+                            ti[b] = kb * db
+                    rr += part
+                _block_L(t, nr, a0, dq, p, acc, accp, w)
+                for i in range(nr):   # the CG sums of this block's rows (L1), z = d + partial L K d
+                    ra, da, wa, ka, ti = r[a0 + i], d[a0 + i], w[a0 + i], K[a0 + i], t[i]
+                    p1 = np.float32(0.0)
+                    p2 = np.float32(0.0)
+                    p3 = np.float32(0.0)
                     for b in range(n_out):
-                        part += pa_[b] * pa_[b] + ti[b] * wa[b]
-                    pap += part
-            for b in range(n_out):
-                pap += np.float64(accp[b]) * acc[b]
+                        zb = da[b] + wa[b]
+                        kr = ka[b] * ra[b]
+                        kz = ka[b] * zb
+                        p1 += ti[b] * zb
+                        p2 += kr * zb
+                        p3 += kz * zb
+                        cKr[b] += kr
+                        cKz[b] += kz
+                    s_dz += p1
+                    s_rz += p2
+                    s_zz += p3
+            accq[:] = accp                          # column-total term of L K d
             iters += 1
-            if not pap > 0.0:
+            rho = rr
+            if not math.isfinite(rho):
+                return NOT_FINITE, iters
+            if j == 0:
+                if newton > 0 and rho <= tol * tol * ref2:
+                    return CONVERGED, iters
+                # forcing: 1 % of the residual in the first step; later ones aim at the residual that
+                # Newton's quadratic rate predicts, |r_k|^3 / |r_(k-1)|^2 (Eisenstat-Walker, choice 2),
+                # at most 10 % of |r_k|; once that prediction is below tol the step is the last one and
+                # aims at 0.7 tol (0.3 tol if the prediction is above 0.2 tol)
+                tol2 = tol * tol * ref2
+                if linear:
+                    eta2 = tol2
+                    final = False
+                elif newton == 0:
+                    eta2 = max(1e-4 * rho, 0.09 * tol2)
+                    final = eta2 == 0.09 * tol2
+                else:
+                    pred2 = rho * rho * rho / (rho_prev * rho_prev)
+                    final = pred2 <= tol2
+                    eta2 = (0.49 * tol2 if pred2 <= 0.04 * tol2 else 0.09 * tol2) if final else min(0.01 * rho, pred2)
+                rho_prev = rho
+            dad = s_dz
+            rad = s_rz
+            adad = s_zz
+            for b in range(n_out):
+                cb = np.float64(accp[b])
+                dad += cb * acc[b]
+                rad += cb * cKr[b]
+                adad += cb * (2.0 * cKz[b] + cb * cK[b])
+            if not (rho > eta2 and dad > 0.0):     # already solved (or breakdown): no further step
+                alpha = np.float32(0.0)
+                done = True
                 break
-            alpha = np.float32(rho / pap)
-            rn = 0.0
+            a64 = rho / dad
+            alpha = np.float32(a64)
+            rho_next = rho - 2.0 * a64 * rad + a64 * a64 * adad
+            if rho_next <= eta2:
+                done = True
+                break
+            if iters >= max_cg:
+                break
+            beta = np.float32(rho_next / rho)
+        if linear:  # the one exact Newton step: currents G V (in cur) + K (x + alpha d); check |r|_K
+            rr = 0.0
             for a in range(n_in):
-                sa = s[a]
                 ra = r[a]
-                pa_ = pc[a]
+                da = d[a]
+                xa = x[a]
                 wa = w[a]
-                ya = y[a]
+                ka = K[a]
                 part = np.float32(0.0)
                 for b in range(n_out):
-                    x = pa_[b]
-                    ya[b] += alpha * x
-                    rb = ra[b] - alpha * (x + sa[b] * (wa[b] + accp[b]))
-                    ra[b] = rb
-                    part += rb * rb
-                rn += part
-            beta = np.float32(rn / rho)
-            rho = rn
-        if linear:  # the one exact Newton step: currents G V (in cur) + s y
-            for a in range(n_in):
-                sa = s[a]
-                ya = y[a]
-                for b in range(n_out):
-                    cur[b] += sa[b] * ya[b]
-            return (CONVERGED if rho <= stop2 * 1.0000001 else NOT_CONVERGED), iters
-        # Newton update, limited per step and to the box the maximum principle allows
-        for a in range(n_in):
-            sa = s[a]
-            ya = y[a]
-            va_ = v[a]
-            for b in range(n_out):
-                if sa[b] > 0.0:
-                    d = min(max(ya[b] / sa[b], -dv_max), dv_max)
-                    va_[b] = min(max(va_[b] + d, -f32span), f32span)
+                    db = da[b]
+                    xb = xa[b] + alpha * db
+                    rb = ra[b] - alpha * (db + wa[b] + accq[b])
+                    part += ka[b] * rb * rb
+                    cur[b] += ka[b] * xb
+                rr += part
+            return (CONVERGED if rr <= 1.0001 * eta2 else NOT_CONVERGED), iters
+        if not done:
+            return NOT_CONVERGED, iters
     return NOT_CONVERGED, iters
 
 
 @njit(cache=True, parallel=True)
-def solve_batch(G, V, q, p, kind, ks, tol, max_newton, max_cg, dv_max, n_threads, out, iters, status):
+def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_threads, out, iters, status):
     """Output-line currents ``out`` (B, n_out) float64 of the canonical array for input voltages ``V`` (B, n_in).
 
-    ``G`` (n_in, n_out) float32 cell conductances (small-signal at 0 V), ``q`` (n_out,) / ``p`` (n_in,) the
-    prefix / tail sums of input- / output-line segment resistances (module docstring), ``kind`` CELL_LINEAR or
-    CELL_SINH (i = g sinh(ks v) / ks). Stops when the cell-weighted residual |s (V - v - L F(v))|_2 falls
-    below ``tol`` |s V|_2 per input (Newton steps solved to a forcing term of 1 % of their residual, at most
-    ``max_newton`` steps and ``max_cg`` CG iterations in all, each step clipped to ``dv_max``). ``iters``
-    (B,): CG iterations; ``status`` (B,): CONVERGED / NOT_CONVERGED / NOT_FINITE. Inputs are dealt to
-    ``n_threads`` parallel work queues (numba.get_num_threads()).
+    ``G`` (n_in, n_out) float32 cell conductances (small-signal at 0 V), ``dq`` (n_out,) the input-line segment
+    resistances (dq_0 = driver + first segment) and ``p`` (n_in,) the tail sums of the output-line segment
+    resistances (module docstring), ``kind`` CELL_LINEAR or CELL_SINH (i = g sinh(ks v) / ks). Stops when the
+    K-weighted residual |V - v - L F(v)|_K falls below ``tol`` |V|_K per input (inexact Newton, at most
+    ``max_newton`` steps and ``max_cg`` sweeps in all, each step clipped to ``dv_max``; linear cells: CG to
+    ``tol``). ``iters`` (B,): sweeps with an application of L K (CG iterations, the last Newton test
+    included); ``status`` (B,): CONVERGED / NOT_CONVERGED / NOT_FINITE. Inputs are dealt to ``n_threads``
+    parallel work queues (numba.get_num_threads()).
     """
     B = V.shape[0]
     n_in, n_out = G.shape
     nt = max(1, min(B, n_threads))
     for ci in prange(nt):
         v = np.empty((n_in, n_out), np.float32)
-        s = np.empty((n_in, n_out), np.float32)
+        K = np.empty((n_in, n_out), np.float32)
         r = np.empty((n_in, n_out), np.float32)
-        pc = np.empty((n_in, n_out), np.float32)
+        d = np.empty((n_in, n_out), np.float32)
         w = np.empty((n_in, n_out), np.float32)
-        y = np.empty((n_in, n_out), np.float32)
+        x = np.empty((n_in, n_out), np.float32)
         t = np.empty((4, n_out), np.float32)
-        acc = np.empty(n_out, np.float32)
-        accp = np.empty(n_out, np.float32)
+        col = np.empty((6, n_out), np.float32)
         cur = np.empty(n_out, np.float64)
         for i in range(ci, B, nt):
-            st, it = _solve_one(G, V[i], q, p, kind == CELL_LINEAR, ks, tol, max_newton, max_cg, dv_max, v, s, r,
-                                pc, w, y, t, acc, accp, cur)
+            st, it = _solve_one(G, V[i], dq, p, kind == CELL_LINEAR, ks, tol, max_newton, max_cg, dv_max, v, K, r,
+                                d, w, x, t, col[0], col[1], col[2], col[3], col[4], col[5], cur)
             status[i] = st
             iters[i] = it
             for b in range(n_out):
