@@ -3,9 +3,9 @@
 ``atomic_write`` writes to a temporary file next to the destination, ``fsync``s it, then puts it in place:
 with ``overwrite=False`` by a hard link that fails if the name exists (two processes saving to one path
 cannot both succeed), else by ``os.replace``; finally it ``fsync``s the directory, so a reported success
-survives a power cut. Temporary files are named ``.<name>.<host>.<pid>.<token>.aimc-tmp``; one left by a
-killed writer (its process gone) is removed by the next write to the same destination. New files get the
-permissions the user's umask gives (0666 & ~umask), as ``open()`` would.
+survives a power cut. Temporary files are named ``.<name>.<host>.<pid>.<token>.aimc-tmp``; those left by
+killed writers (their process gone) are removed by a process's first write into the same folder. New files
+get the permissions the user's umask gives (0666 & ~umask), as ``open()`` would.
 """
 from __future__ import annotations
 
@@ -35,22 +35,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def stale_temp_files(path) -> list[Path]:
-    """Temporary files of ``path`` left behind by writers on this host whose process no longer exists."""
-    path = Path(path)
-    pat = re.compile(rf"^\.{re.escape(path.name)}\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]+"
-                     rf"{re.escape(TMP_TAG)}$")
-    out = []
+_TMP_NAME = re.compile(rf"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]+{re.escape(TMP_TAG)}$")
+_swept: set[str] = set()   # folders whose stale temp files this process has removed (once per folder)
+
+
+def stale_temp_files(folder) -> list[Path]:
+    """Temporary files in ``folder`` left behind by aimc writers on this host whose process no longer exists."""
+    folder = Path(folder)
     try:
-        names = os.listdir(path.parent)
+        names = os.listdir(folder)
     except OSError:
-        return out
+        return []
     host, me = _host(), os.getpid()
+    out = []
     for n in names:
-        m = pat.match(n)
+        m = _TMP_NAME.match(n) if n.endswith(TMP_TAG) else None
         if m and m["host"] == host and int(m["pid"]) != me and not _pid_alive(int(m["pid"])):
-            out.append(path.parent / n)
+            out.append(folder / n)
     return out
+
+
+def _sweep_once(folder: Path) -> None:
+    """Remove the stale temp files of ``folder`` on this process's first write there (listing a folder on
+    every write would make a sweep's record writes quadratic in the number of records)."""
+    key = os.path.realpath(folder)
+    if key in _swept:
+        return
+    for old in stale_temp_files(folder):
+        try:
+            old.unlink()
+        except OSError:
+            pass
+    _swept.add(key)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -97,11 +113,7 @@ def atomic_write(path, write_fn, *, overwrite: bool = True, suffix: str = "") ->
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path} exists; refusing to overwrite it (pass overwrite=True)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for old in stale_temp_files(path):
-        try:
-            old.unlink()
-        except OSError:
-            pass
+    _sweep_once(path.parent)
     tmp = path.parent / f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{TMP_TAG}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode & ~umask, like open()
     os.close(fd)
