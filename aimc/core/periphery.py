@@ -288,9 +288,10 @@ def _arange(B: int) -> np.ndarray:
     return r
 
 
-def _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv, B, m):
-    p = _plan(io)
-    alpha = np.empty(B, np.float32)
+def _nm_scales(x, io, p: _Plan, inp_range):
+    """(alpha, zero_rows): the noise-management scale per row (a static DAC range when ``inp_range`` is set),
+    and the rows whose scale is zero or subnormal (they read as zeros; their alpha is set to 1), or None."""
+    alpha = np.empty(x.shape[0], np.float32)
     zero_rows = None
     if inp_range is not None:
         alpha.fill(np.float32(inp_range / io.inp_bound))
@@ -301,6 +302,12 @@ def _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv,
             if zero.any():
                 zero_rows = zero
                 alpha[zero] = 1.0
+    return alpha, zero_rows
+
+
+def _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv, B, m):
+    p = _plan(io)
+    alpha, zero_rows = _nm_scales(x, io, p, inp_range)
     steps, bounds = adc if adc is not None else (p.steps, p.bounds)
     if adc is NO_ADC and conv is not None:  # a raw read (analog outputs before the ADC) skips the ADCs too
         conv = {"dac": conv["dac"]} if "dac" in conv else None
@@ -484,17 +491,7 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
     m = parts[0][1].W.shape[0] if stack is None else stack.W.shape[0] // S
     with kernel_threads(B * (n + m)):
         p = _plan(io)
-        alpha = np.empty(B, np.float32)
-        zero_rows = None
-        if inp_range is not None:
-            alpha.fill(np.float32(inp_range / io.inp_bound))
-        else:
-            _k.nm_alpha(x, p.nm, p.nm_thres, alpha)
-            if p.guard:
-                zero = alpha < np.finfo(np.float32).tiny
-                if zero.any():
-                    zero_rows = zero
-                    alpha[zero] = 1.0
+        alpha, zero_rows = _nm_scales(x, io, p, inp_range)
         calls = [draw_calls(stream, io) for _ in parts]
         rows = _arange(B)
         v, v2, aux = _input_pass(x, rows, alpha, p, conv, calls[0])
