@@ -9,7 +9,9 @@ product, so counting stays cheap.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from . import njit, serial  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 
 
 @njit(inline="always", cache=True)
@@ -68,7 +70,7 @@ def _input_sums(v, inv, g, step, out, acc):
 
 
 input_sums = njit(parallel=True, fastmath=True, cache=True)(_input_sums)
-input_sums_serial = njit(fastmath=True, cache=True)(_input_sums)  # small passes: no thread-pool launch
+input_sums_serial = serial(_input_sums, fastmath=True, cache=True)  # small passes: no thread-pool launch
 
 
 @njit(fastmath={"reassoc", "nsz"}, cache=True)

@@ -54,7 +54,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from . import njit  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 
 CELL_LINEAR = 0
 CELL_SINH = 1

@@ -20,11 +20,10 @@ retry loop and its generator (the same code minus a dead branch: the same values
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
-from numba import njit, prange, uint32, uint64
+from numba import prange, uint32, uint64
 
+from . import njit, variant  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 from .rng import _bits_f32, _log, box_muller, normals_row, philox
 
 
@@ -152,7 +151,7 @@ def powerlaw_program(g_t, sig, mu, sd, tol, max_iter, k0, k1, call, g_prog, nu):
     _powerlaw_program(bool(np.float32(tol) > 0))(g_t, sig, mu, sd, tol, max_iter, k0, k1, call, g_prog, nu)
 
 
-@functools.cache
+@variant
 def _powerlaw_program(VERIFY):
     @njit(parallel=True, fastmath=True, cache=True)
     def powerlaw_program(g_t, sig, mu, sd, tol, max_iter, k0, k1, call, g_prog, nu):
@@ -181,7 +180,7 @@ def powerlaw_program_inline(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu
     _powerlaw_program_inline(bool(np.float32(tol) > 0))(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu, sig)
 
 
-@functools.cache
+@variant
 def _powerlaw_program_inline(VERIFY):
     @njit(parallel=True, fastmath=True, cache=True)
     def powerlaw_program_inline(g_t, fam, p, tol, max_iter, k0, k1, call, g_prog, nu, sig):

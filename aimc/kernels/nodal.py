@@ -46,7 +46,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from . import njit  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 
 RESISTOR = 0
 DIODE_PWL = 1

@@ -14,11 +14,10 @@ branches). Variants compile on first use and are cached on disk like any kernel.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from . import njit, variant  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 from .rng import normals_row, uniforms_row
 
 NM_NONE, NM_ABS_MAX, NM_MAX, NM_CONSTANT = 0, 1, 2, 3
@@ -96,9 +95,7 @@ def _aux_row(row, aux, r, sq_at, abs_at):
             aux[abs_at + r, j] = abs(row[j])
 
 
-def _variant(build):
-    """Memoised ``build(*switches)`` -> the kernel compiled with those switches as constants (module doc)."""
-    return functools.cache(build)
+_variant = variant  # memoised build(*switches) -> the kernel compiled with those switches as constants (module doc)
 
 
 def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n, v, v2, aux, sq_at, abs_at):

@@ -15,8 +15,10 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import float32, int32, njit, prange, types, uint32, uint64
+from numba import float32, int32, prange, types, uint32, uint64
 from numba.extending import intrinsic
+
+from . import njit  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
