@@ -15,6 +15,7 @@ time grows with the load, the CPU time much less, so ``cold_cpu_s`` is the numbe
 
     python benchmarks/cold_start.py                       # HEAD only
     python benchmarks/cold_start.py --baseline main       # HEAD and main, ratio of compile times
+    python benchmarks/cold_start.py --record-kernels      # print aimc.kernels.background.FIRST_DEPLOY anew
 """
 from __future__ import annotations
 
@@ -83,13 +84,31 @@ def measure(rev: str, where: Path, threads: int, wait: float) -> dict:
     return out
 
 
+def record_kernels() -> None:
+    """Run a default ``aimc deploy`` here on serial kernels and print what it bound (``FIRST_DEPLOY``)."""
+    import pprint
+    os.environ.update(AIMC_KERNELS="serial", AIMC_BACKGROUND_COMPILE="0", NUMBA_CACHE_DIR=tempfile.mkdtemp())
+    sys.path.insert(0, str(ROOT))
+    from numba.core import event
+    from aimc.cli import main as cli
+    from aimc.kernels import background
+    with event.install_recorder("numba:compile") as rec:   # an empty cache: every kernel compiles
+        cli(["deploy", "--no-files", "--no-progress"])
+    order = [e.data["dispatcher"] for _, e in rec.buffer if e.is_start]
+    print("FIRST_DEPLOY: list = " + pprint.pformat(background.recorded(order), width=116, compact=True))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", default="HEAD")
     ap.add_argument("--baseline", default=None, help="another revision measured in the same run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wait", type=float, default=600, help="longest wait for a background compile (s)")
+    ap.add_argument("--record-kernels", action="store_true", help=record_kernels.__doc__)
     args = ap.parse_args(argv)
+    if args.record_kernels:
+        record_kernels()
+        return 0
     out = {"load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     with tempfile.TemporaryDirectory(prefix="aimc-cold-") as tmp:
         out["aimc"] = measure(args.rev, Path(tmp), args.threads, args.wait)

@@ -89,3 +89,31 @@ def test_a_bad_mode_is_refused():
     p = subprocess.run([sys.executable, "-c", "import aimc.kernels as k; k.mode()"], cwd=ROOT, capture_output=True,
                        text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "AIMC_KERNELS": "fast"})
     assert p.returncode != 0 and "AIMC_KERNELS must be 'serial' or 'parallel'" in p.stderr
+
+
+HELPER = """
+import json, os
+from numba.core import event
+from aimc.cli import main
+from aimc.kernels import background
+p = background.helper()
+p.wait()
+os.environ["AIMC_BACKGROUND_COMPILE"] = "0"   # no parallel compile when this process exits
+with event.install_recorder("numba:compile") as rec:
+    main(["deploy", "--no-files", "--no-progress", "--repeats", "1", "--times", "1s", "--calib-samples", "200"])
+compiled = sorted({e.data["dispatcher"].py_func.__qualname__ for _, e in rec.buffer
+                   if e.is_start and e.data["dispatcher"].py_func.__module__.startswith("aimc.kernels")})
+print(json.dumps({"helper": p.returncode, "compiled": compiled, "used": background.recorded()}))
+"""
+
+
+def test_the_first_run_helper_compiles_exactly_what_a_default_deploy_uses(tmp_path):
+    """``background.FIRST_DEPLOY`` (compiled by the helper process of a first ``aimc deploy``) is every kernel
+    signature a default deploy binds: after the helper, the deploy compiles nothing and binds nothing else."""
+    pytest.importorskip("torch")
+    from aimc.kernels import background
+    got = _run(HELPER, NUMBA_CACHE_DIR=str(tmp_path), AIMC_KERNELS="", AIMC_BACKGROUND_COMPILE="1")
+    assert got["helper"] == 0
+    assert got["compiled"] == []
+    key = lambda e: json.dumps([e[0], e[2]])  # noqa: E731
+    assert sorted(map(key, got["used"])) == sorted(map(key, json.loads(json.dumps(background.FIRST_DEPLOY))))
