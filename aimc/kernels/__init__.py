@@ -3,7 +3,7 @@
 ``rng`` counter-based random numbers; ``periphery`` fused DAC/ADC/noise passes of the analog MVM;
 ``drift`` fused programming/drift/read noise of power-law devices; ``pulsed`` pulse-train updates;
 ``nodal`` nodal analysis of resistive networks with diodes (float64); ``cost`` the input sums of the
-cost counters (``aimc.cost``).
+cost counters (``aimc.cost``); ``background`` (plain Python) the compiles of a first run.
 Kernels trust their inputs: validation happens at the public entry points.
 
 First run: kernels compile on first use (``cache=True`` keeps them on disk afterwards);
@@ -23,8 +23,10 @@ of its own) before that. A process that compiled or loaded serial kernels starts
 detached, niced process (``aimc.kernels.background``) that compiles the parallel versions of the
 kernels it used into the cache and then writes the stamp. Both give the same numbers: a ``prange`` body
 computes its row whichever thread runs it, and the serial copy is compiled with the error model Numba's
-parallel loops use (``error_model="numpy"``); tests/test_startup.py compares a deploy path in both modes.
-``AIMC_KERNELS=serial|parallel`` forces a mode (and starts no background compile);
+parallel loops use (``error_model="numpy"``) and fast-math flags without "arcp" in both (``_FAST``);
+tests/test_kernel_modes.py compares a deploy in both modes bit for bit.
+During a first ``aimc deploy`` a helper process compiles half of the serial kernels meanwhile
+(``background.helper``). ``AIMC_KERNELS=serial|parallel`` forces a mode (and starts no background compile);
 ``AIMC_BACKGROUND_COMPILE=0`` keeps the automatic mode but starts no background process.
 """
 from __future__ import annotations
