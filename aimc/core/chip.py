@@ -13,7 +13,9 @@ the module's ``programmed`` flag and, since version 2, ``device_model``: the res
 card is edited) with one group ``t<r>_<c>`` per tile (meta: tile id, stream state, clock, mapping parameters,
 compensation kind, device engine; datasets: column scales, and either the exact weights ``w`` (never
 programmed) or the drawn-once device state ``g_target``, ``g_prog``, ``nu``, ``stuck`` (``z``), the
-conductances as last read ``G`` and the compensation reference/factor).
+conductances as last read ``G`` and the compensation reference/factor; an offset-encoded sliced tile with a
+reference column stores its cells likewise as ``ref_g_target`` ... ``ref_G`` (slices, 1, in), all or none:
+images written before it existed hold none and load with the digital offset removal they were written with).
 
 What the checksum promises: ``content_sha256`` (SHA-256 over every meta string and dataset: path, dtype,
 shape, bytes) detects *damage* (a flipped byte, a truncated copy). It is not a seal: anyone who edits a file
