@@ -200,16 +200,39 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     bound 0: no clip); clipped[r] = 1 if any output exceeded +bound (or -bound, if test_neg); nclip[r] = the
     number of outputs of row r beyond +-bound.
     """
+    output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
+                       sto, test_neg, _one(np.uint32, k0), _one(np.uint32, k1), _one(np.uint64, call_n),
+                       _one(np.uint64, call_u), clipped.reshape(-1, 1), y, sw_row, _one(np.uint64, call_w),
+                       nclip.reshape(-1, 1), key_off, _segs(y.shape[1]))
+
+
+def _one(dtype, v) -> np.ndarray:
+    return np.full(1, v, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _segs(m: int) -> np.ndarray:
+    return np.array([0, m], np.int64)
+
+
+def output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
+                       sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off, seg):
+    """``output_stage`` over the outputs of several tiles side by side (tile s owns columns seg[s] ..
+    seg[s + 1] - 1 of yin and y; e.g. the tiles of a TileArray that share one input slice): tile s's random
+    numbers come from its own key (k0[s], k1[s]) and calls (call_n[s], call_u[s], call_w[s], arrays), counted
+    from its first column, so each tile's columns get exactly the values of an ``output_stage`` call of its
+    own. ``clipped`` (int8) and ``nclip`` (int32) are (R, tiles): the flags and counts of each tile's columns.
+    """
     _output_stage(sw_row.shape[0] > 0, bool(sto))(
         yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds, test_neg, k0, k1,
-        call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off)
+        call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off, seg)
 
 
 @_variant
 def _output_stage(W_FIRST, STO):
     @njit(parallel=True, fastmath=False, cache=True)
     def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
-                     test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off):
+                     test_neg, k0s, k1s, calls_n, calls_u, clipped, y, sw_row, calls_w, nclip, key_off, seg):
         m = y.shape[1]
         step = np.float32(steps[0])
         inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
@@ -233,7 +256,8 @@ def _output_stage(W_FIRST, STO):
                                * yin[r, p_off + i])
             if W_FIRST:
                 zw = np.empty(m, np.float32)
-                normals_row(zw, k0, k1, call_w, key)
+                for s in range(seg.shape[0] - 1):
+                    normals_row(zw[seg[s]:seg[s + 1]], k0s[s], k1s[s], calls_w[s], key)
                 if s_el.shape[0] > 0:
                     for i in range(m):
                         row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
@@ -244,49 +268,53 @@ def _output_stage(W_FIRST, STO):
                 for i in range(m):
                     row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
             z = np.empty(m, np.float32)
-            normals_row(z, k0, k1, call_n, key)
+            for s in range(seg.shape[0] - 1):
+                normals_row(z[seg[s]:seg[s + 1]], k0s[s], k1s[s], calls_n[s], key)
             s0 = sig_row[r] * sig_row[r]
             if per_el:
                 for i in range(m):
                     row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
             elif s0 > 0:
-                s = np.sqrt(s0)
+                sg = np.sqrt(s0)
                 for i in range(m):
-                    row[i] += s * z[i]
-            flag = 0
-            cnt = 0
-            if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
-                u = np.zeros(m, np.float32)
-                if STO:
-                    uniforms_row(u, k0, k1, call_u, key)
-                for i in range(m):
-                    st = np.float32(steps[i])
-                    if st > 0:
-                        shift = u[i] - np.float32(0.5) if STO else np.float32(0.0)
-                        row[i] = np.rint(row[i] / st + shift) * st
-                    v = row[i]
-                    bd = np.float32(bounds[i])
-                    if bd > 0:
-                        if v > bd or v < -bd:
-                            cnt += 1
-                            if v > bd or test_neg:
-                                flag = 1
-                        row[i] = min(max(v, -bd), bd)
-            else:
-                _quantise_row(row, step, inv_step, STO, k0, k1, call_u, key)
-                if bound > 0:
-                    hi = np.float32(-np.inf)
-                    lo = np.float32(np.inf)
-                    for i in range(m):
+                    row[i] += sg * z[i]
+            for s in range(seg.shape[0] - 1):
+                c0 = seg[s]
+                c1 = seg[s + 1]
+                flag = 0
+                cnt = 0
+                if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
+                    u = np.zeros(c1 - c0, np.float32)
+                    if STO:
+                        uniforms_row(u, k0s[s], k1s[s], calls_u[s], key)
+                    for i in range(c0, c1):
+                        st = np.float32(steps[i])
+                        if st > 0:
+                            shift = u[i - c0] - np.float32(0.5) if STO else np.float32(0.0)
+                            row[i] = np.rint(row[i] / st + shift) * st
                         v = row[i]
-                        hi = max(hi, v)
-                        lo = min(lo, v)
-                        if v > bound or v < -bound:
-                            cnt += 1
-                        row[i] = min(max(v, -bound), bound)
-                    flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
-            clipped[r] = flag
-            nclip[r] = cnt
+                        bd = np.float32(bounds[i])
+                        if bd > 0:
+                            if v > bd or v < -bd:
+                                cnt += 1
+                                if v > bd or test_neg:
+                                    flag = 1
+                            row[i] = min(max(v, -bd), bd)
+                else:
+                    _quantise_row(row[c0:c1], step, inv_step, STO, k0s[s], k1s[s], calls_u[s], key)
+                    if bound > 0:
+                        hi = np.float32(-np.inf)
+                        lo = np.float32(np.inf)
+                        for i in range(c0, c1):
+                            v = row[i]
+                            hi = max(hi, v)
+                            lo = min(lo, v)
+                            if v > bound or v < -bound:
+                                cnt += 1
+                            row[i] = min(max(v, -bound), bound)
+                        flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+                clipped[r, s] = flag
+                nclip[r, s] = cnt
 
     return output_stage
 
