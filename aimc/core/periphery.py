@@ -20,6 +20,7 @@ _NM_CODE = {NoiseManagement.NONE: _k.NM_NONE, NoiseManagement.ABS_MAX: _k.NM_ABS
 _ADC_CODE = {ADCKind.UNIFORM: _k.ADC_UNIFORM, ADCKind.SAR: _k.ADC_SAR, ADCKind.RAMP: _k.ADC_RAMP}
 _EMPTY2 = np.zeros((0, 0), np.float32)
 _EMPTY1 = np.zeros(0, np.float32)
+_EMPTY_I8 = np.zeros(0, np.int8)
 
 
 class WeightView:
@@ -542,7 +543,8 @@ def shared_fusable(io: IOConfig) -> bool:
 
 
 def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams: list, counts: list, gs: list,
-               clips: list, *, inp_range: float | None = None, adc: tuple | None = None) -> np.ndarray:
+               clips: list, *, inp_range: float | None = None, adc: tuple | None = None,
+               col_scale: np.ndarray | None = None) -> np.ndarray:
     """``mvm`` of several tiles that read the same inputs x (B x in), their outputs side by side: B x sum(ms).
 
     ``stack``: a WeightView of the tiles' matrices stacked (tile k in rows sum(ms[:k]) ..), ``streams``,
@@ -552,7 +554,9 @@ def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams
     once; the product is one BLAS call over the stacked matrix (each output the same dot product, summed
     perhaps in another order: within float32 rounding, |dy| <= gamma_n sum_j |W_ij v_j|); one output stage
     over all columns draws each tile's numbers from its own stream calls (``output_stage_tiles``), exactly
-    as its own ``mvm``. Per-tile counts and clip counts as ``mvm`` records them."""
+    as its own ``mvm``, and applies ``mvm``'s rescale and then ``col_scale`` (float32 (sum(ms),), the tiles'
+    digital output factors, ``Tile._forward``'s y *= _out) in the same sweep. Per-tile counts and clip
+    counts as ``mvm`` records them."""
     B, n = x.shape
     M = stack.W.shape[0]
     with kernel_threads(B * (n + M)):
@@ -573,18 +577,17 @@ def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams
         clipped = np.empty((B, S), np.int8)
         nclip = np.empty((B, S), np.int32)
         y = np.empty((B, M), np.float32)
-        key = [np.array([c[i] for c in calls], t) for i, t in
-               ((0, np.uint32), (1, np.uint32), (4, np.uint64), (5, np.uint64), (6, np.uint64))]
         _k.output_stage_tiles(yin, rows, sig, s_el, p.w_noise2, p.ir_drop, np.float32(n / io.ir_drop_g_ratio),
-                              a_mat, M, np.float32(p.nl), steps, bounds, p.out_sto, p.test_neg, key[0], key[1],
-                              key[2], key[3], clipped, y, sw, key[4], nclip, 0, _segments(ms))
-        for k, cc in enumerate(clips):
-            if cc is not None:
-                cc[0] += int(nclip[:, k].sum())
-                cc[1] += B * ms[k]
-        y *= (alpha * p.out_scale)[:, None]
-        if zero_rows is not None:
-            y[zero_rows] = 0.0
+                              a_mat, M, np.float32(p.nl), steps, bounds, p.out_sto, p.test_neg,
+                              np.array(calls, np.uint64), clipped, y, sw, nclip, 0, _segments(ms),
+                              alpha * p.out_scale, _EMPTY_I8 if zero_rows is None else zero_rows.view(np.int8),
+                              _EMPTY1 if col_scale is None else col_scale)
+        if any(cc is not None for cc in clips):
+            tot = nclip.sum(axis=0)
+            for k, cc in enumerate(clips):
+                if cc is not None:
+                    cc[0] += int(tot[k])
+                    cc[1] += B * ms[k]
     return y
 
 

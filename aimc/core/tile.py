@@ -930,14 +930,30 @@ class TileArray(_Reads):
         ``Tile._forward`` side by side, digital output factors included."""
         col = [row[c] for row in self.tiles]
         t0 = col[0]
+        f = self._col_scale(col)
         y = mvm_shared(stack, self.out_splits, x, self.config.forward, [t.stream for t in col],
                        [t.counts for t in col], [t.line_conductance("forward") for t in col],
-                       [t._clip for t in col], inp_range=t0._cal_inp, adc=t0._adc)
+                       [t._clip for t in col], inp_range=t0._cal_inp, adc=t0._adc, col_scale=f)
         for r, t in enumerate(col):
             if t._out is not None:
-                y[:, self._ro[r]:self._ro[r + 1]] *= t._out
+                if f is None:   # factors that are not float32: numpy's multiply, as Tile._forward does
+                    y[:, self._ro[r]:self._ro[r + 1]] *= t._out
                 t.counts.dig_comp += x.shape[0] * t.out_size
         return y
+
+    def _col_scale(self, col: list) -> np.ndarray | None:
+        """The digital output factors (``Tile._out``) of the tiles ``col`` side by side, float32 (out,) (1 where a
+        tile has none; cached per set of factors), or None when no tile has one or one is not float32."""
+        outs = tuple(t._out for t in col)
+        if all(o is None for o in outs):
+            return None
+        e = self.__dict__.get("_col_scale_cache")
+        if e is None or len(e[0]) != len(outs) or any(a is not b for a, b in zip(e[0], outs)):
+            f = np.concatenate([np.ones(t.out_size, np.float32) if o is None else np.broadcast_to(o, (t.out_size,))
+                                for t, o in zip(col, outs)])
+            ok = all(o is None or o.dtype == np.float32 for o in outs)
+            e = self._col_scale_cache = (outs, f if ok else None)
+        return e[1]
 
     # ------------------------------------------------------------------ convolutions
     @property

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint32
 
 from .rng import normals_row, uniforms_row
 
@@ -200,14 +200,15 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     bound 0: no clip); clipped[r] = 1 if any output exceeded +bound (or -bound, if test_neg); nclip[r] = the
     number of outputs of row r beyond +-bound.
     """
+    calls = np.zeros((1, 7), np.uint64)
+    calls[0, 0], calls[0, 1], calls[0, 4], calls[0, 5], calls[0, 6] = k0, k1, call_n, call_u, call_w
     output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
-                       sto, test_neg, _one(np.uint32, k0), _one(np.uint32, k1), _one(np.uint64, call_n),
-                       _one(np.uint64, call_u), clipped.reshape(-1, 1), y, sw_row, _one(np.uint64, call_w),
-                       nclip.reshape(-1, 1), key_off, _segs(y.shape[1]))
+                       sto, test_neg, calls, clipped.reshape(-1, 1), y, sw_row, nclip.reshape(-1, 1), key_off,
+                       _segs(y.shape[1]), _EMPTY_F, _EMPTY_I8, _EMPTY_F)
 
 
-def _one(dtype, v) -> np.ndarray:
-    return np.full(1, v, dtype)
+_EMPTY_F = np.zeros(0, np.float32)
+_EMPTY_I8 = np.zeros(0, np.int8)
 
 
 @functools.lru_cache(maxsize=64)
@@ -216,23 +217,28 @@ def _segs(m: int) -> np.ndarray:
 
 
 def output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
-                       sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off, seg):
+                       sto, test_neg, calls, clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale):
     """``output_stage`` over the outputs of several tiles side by side (tile s owns columns seg[s] ..
     seg[s + 1] - 1 of yin and y; e.g. the tiles of a TileArray that share one input slice): tile s's random
-    numbers come from its own key (k0[s], k1[s]) and calls (call_n[s], call_u[s], call_w[s], arrays), counted
-    from its first column, so each tile's columns get exactly the values of an ``output_stage`` call of its
-    own. ``clipped`` (int8) and ``nclip`` (int32) are (R, tiles): the flags and counts of each tile's columns.
+    numbers come from its own stream calls ``calls[s]`` (uint64 (tiles, 7): ``periphery.draw_calls``' k0, k1,
+    DAC-u, input-n, output-n, ADC-u, weight-n), counted from its first column, so each tile's columns get
+    exactly the values of an ``output_stage`` call of its own. ``clipped`` (int8) and ``nclip`` (int32) are
+    (R, tiles): the flags and counts of each tile's columns.
+
+    Then the digital rescale of ``periphery.mvm`` and ``Tile._forward``, in their order and float32
+    arithmetic, each only if its array is not empty: y[b] *= row_scale[b]; y[b] = 0 where zero[b];
+    y[b, i] *= col_scale[i].
     """
     _output_stage(sw_row.shape[0] > 0, bool(sto))(
-        yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds, test_neg, k0, k1,
-        call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off, seg)
+        yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds, test_neg, calls,
+        clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale)
 
 
 @_variant
 def _output_stage(W_FIRST, STO):
     @njit(parallel=True, fastmath=False, cache=True)
     def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
-                     test_neg, k0s, k1s, calls_n, calls_u, clipped, y, sw_row, calls_w, nclip, key_off, seg):
+                     test_neg, calls, clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale):
         m = y.shape[1]
         step = np.float32(steps[0])
         inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
@@ -257,7 +263,7 @@ def _output_stage(W_FIRST, STO):
             if W_FIRST:
                 zw = np.empty(m, np.float32)
                 for s in range(seg.shape[0] - 1):
-                    normals_row(zw[seg[s]:seg[s + 1]], k0s[s], k1s[s], calls_w[s], key)
+                    normals_row(zw[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 6], key)
                 if s_el.shape[0] > 0:
                     for i in range(m):
                         row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
@@ -269,7 +275,7 @@ def _output_stage(W_FIRST, STO):
                     row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
             z = np.empty(m, np.float32)
             for s in range(seg.shape[0] - 1):
-                normals_row(z[seg[s]:seg[s + 1]], k0s[s], k1s[s], calls_n[s], key)
+                normals_row(z[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 4], key)
             s0 = sig_row[r] * sig_row[r]
             if per_el:
                 for i in range(m):
@@ -286,7 +292,7 @@ def _output_stage(W_FIRST, STO):
                 if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
                     u = np.zeros(c1 - c0, np.float32)
                     if STO:
-                        uniforms_row(u, k0s[s], k1s[s], calls_u[s], key)
+                        uniforms_row(u, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5], key)
                     for i in range(c0, c1):
                         st = np.float32(steps[i])
                         if st > 0:
@@ -301,7 +307,8 @@ def _output_stage(W_FIRST, STO):
                                     flag = 1
                             row[i] = min(max(v, -bd), bd)
                 else:
-                    _quantise_row(row[c0:c1], step, inv_step, STO, k0s[s], k1s[s], calls_u[s], key)
+                    _quantise_row(row[c0:c1], step, inv_step, STO, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5],
+                                  key)
                     if bound > 0:
                         hi = np.float32(-np.inf)
                         lo = np.float32(np.inf)
@@ -315,6 +322,16 @@ def _output_stage(W_FIRST, STO):
                         flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
                 clipped[r, s] = flag
                 nclip[r, s] = cnt
+            if row_scale.shape[0] > 0:
+                a = row_scale[b]
+                for i in range(m):
+                    row[i] *= a
+            if zero.shape[0] > 0 and zero[b] != 0:
+                for i in range(m):
+                    row[i] = np.float32(0.0)
+            if col_scale.shape[0] > 0:
+                for i in range(m):
+                    row[i] *= col_scale[i]
 
     return output_stage
 
