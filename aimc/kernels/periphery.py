@@ -310,16 +310,17 @@ def _output_stage(W_FIRST, STO):
                     _quantise_row(row[c0:c1], step, inv_step, STO, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5],
                                   key)
                     if bound > 0:
-                        hi = np.float32(-np.inf)
-                        lo = np.float32(np.inf)
+                        # counts, not a running max/min: integer sums vectorise, a float max reduction
+                        # does not (it cost a third of the stage); max > bound iff some v > bound
+                        n_hi = 0
+                        n_lo = 0
                         for i in range(c0, c1):
                             v = row[i]
-                            hi = max(hi, v)
-                            lo = min(lo, v)
-                            if v > bound or v < -bound:
-                                cnt += 1
+                            n_hi += v > bound
+                            n_lo += v < -bound
                             row[i] = min(max(v, -bound), bound)
-                        flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+                        cnt = n_hi + n_lo
+                        flag = 1 if (n_hi > 0 or (test_neg and n_lo > 0)) else 0
                 clipped[r, s] = flag
                 nclip[r, s] = cnt
             if row_scale.shape[0] > 0:
