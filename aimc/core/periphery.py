@@ -544,7 +544,8 @@ def shared_fusable(io: IOConfig) -> bool:
 
 def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams: list, counts: list, gs: list,
                clips: list, *, inp_range: float | None = None, adc: tuple | None = None,
-               col_scale: np.ndarray | None = None) -> np.ndarray:
+               col_scale: np.ndarray | None = None, col_add: np.ndarray | None = None,
+               row_add: np.ndarray | None = None) -> np.ndarray:
     """``mvm`` of several tiles that read the same inputs x (B x in), their outputs side by side: B x sum(ms).
 
     ``stack``: a WeightView of the tiles' matrices stacked (tile k in rows sum(ms[:k]) ..), ``streams``,
@@ -555,8 +556,9 @@ def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams
     perhaps in another order: within float32 rounding, |dy| <= gamma_n sum_j |W_ij v_j|); one output stage
     over all columns draws each tile's numbers from its own stream calls (``output_stage_tiles``), exactly
     as its own ``mvm``, and applies ``mvm``'s rescale and then ``col_scale`` (float32 (sum(ms),), the tiles'
-    digital output factors, ``Tile._forward``'s y *= _out) in the same sweep. Per-tile counts and clip
-    counts as ``mvm`` records them."""
+    digital output factors, ``Tile._forward``'s y *= _out) in the same sweep, then y += ``col_add`` (float32
+    (sum(ms),)) and y += ``row_add`` (float32 C-contiguous (B, sum(ms))), the caller's digital additions
+    (an RNN step's bias and input part). Per-tile counts and clip counts as ``mvm`` records them."""
     B, n = x.shape
     M = stack.W.shape[0]
     with kernel_threads(B * (n + M)):
@@ -581,7 +583,8 @@ def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams
                               a_mat, M, np.float32(p.nl), steps, bounds, p.out_sto, p.test_neg,
                               np.array(calls, np.uint64), clipped, y, sw, nclip, 0, _segments(ms),
                               alpha * p.out_scale, _EMPTY_I8 if zero_rows is None else zero_rows.view(np.int8),
-                              _EMPTY1 if col_scale is None else col_scale)
+                              _EMPTY1 if col_scale is None else col_scale, _EMPTY1 if col_add is None else col_add,
+                              _EMPTY2 if row_add is None else row_add)
         if any(cc is not None for cc in clips):
             tot = nclip.sum(axis=0)
             for k, cc in enumerate(clips):

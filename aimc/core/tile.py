@@ -925,20 +925,37 @@ class TileArray(_Reads):
             e = cache[c] = (views, WeightView(np.concatenate([v.W for v in views], axis=0)))
         return e[1]
 
-    def _forward_shared(self, c: int, stack: WeightView, x: np.ndarray) -> np.ndarray:
+    def _forward_shared(self, c: int, stack: WeightView, x: np.ndarray, col_add=None, row_add=None) -> np.ndarray:
         """The tiles of input split ``c`` read x in one ``mvm_shared`` (B x out): the values of their
-        ``Tile._forward`` side by side, digital output factors included."""
+        ``Tile._forward`` side by side, digital output factors included, plus ``col_add``/``row_add``
+        (``mvm_shared``'s)."""
         col = [row[c] for row in self.tiles]
         t0 = col[0]
         f = self._col_scale(col)
+        fused = f is not None or all(t._out is None for t in col)
         y = mvm_shared(stack, self.out_splits, x, self.config.forward, [t.stream for t in col],
                        [t.counts for t in col], [t.line_conductance("forward") for t in col],
-                       [t._clip for t in col], inp_range=t0._cal_inp, adc=t0._adc, col_scale=f)
+                       [t._clip for t in col], inp_range=t0._cal_inp, adc=t0._adc, col_scale=f,
+                       col_add=col_add if fused else None, row_add=row_add if fused else None)
         for r, t in enumerate(col):
             if t._out is not None:
                 if f is None:   # factors that are not float32: numpy's multiply, as Tile._forward does
                     y[:, self._ro[r]:self._ro[r + 1]] *= t._out
                 t.counts.dig_comp += x.shape[0] * t.out_size
+        if not fused:
+            _add(y, col_add, row_add)
+        return y
+
+    def _forward_add(self, x: np.ndarray, col_add: np.ndarray | None, row_add: np.ndarray | None) -> np.ndarray:
+        """``_forward(x)`` + ``col_add`` (float32 (out,)) + ``row_add`` (float32 C-contiguous (B, out)), added in
+        this order (either may be None): an RNN step's hidden read with its bias and input part. A read of
+        tiles that share their inputs adds them in its output-stage sweep (``periphery.mvm_shared``)."""
+        if len(self.in_splits) == 1 and len(self.tiles) > 1:
+            stack = self._shared_stack(0)
+            if stack is not None:
+                return self._forward_shared(0, stack, x, col_add, row_add)
+        y = self._forward(x)
+        _add(y, col_add, row_add)
         return y
 
     def _col_scale(self, col: list) -> np.ndarray | None:
@@ -1020,6 +1037,13 @@ class TileArray(_Reads):
             x[:, cs] += tile._backward(np.ascontiguousarray(d[:, rs]))
         self._partial_backward.dig_partial += d.shape[0] * self.in_size * (len(self.out_splits) - 1)
         return x
+
+
+def _add(y: np.ndarray, col_add, row_add) -> None:
+    if col_add is not None:
+        y += col_add
+    if row_add is not None:
+        y += row_add
 
 
 def _same_adc(a, b) -> bool:

@@ -204,10 +204,11 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     calls[0, 0], calls[0, 1], calls[0, 4], calls[0, 5], calls[0, 6] = k0, k1, call_n, call_u, call_w
     output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
                        sto, test_neg, calls, clipped.reshape(-1, 1), y, sw_row, nclip.reshape(-1, 1), key_off,
-                       _segs(y.shape[1]), _EMPTY_F, _EMPTY_I8, _EMPTY_F)
+                       _segs(y.shape[1]), _EMPTY_F, _EMPTY_I8, _EMPTY_F, _EMPTY_F, _EMPTY_F2)
 
 
 _EMPTY_F = np.zeros(0, np.float32)
+_EMPTY_F2 = np.zeros((0, 0), np.float32)
 _EMPTY_I8 = np.zeros(0, np.int8)
 
 
@@ -217,7 +218,8 @@ def _segs(m: int) -> np.ndarray:
 
 
 def output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
-                       sto, test_neg, calls, clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale):
+                       sto, test_neg, calls, clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale,
+                       col_add, row_add):
     """``output_stage`` over the outputs of several tiles side by side (tile s owns columns seg[s] ..
     seg[s + 1] - 1 of yin and y; e.g. the tiles of a TileArray that share one input slice): tile s's random
     numbers come from its own stream calls ``calls[s]`` (uint64 (tiles, 7): ``periphery.draw_calls``' k0, k1,
@@ -227,18 +229,20 @@ def output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, 
 
     Then the digital rescale of ``periphery.mvm`` and ``Tile._forward``, in their order and float32
     arithmetic, each only if its array is not empty: y[b] *= row_scale[b]; y[b] = 0 where zero[b];
-    y[b, i] *= col_scale[i].
+    y[b, i] *= col_scale[i]; and then digital additions of the caller (an RNN's biases and input part):
+    y[b, i] += col_add[i]; y[b, i] += row_add[b, i] (float32, in this order).
     """
     _output_stage(sw_row.shape[0] > 0, bool(sto))(
         yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds, test_neg, calls,
-        clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale)
+        clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale, col_add, row_add)
 
 
 @_variant
 def _output_stage(W_FIRST, STO):
     @njit(parallel=True, fastmath=False, cache=True)
     def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
-                     test_neg, calls, clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale):
+                     test_neg, calls, clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale, col_add,
+                     row_add):
         m = y.shape[1]
         step = np.float32(steps[0])
         inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
@@ -333,6 +337,12 @@ def _output_stage(W_FIRST, STO):
             if col_scale.shape[0] > 0:
                 for i in range(m):
                     row[i] *= col_scale[i]
+            if col_add.shape[0] > 0:
+                for i in range(m):
+                    row[i] += col_add[i]
+            if row_add.shape[0] > 0:
+                for i in range(m):
+                    row[i] += row_add[b, i]
 
     return output_stage
 
