@@ -984,7 +984,8 @@ class TileArray(_Reads):
         t0 = col[0]
         for t in col:
             if (t._cal_pending is not None or len(t._fwd_parts) != 1 or t._fwd_parts[0][1] is not t._fwd
-                    or t._fwd_parts[0][0] != 1.0 or t._fwd.circuit is not None or t._offset):
+                    or t._fwd_parts[0][0] != 1.0 or t._fwd.circuit is not None or t._offset["forward"]
+                    or t._reference()):
                 return None
             if t._cal_inp != t0._cal_inp or not _same_adc(t._adc, t0._adc):
                 return None
