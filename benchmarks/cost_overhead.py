@@ -184,13 +184,15 @@ def main(argv=None):
         if rewrite:
             gcost = best["write+sums"] - best["write"]
             scost = best["set_weights+sums"] - best["set_weights"]
+            ccost = best["write+sums_cpu"] - best["write_cpu"]
             line += (f", write of new weights {best['write'] * 1e6:.1f} us plain, {best['write+sums'] * 1e6:.1f} us "
                      f"with the line sums (+{gcost * 1e6:.1f} us, {100 * gcost / best['forward']:.1f} %; thread CPU "
                      f"time {best['write_cpu'] * 1e6:.1f} / {best['write+sums_cpu'] * 1e6:.1f} us, "
                      f"+{(best['write+sums_cpu'] - best['write_cpu']) * 1e6:.1f} us); "
                      f"set_weights {best['set_weights'] * 1e6:.1f} / {best['set_weights+sums'] * 1e6:.1f} us "
                      f"(+{scost * 1e6:.1f} us); counting in all: add_pass + line sums "
-                     f"{100 * (best['add_pass'] + gcost) / best['forward']:.1f} % of the step")
+                     f"{100 * (best['add_pass'] + gcost) / best['forward']:.1f} % of the step (with the write's "
+                     f"CPU-time delta: {100 * (best['add_pass'] + ccost) / best['forward']:.1f} %)")
         print(line, flush=True)
     print(f"load after: {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")
 
