@@ -22,8 +22,11 @@ number) iterations. Linear cells need exactly one Newton step (currents = G V + 
 |V - v - L F(v)|_K <= tol |V|_K at a fresh F(v). Inexact Newton: the first step's CG stops at 1 % of its
 residual, later ones at the residual Newton's quadratic rate predicts, |r_k|^3 / |r_(k-1)|^2 (Eisenstat-Walker,
 choice 2; at most 10 %), and at 0.7 tol once that prediction is below 0.2 tol -- then the next F(v) is expected
-to pass and is checked without applying L first. At 256 x 256, 1 Ohm, g_max 25 uS, 0.2 V that is 2 Newton steps
-of 2 and 3 CG iterations, 8 applications of L per input.
+to pass and is checked without applying L first. At 256 x 256, 1 Ohm, g_max 25 uS, +-0.2 V (the bench's tile
+inputs) and tol 1e-4 that is 2 Newton steps of 2 and 1 CG iterations, 6 sweeps per input: 3 F evaluations and
+3 CG. The first F sweep needs no row scans: at v = V every cell of input line a sits at V_a, so its currents and
+K are row a of G times F(V_a) and F'(V_a), and their row drops F(V_a) times those of G itself (``RG``, computed
+once per array and call).
 
 L is applied in one forward sweep over the rows (no reverse pass): along a row the drop grows by the segment
 resistance dq_b times the current through the segment, sum_(l>=b) c_l (two flops per cell, after the row
@@ -36,7 +39,8 @@ whose last column total is known only at the end of the sweep; it is constant al
 CG quantity that needs it -- (d, A d)_K, (r, A d)_K, (A d, A d)_K and through them alpha, the next |r|_K^2,
 beta and the stopping test -- is assembled at the end of the sweep from per-column sums, and the update
 x += alpha d, r -= alpha A d, d = r + beta d runs at the start of the next sweep on rows still in L1: one
-sweep per CG iteration, no separate update pass.
+sweep per CG iteration, no separate update pass. The loop that writes K d also sums its rows (the row scans'
+totals), and the column prefix terms are added in the loop that forms the CG sums (one pass over a block less).
 
 One input per thread at a time: work arrays (n_in, n_out) float32 with the output lines contiguous, so every
 pass streams row by row (the column prefix sums vectorise over the output lines; the row prefix sums are
