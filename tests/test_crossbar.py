@@ -176,7 +176,7 @@ def test_deviation_grows_with_wire_resistance_and_size(rng):
 
 def test_sinh_fast_solver_matches_the_exact_newton_solve_at_the_default_tolerance(rng):
     """64 x 64 at 16 Ohm per segment (the N^2 R of 256 x 256 at 1 Ohm), g_max 25 uS, sinh cells, the default
-    tol 1e-4: the fast per-input solve within 1e-3 of the largest exact output (the issue's bound is 5e-3),
+    tol 1e-5: the fast per-input solve within 1e-3 of the largest exact output (the issue's bound is 5e-3),
     for random (both signs) and all-on inputs; the wires move the outputs by tens of percent."""
     m = 64
     G = rng.uniform(0, 25, (m, m))

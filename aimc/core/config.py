@@ -669,8 +669,7 @@ class ArrayConfig(_Node):
     pair_layout: PairLayout = PairLayout.TWO_ARRAYS
     geometry: ArrayGeometry = ArrayGeometry.USED
     solver: CircuitSolver = CircuitSolver.FAST
-    tol: float = 1e-4              # fast solver: relative residual |s (V - v - L F(v))| / |s V| (crossbar.py;
-                                   # <= 3e-4 of the largest output for sinh cells, ~1e-5 linear: README)
+    tol: float = 1e-5              # fast solver: relative residual |s (V - v - L F(v))| / |s V| (crossbar.py)
     max_iter: int = 500            # fast solver: conjugate-gradient iterations per solve
     fallback: bool = True          # fast solver failed: warn and use the exact solve (else raise)
 
