@@ -8,9 +8,14 @@ both polarities to the weights of both polarities in one PWM modulation cycle (f
 the same core's 8/8-bit one-phase MVM, the 64-core chip's operating point. Devices per weight: IBM's noise
 model of the HERMES chip's PCM (aihwkit ``HermesNoiseModel``, fitted on the chip) maps a weight to a
 conductance pair (G+, G-) of 1 or 2 devices each, 2 by default, with the largest characterised conductance
-10.35 uS for one device and 20.7 uS for two; which of the two the published energy figures used is not in
-the abstracts read (UNCONFIRMED). Both are simulated: 2 PCM per weight (differential pair, 10.35 uS full
+10.35 uS for one device and 20.7 uS for two. The JSSC paper's unit cell is 8T4R — four PCM devices per weight,
+a positive and a negative pair (Sec. II, as quoted in public notes on the paper; not in the abstracts read), so
+the 4-PCM variant is the HERMES one. Both are simulated: 2 PCM per weight (differential pair, 10.35 uS full
 scale) and 4 PCM per weight (two pairs of equal significance, 10.35 uS per device).
+
+What the published energy counts. The 64-core chip's MVM energy "includes the PCM crossbar array, ADCs, and
+PWMs" (Table I, as quoted in public notes on arXiv:2212.02872; not read in the paper): the script also prints
+aimc's energy of those terms alone (array, ADC, drivers) and the TOPS/W it gives, for information.
 
 aimc simulates that MVM on a tile of the card's core size with the card ``hermes-pcm-14nm`` (component-level
 numbers, not fitted to the chip figures below): weights W ~ U(-1, 1) (columnwise scaled, the digital affine
@@ -106,7 +111,12 @@ def main(argv=None):
               f"core area {lc.area * 1e6:.3f} mm2"
               + f" ({', '.join(f'{t} {v:.4f}' for t, v in a.items())} mm2)"
               + f", {lc.tops:.3f} TOPS per core")
+        part = sum(lc.energy[t] for t in ("array", "adc", "drivers")) / rep.inputs
+        print(f"  array + ADC + drivers only (the 64-core chip's Table I terms): {part * 1e9:.3f} nJ per MVM, "
+              f"{2 * card.rows * card.cols / part / 1e12:.3g} TOPS/W "
+              f"({2 * card.rows * card.cols / part / 1e12 / 9.76:.2f} x 9.76)")
         out[name] = lc.to_dict()
+        out[name]["array_adc_drivers_J_per_mvm"] = part
     if args.json:
         p = Path(args.json)
         if p.exists():

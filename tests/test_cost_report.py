@@ -39,7 +39,7 @@ def test_pwm_core_closed_form():
     assert lc.energy["digital"] == 0.0               # no NM/BM, no scales, one tile
     assert lc.latency == pytest.approx(127e-9)       # the CCO ADC (76.8 ns) converts within the window
     assert lc.tops == pytest.approx(2 * 256 * 256 / 127e-9 / 1e12)
-    area = 256 * 256 * 2 * 48 * 14e-9 ** 2 + 256 * 1200e-12
+    area = 256 * 256 * 2 * 96 * 14e-9 ** 2 + 256 * 1200e-12  # 2 devices of 96 F2 (8T4R: 2T per device)
     assert lc.area == pytest.approx(area)
     assert lc.area_parts["adcs"] == pytest.approx(256 * 1200e-12) and lc.area_parts["drivers"] == 0.0
     assert lc.tops_per_mm2 == pytest.approx(lc.tops / (area * 1e6))

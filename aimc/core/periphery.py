@@ -20,6 +20,7 @@ _NM_CODE = {NoiseManagement.NONE: _k.NM_NONE, NoiseManagement.ABS_MAX: _k.NM_ABS
 _ADC_CODE = {ADCKind.UNIFORM: _k.ADC_UNIFORM, ADCKind.SAR: _k.ADC_SAR, ADCKind.RAMP: _k.ADC_RAMP}
 _EMPTY2 = np.zeros((0, 0), np.float32)
 _EMPTY1 = np.zeros(0, np.float32)
+_EMPTY_I8 = np.zeros(0, np.int8)
 
 
 class WeightView:
@@ -530,6 +531,81 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
                 np.multiply(yk, c, out=yk)
                 acc += yk
     return acc
+
+
+# ------------------------------------------------------------------ tiles that share their inputs
+
+def shared_fusable(io: IOConfig) -> bool:
+    """Whether tiles that read the same inputs (a TileArray's tiles of one input slice) can share
+    ``mvm_shared``'s input stage and product: ``slices_fusable`` (the DAC's output does not depend on the
+    tile's random stream, one pass per row) and no drawn converters (those differ from tile to tile)."""
+    return slices_fusable(io) and not io.adc_drawn and not io.dac_drawn
+
+
+def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams: list, counts: list, gs: list,
+               clips: list, *, inp_range: float | None = None, adc: tuple | None = None,
+               col_scale: np.ndarray | None = None, col_add: np.ndarray | None = None,
+               row_add: np.ndarray | None = None) -> np.ndarray:
+    """``mvm`` of several tiles that read the same inputs x (B x in), their outputs side by side: B x sum(ms).
+
+    ``stack``: a WeightView of the tiles' matrices stacked (tile k in rows sum(ms[:k]) ..), ``streams``,
+    ``counts``, ``gs`` (line conductances), ``clips`` (clip counters): one per tile, as ``mvm``'s. Needs
+    ``shared_fusable(io)`` and one ``inp_range``/``adc`` for all tiles. The values of one ``mvm`` per tile:
+    the noise management and the DAC are the same for every tile (they do not use its stream), so they run
+    once; the product is one BLAS call over the stacked matrix (each output the same dot product, summed
+    perhaps in another order: within float32 rounding, |dy| <= gamma_n sum_j |W_ij v_j|); one output stage
+    over all columns draws each tile's numbers from its own stream calls (``output_stage_tiles``), exactly
+    as its own ``mvm``, and applies ``mvm``'s rescale and then ``col_scale`` (float32 (sum(ms),), the tiles'
+    digital output factors, ``Tile._forward``'s y *= _out) in the same sweep, then y += ``col_add`` (float32
+    (sum(ms),)) and y += ``row_add`` (float32 C-contiguous (B, sum(ms))), the caller's digital additions
+    (an RNN step's bias and input part). Per-tile counts and clip counts as ``mvm`` records them."""
+    B, n = x.shape
+    M = stack.W.shape[0]
+    with kernel_threads(B * (n + M)):
+        p = _plan(io)
+        alpha, zero_rows = _nm_scales(x, io, p, inp_range)
+        steps, bounds = adc if adc is not None else (p.steps, p.bounds)
+        calls = [draw_calls(s, io) for s in streams]
+        rows = _arange(B)
+        v, v2, aux = _input_pass(x, rows, alpha, p, None, calls[0])
+        for c, g, m in zip(counts, gs, ms):
+            if c is not None:
+                c.mvms += B
+                c.dig_out += B * m if p.dig_out else 0
+                _count_pass(c, p, v, g, m)
+        yin, s_el, a_mat = _products(stack, v, aux, p)
+        sig, sw = _row_sigmas(io, p, v2)
+        S = len(ms)
+        clipped = np.empty((B, S), np.int8)
+        nclip = np.empty((B, S), np.int32)
+        y = np.empty((B, M), np.float32)
+        _k.output_stage_tiles(yin, rows, sig, s_el, p.w_noise2, p.ir_drop, np.float32(n / io.ir_drop_g_ratio),
+                              a_mat, M, np.float32(p.nl), steps, bounds, p.out_sto, p.test_neg,
+                              np.array(calls, np.uint64), clipped, y, sw, nclip, 0, _segments(ms),
+                              alpha * p.out_scale, _EMPTY_I8 if zero_rows is None else zero_rows.view(np.int8),
+                              _EMPTY1 if col_scale is None else col_scale, _EMPTY1 if col_add is None else col_add,
+                              _EMPTY2 if row_add is None else row_add)
+        if any(cc is not None for cc in clips):
+            tot = nclip.sum(axis=0)
+            for k, cc in enumerate(clips):
+                if cc is not None:
+                    cc[0] += int(tot[k])
+                    cc[1] += B * ms[k]
+    return y
+
+
+_SEGS: dict = {}
+
+
+def _segments(ms: list) -> np.ndarray:
+    """[0, m0, m0 + m1, ...] (int64) for the column widths ``ms``, shared between calls (kernels only read it)."""
+    key = tuple(ms)
+    r = _SEGS.get(key)
+    if r is None:
+        if len(_SEGS) > 64:
+            _SEGS.clear()
+        r = _SEGS[key] = np.concatenate([[0], np.cumsum(ms)]).astype(np.int64)
+    return r
 
 
 # ------------------------------------------------------------------ convolutions without a patch matrix

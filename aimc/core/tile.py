@@ -42,7 +42,8 @@ from ..circuit.crossbar import ArrayCircuit, tile_circuits
 from ..cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
 from .periphery import (NO_ADC, WeightView, adc_arrays, adc_convert, dac_input_sum, draw_calls, draw_converters, fusable,
-                        mvm, mvm_slices, patch_pass, slices_fusable)
+                        mvm, mvm_shared, mvm_slices, patch_pass, shared_fusable,
+                        slices_fusable)
 from .rng import Stream, check_seed
 
 
@@ -954,11 +955,93 @@ class TileArray(_Reads):
     def _forward(self, x: np.ndarray) -> np.ndarray:
         if len(self.tiles) == 1 and len(self.tiles[0]) == 1:
             return self.tiles[0][0]._forward(x)
+        if len(self.in_splits) == 1:
+            stack = self._shared_stack(0)
+            if stack is not None:   # one output split after the other, all reading x: one fused read
+                return self._forward_shared(0, stack, x)
         y = np.zeros((x.shape[0], self.out_size), np.float32)
-        for rs, cs, tile in self._blocks():
-            y[:, rs] += tile._forward(np.ascontiguousarray(x[:, cs]))
+        for c in range(len(self.in_splits)):
+            cs = slice(self._ci[c], self._ci[c + 1])
+            xc = np.ascontiguousarray(x[:, cs])
+            stack = self._shared_stack(c)
+            if stack is not None:
+                y += self._forward_shared(c, stack, xc)
+                continue
+            for r, row in enumerate(self.tiles):
+                y[:, self._ro[r]:self._ro[r + 1]] += row[c]._forward(xc)
         self._partial.dig_partial += x.shape[0] * self.out_size * (len(self.in_splits) - 1)
         return y
+
+    def _shared_stack(self, c: int) -> WeightView | None:
+        """The stacked weights (a WeightView, cached per weight version) of the tiles of input split ``c`` when
+        they can be read as one (``periphery.mvm_shared``): two or more output splits, a periphery that
+        ``shared_fusable`` allows, plain reads (one weight slice, no bit-serial inputs, no offset, no circuit,
+        no calibration pending) and one calibrated input range and ADC range (or none) for all of them; else
+        None (one ``Tile._forward`` per tile)."""
+        if len(self.tiles) < 2 or self.config.mapping.input_bits != 0 or not shared_fusable(self.config.forward):
+            return None
+        col = [row[c] for row in self.tiles]
+        t0 = col[0]
+        for t in col:
+            if (t._cal_pending is not None or len(t._fwd_parts) != 1 or t._fwd_parts[0][1] is not t._fwd
+                    or t._fwd_parts[0][0] != 1.0 or t._fwd.circuit is not None or t._offset["forward"]
+                    or t._reference()):
+                return None
+            if t._cal_inp != t0._cal_inp or not _same_adc(t._adc, t0._adc):
+                return None
+        views = tuple(t._fwd for t in col)
+        cache = self.__dict__.setdefault("_stacks", {})
+        e = cache.get(c)
+        if e is None or any(a is not b for a, b in zip(e[0], views)):
+            e = cache[c] = (views, WeightView(np.concatenate([v.W for v in views], axis=0)))
+        return e[1]
+
+    def _forward_shared(self, c: int, stack: WeightView, x: np.ndarray, col_add=None, row_add=None) -> np.ndarray:
+        """The tiles of input split ``c`` read x in one ``mvm_shared`` (B x out): the values of their
+        ``Tile._forward`` side by side, digital output factors included, plus ``col_add``/``row_add``
+        (``mvm_shared``'s)."""
+        col = [row[c] for row in self.tiles]
+        t0 = col[0]
+        f = self._col_scale(col)
+        fused = f is not None or all(t._out is None for t in col)
+        y = mvm_shared(stack, self.out_splits, x, self.config.forward, [t.stream for t in col],
+                       [t.counts for t in col], [t.line_conductance("forward") for t in col],
+                       [t._clip for t in col], inp_range=t0._cal_inp, adc=t0._adc, col_scale=f,
+                       col_add=col_add if fused else None, row_add=row_add if fused else None)
+        for r, t in enumerate(col):
+            if t._out is not None:
+                if f is None:   # factors that are not float32: numpy's multiply, as Tile._forward does
+                    y[:, self._ro[r]:self._ro[r + 1]] *= t._out
+                t.counts.dig_comp += x.shape[0] * t.out_size
+        if not fused:
+            _add(y, col_add, row_add)
+        return y
+
+    def _forward_add(self, x: np.ndarray, col_add: np.ndarray | None, row_add: np.ndarray | None) -> np.ndarray:
+        """``_forward(x)`` + ``col_add`` (float32 (out,)) + ``row_add`` (float32 C-contiguous (B, out)), added in
+        this order (either may be None): an RNN step's hidden read with its bias and input part. A read of
+        tiles that share their inputs adds them in its output-stage sweep (``periphery.mvm_shared``)."""
+        if len(self.in_splits) == 1 and len(self.tiles) > 1:
+            stack = self._shared_stack(0)
+            if stack is not None:
+                return self._forward_shared(0, stack, x, col_add, row_add)
+        y = self._forward(x)
+        _add(y, col_add, row_add)
+        return y
+
+    def _col_scale(self, col: list) -> np.ndarray | None:
+        """The digital output factors (``Tile._out``) of the tiles ``col`` side by side, float32 (out,) (1 where a
+        tile has none; cached per set of factors), or None when no tile has one or one is not float32."""
+        outs = tuple(t._out for t in col)
+        if all(o is None for o in outs):
+            return None
+        e = self.__dict__.get("_col_scale_cache")
+        if e is None or len(e[0]) != len(outs) or any(a is not b for a, b in zip(e[0], outs)):
+            f = np.concatenate([np.ones(t.out_size, np.float32) if o is None else np.broadcast_to(o, (t.out_size,))
+                                for t, o in zip(col, outs)])
+            ok = all(o is None or o.dtype == np.float32 for o in outs)
+            e = self._col_scale_cache = (outs, f if ok else None)
+        return e[1]
 
     # ------------------------------------------------------------------ convolutions
     @property
@@ -1025,6 +1108,21 @@ class TileArray(_Reads):
             x[:, cs] += tile._backward(np.ascontiguousarray(d[:, rs]))
         self._partial_backward.dig_partial += d.shape[0] * self.in_size * (len(self.out_splits) - 1)
         return x
+
+
+def _add(y: np.ndarray, col_add, row_add) -> None:
+    if col_add is not None:
+        y += col_add
+    if row_add is not None:
+        y += row_add
+
+
+def _same_adc(a, b) -> bool:
+    """Whether two tiles' calibrated ADC ranges (``Tile._adc``: None or (steps, bounds)) read alike: both
+    the config's, or both one range of the same value (per-column ranges: not shared)."""
+    if a is None or b is None:
+        return a is b
+    return a[1].shape == (1,) and b[1].shape == (1,) and a[0][0] == b[0][0] and a[1][0] == b[1][0]
 
 
 def _slice_bounds(bs: list, cal: CalibrationConfig):

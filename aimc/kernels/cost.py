@@ -83,10 +83,11 @@ def write_line_sums(W, c, w, colsum, rowsum):
     s = (g_max - g_min) / max|w|) taken in the write of new weights (``Tile.set_weights``), so that training (a
     rewrite before every forward) reads W once: eight rows are written, then summed while they are in L1.
     The column sums and maxima are vertical operations (they vectorise; a horizontal float max does not),
-    loaded and stored once per eight rows; a separate pass over w after numpy's copy measured as fast on a
-    quiet machine but slower when other processes evict W from the cache. The division is IEEE (no 'arcp'
-    flag), so w equals numpy's W / c bit for bit. Each column adds its eight rows pairwise, then the blocks
-    in row order.
+    loaded and stored once per eight rows; the row sums ride in the same loop as eight vector accumulators
+    (one sweep for both directions; a separate horizontal pass per row cost as much again). A separate pass
+    over w after numpy's copy measured as fast on a quiet machine but slower when other processes evict W
+    from the cache. The division is IEEE (no 'arcp' flag), so w equals numpy's W / c bit for bit. Each
+    column adds its eight rows pairwise, then the blocks in row order.
     """
     m, n = W.shape
     scaled = c.shape[0] > 0
@@ -107,27 +108,42 @@ def write_line_sums(W, c, w, colsum, rowsum):
                 else:
                     for j in range(n):
                         d[j] = a[j]
-        if rows:
+        if i1 - i0 == 8:
+            d0, d1, d2, d3 = src[i0], src[i0 + 1], src[i0 + 2], src[i0 + 3]
+            d4, d5, d6, d7 = src[i0 + 4], src[i0 + 5], src[i0 + 6], src[i0 + 7]
+            if rows:
+                r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = np.float32(0.0)
+                for j in range(n):
+                    b0, b1, b2, b3 = abs(d0[j]), abs(d1[j]), abs(d2[j]), abs(d3[j])
+                    b4, b5, b6, b7 = abs(d4[j]), abs(d5[j]), abs(d6[j]), abs(d7[j])
+                    r0 += b0
+                    r1 += b1
+                    r2 += b2
+                    r3 += b3
+                    r4 += b4
+                    r5 += b5
+                    r6 += b6
+                    r7 += b7
+                    loc[j] += ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))
+                    mx[j] = max(mx[j], max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7))))
+                rowsum[i0], rowsum[i0 + 1], rowsum[i0 + 2], rowsum[i0 + 3] = r0, r1, r2, r3
+                rowsum[i0 + 4], rowsum[i0 + 5], rowsum[i0 + 6], rowsum[i0 + 7] = r4, r5, r6, r7
+            else:
+                for j in range(n):
+                    b0, b1, b2, b3 = abs(d0[j]), abs(d1[j]), abs(d2[j]), abs(d3[j])
+                    b4, b5, b6, b7 = abs(d4[j]), abs(d5[j]), abs(d6[j]), abs(d7[j])
+                    loc[j] += ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))
+                    mx[j] = max(mx[j], max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7))))
+        else:
             for i in range(i0, i1):
                 row = src[i]
                 rs = np.float32(0.0)
                 for j in range(n):
-                    rs += abs(row[j])
-                rowsum[i] = rs
-        if i1 - i0 == 8:
-            d0, d1, d2, d3 = src[i0], src[i0 + 1], src[i0 + 2], src[i0 + 3]
-            d4, d5, d6, d7 = src[i0 + 4], src[i0 + 5], src[i0 + 6], src[i0 + 7]
-            for j in range(n):
-                b0, b1, b2, b3 = abs(d0[j]), abs(d1[j]), abs(d2[j]), abs(d3[j])
-                b4, b5, b6, b7 = abs(d4[j]), abs(d5[j]), abs(d6[j]), abs(d7[j])
-                loc[j] += ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))
-                mx[j] = max(mx[j], max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7))))
-        else:
-            for i in range(i0, i1):
-                row = src[i]
-                for j in range(n):
                     b0 = abs(row[j])
                     loc[j] += b0
                     mx[j] = max(mx[j], b0)
+                    rs += b0
+                if rows:
+                    rowsum[i] = rs
     colsum[:] = loc
     return mx.max() if n > 0 else np.float32(0.0)

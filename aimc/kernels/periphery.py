@@ -14,8 +14,10 @@ branches). Variants compile on first use and are cached on disk like any kernel.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from numba import prange
+from numba import prange, uint32
 
 from . import njit, variant  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 from .rng import normals_row, uniforms_row
@@ -197,16 +199,49 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     bound 0: no clip); clipped[r] = 1 if any output exceeded +bound (or -bound, if test_neg); nclip[r] = the
     number of outputs of row r beyond +-bound.
     """
+    calls = np.zeros((1, 7), np.uint64)
+    calls[0, 0], calls[0, 1], calls[0, 4], calls[0, 5], calls[0, 6] = k0, k1, call_n, call_u, call_w
+    output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
+                       sto, test_neg, calls, clipped.reshape(-1, 1), y, sw_row, nclip.reshape(-1, 1), key_off,
+                       _segs(y.shape[1]), _EMPTY_F, _EMPTY_I8, _EMPTY_F, _EMPTY_F, _EMPTY_F2)
+
+
+_EMPTY_F = np.zeros(0, np.float32)
+_EMPTY_F2 = np.zeros((0, 0), np.float32)
+_EMPTY_I8 = np.zeros(0, np.int8)
+
+
+@functools.lru_cache(maxsize=64)
+def _segs(m: int) -> np.ndarray:
+    return np.array([0, m], np.int64)
+
+
+def output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
+                       sto, test_neg, calls, clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale,
+                       col_add, row_add):
+    """``output_stage`` over the outputs of several tiles side by side (tile s owns columns seg[s] ..
+    seg[s + 1] - 1 of yin and y; e.g. the tiles of a TileArray that share one input slice): tile s's random
+    numbers come from its own stream calls ``calls[s]`` (uint64 (tiles, 7): ``periphery.draw_calls``' k0, k1,
+    DAC-u, input-n, output-n, ADC-u, weight-n), counted from its first column, so each tile's columns get
+    exactly the values of an ``output_stage`` call of its own. ``clipped`` (int8) and ``nclip`` (int32) are
+    (R, tiles): the flags and counts of each tile's columns.
+
+    Then the digital rescale of ``periphery.mvm`` and ``Tile._forward``, in their order and float32
+    arithmetic, each only if its array is not empty: y[b] *= row_scale[b]; y[b] = 0 where zero[b];
+    y[b, i] *= col_scale[i]; and then digital additions of the caller (an RNN's biases and input part):
+    y[b, i] += col_add[i]; y[b, i] += row_add[b, i] (float32, in this order).
+    """
     _output_stage(sw_row.shape[0] > 0, bool(sto))(
-        yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds, test_neg, k0, k1,
-        call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off)
+        yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds, test_neg, calls,
+        clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale, col_add, row_add)
 
 
 @_variant
 def _output_stage(W_FIRST, STO):
     @njit(parallel=True, fastmath=False, cache=True)
     def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
-                     test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off):
+                     test_neg, calls, clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale, col_add,
+                     row_add):
         m = y.shape[1]
         step = np.float32(steps[0])
         inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
@@ -230,7 +265,8 @@ def _output_stage(W_FIRST, STO):
                                * yin[r, p_off + i])
             if W_FIRST:
                 zw = np.empty(m, np.float32)
-                normals_row(zw, k0, k1, call_w, key)
+                for s in range(seg.shape[0] - 1):
+                    normals_row(zw[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 6], key)
                 if s_el.shape[0] > 0:
                     for i in range(m):
                         row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
@@ -241,49 +277,71 @@ def _output_stage(W_FIRST, STO):
                 for i in range(m):
                     row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
             z = np.empty(m, np.float32)
-            normals_row(z, k0, k1, call_n, key)
+            for s in range(seg.shape[0] - 1):
+                normals_row(z[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 4], key)
             s0 = sig_row[r] * sig_row[r]
             if per_el:
                 for i in range(m):
                     row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
             elif s0 > 0:
-                s = np.sqrt(s0)
+                sg = np.sqrt(s0)
                 for i in range(m):
-                    row[i] += s * z[i]
-            flag = 0
-            cnt = 0
-            if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
-                u = np.zeros(m, np.float32)
-                if STO:
-                    uniforms_row(u, k0, k1, call_u, key)
-                for i in range(m):
-                    st = np.float32(steps[i])
-                    if st > 0:
-                        shift = u[i] - np.float32(0.5) if STO else np.float32(0.0)
-                        row[i] = np.rint(row[i] / st + shift) * st
-                    v = row[i]
-                    bd = np.float32(bounds[i])
-                    if bd > 0:
-                        if v > bd or v < -bd:
-                            cnt += 1
-                            if v > bd or test_neg:
-                                flag = 1
-                        row[i] = min(max(v, -bd), bd)
-            else:
-                _quantise_row(row, step, inv_step, STO, k0, k1, call_u, key)
-                if bound > 0:
-                    hi = np.float32(-np.inf)
-                    lo = np.float32(np.inf)
-                    for i in range(m):
+                    row[i] += sg * z[i]
+            for s in range(seg.shape[0] - 1):
+                c0 = seg[s]
+                c1 = seg[s + 1]
+                flag = 0
+                cnt = 0
+                if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
+                    u = np.zeros(c1 - c0, np.float32)
+                    if STO:
+                        uniforms_row(u, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5], key)
+                    for i in range(c0, c1):
+                        st = np.float32(steps[i])
+                        if st > 0:
+                            shift = u[i - c0] - np.float32(0.5) if STO else np.float32(0.0)
+                            row[i] = np.rint(row[i] / st + shift) * st
                         v = row[i]
-                        hi = max(hi, v)
-                        lo = min(lo, v)
-                        if v > bound or v < -bound:
-                            cnt += 1
-                        row[i] = min(max(v, -bound), bound)
-                    flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
-            clipped[r] = flag
-            nclip[r] = cnt
+                        bd = np.float32(bounds[i])
+                        if bd > 0:
+                            if v > bd or v < -bd:
+                                cnt += 1
+                                if v > bd or test_neg:
+                                    flag = 1
+                            row[i] = min(max(v, -bd), bd)
+                else:
+                    _quantise_row(row[c0:c1], step, inv_step, STO, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5],
+                                  key)
+                    if bound > 0:
+                        # counts, not a running max/min: integer sums vectorise, a float max reduction
+                        # does not (it cost a third of the stage); max > bound iff some v > bound
+                        n_hi = 0
+                        n_lo = 0
+                        for i in range(c0, c1):
+                            v = row[i]
+                            n_hi += v > bound
+                            n_lo += v < -bound
+                            row[i] = min(max(v, -bound), bound)
+                        cnt = n_hi + n_lo
+                        flag = 1 if (n_hi > 0 or (test_neg and n_lo > 0)) else 0
+                clipped[r, s] = flag
+                nclip[r, s] = cnt
+            if row_scale.shape[0] > 0:
+                a = row_scale[b]
+                for i in range(m):
+                    row[i] *= a
+            if zero.shape[0] > 0 and zero[b] != 0:
+                for i in range(m):
+                    row[i] = np.float32(0.0)
+            if col_scale.shape[0] > 0:
+                for i in range(m):
+                    row[i] *= col_scale[i]
+            if col_add.shape[0] > 0:
+                for i in range(m):
+                    row[i] += col_add[i]
+            if row_add.shape[0] > 0:
+                for i in range(m):
+                    row[i] += row_add[b, i]
 
     return output_stage
 

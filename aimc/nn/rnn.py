@@ -246,11 +246,8 @@ class _AnalogRNNBase(AnalogContainer):
 
     def _step_loop(self, xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn):
         for t in steps:
-            g = hh_tiles._forward(hn)   # a fresh (B, gates) array
-            if b is not None:
-                g += b
+            g = hh_tiles._forward_add(hn, b, xin[t] if xin is not None else None)   # a fresh (B, gates) array
             if xin is not None:
-                g += xin[t]
                 h, c = self._cell(None, torch.from_numpy(g), h, c, sfx)
             else:
                 h, c = self._cell(xi[t], torch.from_numpy(g), h, c, sfx)
