@@ -573,7 +573,8 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     pcm = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ
     ir = io.ir_drop > 0
     v = v[:R]
-    v2 = np.empty(R, np.float32)
+    additive = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT
+    v2 = np.empty(R, np.float32)  # sum v^2 per row: summed only for additive weight noise (the one reader)
     alpha = np.empty(R, np.float32)
     zero = np.empty(R, np.int8)
     aux = np.empty(((pcm + ir) * R, n), np.float32)
@@ -582,18 +583,19 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
         guard = io.noise_management != NoiseManagement.NONE
     else:  # mvm's alpha.fill(float32(inp_range / inp_bound)): a constant NM scale of that value, no guard
         nm, thres, guard = _k.NM_CONSTANT, np.float32(inp_range / io.inp_bound), False
+    cargs = ()
+    if counts is not None:
+        managed = io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE
+        counts.mvms += R
+        counts.dig_out += R * m if managed or io.out_scale != 1.0 else 0
+        if managed:
+            counts.dig_in += R * n
+        cargs = counts.fused_pass(R, n, m, g, io.inp_step)  # the input stage adds the sums of the applied inputs
     with kernel_threads(R * (n + m)):
         _k.patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm,
                              thres, guard, io.inp_step, io.inp_bound, io.inp_sto_round,
-                             io.inp_noise, k0, k1, cu, cn, v, v2, alpha, zero, aux, 0 if pcm else -1,
-                             R * pcm if ir else -1)
-        if counts is not None:
-            managed = io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE
-            counts.mvms += R
-            counts.dig_out += R * m if managed or io.out_scale != 1.0 else 0
-            if managed:
-                counts.dig_in += R * n
-            counts.add_pass(v, None, g, io.inp_step, m)
+                             io.inp_noise, k0, k1, cu, cn, v, v2 if additive else _EMPTY1, alpha, zero, aux,
+                             0 if pcm else -1, R * pcm if ir else -1, *cargs)
         yin = dot(v, (view.Wpos if ir else W).T, out=yin[:R])
         if pcm or ir:
             prod = dot(aux, view.absW.T)
