@@ -61,3 +61,28 @@ def test_state_round_trip():
 def test_bad_seed(bad):
     with pytest.raises((TypeError, ValueError), match="seed"):
         check_seed(bad)
+
+
+def test_rows_of_normals_drawn_together_equal_row_by_row():
+    """``normals_rows`` (one generator loop over many short rows) gives ``normals_row``'s numbers per row."""
+    from aimc.kernels.rng import normals_row, normals_rows
+
+    @numba.njit
+    def both(m, rows, r0, key_off, rb):
+        nb = (m + 3) // 4
+        qi = np.empty(rb * nb, np.uint32)
+        qr = np.empty(rb * nb, np.int64)
+        for q in range(rb * nb):
+            qr[q] = q // nb
+            qi[q] = q - (q // nb) * nb
+        blk = np.empty((rb, 4 * nb), np.float32)
+        normals_rows(blk, 7, 9, 123456789012, rows, r0, key_off, qi, qr, rb * nb)
+        one = np.empty((rb, m), np.float32)
+        for r in range(rb):
+            normals_row(one[r], 7, 9, 123456789012, rows[r0 + r] + key_off)
+        return blk[:, :m], one
+
+    rows = np.array([5, 3, 900, 4, 2 ** 31 + 7, 11], np.int64)
+    for m in (1, 3, 4, 16, 18):
+        blk, one = both(m, rows, 1, 40, 4)
+        assert (blk == one).all()

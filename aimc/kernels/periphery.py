@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .cost import add_rows, row_sums
-from .rng import _bits_f32, _f32_bits, normals_row, uniforms_row
+from .rng import _bits_f32, _f32_bits, normals_row, normals_rows, uniforms_row
 
 NM_NONE, NM_ABS_MAX, NM_MAX, NM_CONSTANT = 0, 1, 2, 3
 
@@ -274,73 +274,92 @@ def _output_stage(W_FIRST, STO):
         w_noise2 = np.float32(w_noise2)
         per_col = bounds.shape[0] > 1
         per_el = s_el.shape[0] > 0 and not W_FIRST
-        for r in prange(rows.shape[0]):
-            b = rows[r]
-            key = b + key_off  # the random counters' row (a chunk of a larger batch passes its first row)
-            row = y[b]
-            for i in range(m):
-                row[i] = yin[r, i]
-            if ir_drop > 0:
+        R = rows.shape[0]
+        # short rows (< 64 outputs): the output noise of BLK rows drawn in one generator loop (``normals_rows``,
+        # the same numbers as ``normals_row`` per row); longer rows vectorise within the row
+        nb = max((m + 3) // 4, 1)
+        blocked = nb < 16
+        BLK = 1024 // nb if blocked else 1
+        nq = BLK * nb if blocked else 0
+        qi = np.empty(nq, np.uint32)
+        qr = np.empty(nq, np.int64)
+        for q in range(nq):
+            qr[q] = q // nb
+            qi[q] = q - (q // nb) * nb
+        for bk in prange((R + BLK - 1) // BLK):
+            r0 = bk * BLK
+            rb = min(BLK, R - r0)
+            zb = np.empty((BLK, 4 * nb), np.float32)
+            if blocked:
+                normals_rows(zb, k0, k1, call_n, rows, r0, key_off, qi, qr, rb * nb)
+            for r in range(r0, r0 + rb):
+                b = rows[r]
+                key = b + key_off  # the random counters' row (a chunk of a larger batch passes its first row)
+                row = y[b]
                 for i in range(m):
-                    a = ir_a_scale * a_mat[r, i]
-                    row[i] -= (ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a)
-                               * yin[r, p_off + i])
-            if W_FIRST:
-                zw = np.empty(m, np.float32)
-                normals_row(zw, k0, k1, call_w, key)
-                if s_el.shape[0] > 0:
+                    row[i] = yin[r, i]
+                if ir_drop > 0:
                     for i in range(m):
-                        row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
-                else:
+                        a = ir_a_scale * a_mat[r, i]
+                        row[i] -= (ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a)
+                                   * yin[r, p_off + i])
+                if W_FIRST:
+                    zw = np.empty(m, np.float32)
+                    normals_row(zw, k0, k1, call_w, key)
+                    if s_el.shape[0] > 0:
+                        for i in range(m):
+                            row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
+                    else:
+                        for i in range(m):
+                            row[i] += sw_row[r] * zw[i]
+                if nl > 0:
                     for i in range(m):
-                        row[i] += sw_row[r] * zw[i]
-            if nl > 0:
-                for i in range(m):
-                    row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
-            z = np.empty(m, np.float32)
-            normals_row(z, k0, k1, call_n, key)
-            s0 = sig_row[r] * sig_row[r]
-            if per_el:
-                for i in range(m):
-                    row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
-            elif s0 > 0:
-                s = np.sqrt(s0)
-                for i in range(m):
-                    row[i] += s * z[i]
-            flag = 0
-            cnt = 0
-            if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
-                u = np.zeros(m, np.float32)
-                if STO:
-                    uniforms_row(u, k0, k1, call_u, key)
-                for i in range(m):
-                    st = np.float32(steps[i])
-                    if st > 0:
-                        shift = u[i] - np.float32(0.5) if STO else np.float32(0.0)
-                        row[i] = np.rint(row[i] / st + shift) * st
-                    v = row[i]
-                    bd = np.float32(bounds[i])
-                    if bd > 0:
-                        if v > bd or v < -bd:
-                            cnt += 1
-                            if v > bd or test_neg:
-                                flag = 1
-                        row[i] = min(max(v, -bd), bd)
-            else:
-                _quantise_row(row, step, inv_step, STO, k0, k1, call_u, key)
-                if bound > 0:
-                    hi = np.float32(-np.inf)
-                    lo = np.float32(np.inf)
+                        row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
+                z = zb[r - r0]
+                if not blocked:
+                    normals_row(z, k0, k1, call_n, key)
+                s0 = sig_row[r] * sig_row[r]
+                if per_el:
                     for i in range(m):
+                        row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
+                elif s0 > 0:
+                    s = np.sqrt(s0)
+                    for i in range(m):
+                        row[i] += s * z[i]
+                flag = 0
+                cnt = 0
+                if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
+                    u = np.zeros(m, np.float32)
+                    if STO:
+                        uniforms_row(u, k0, k1, call_u, key)
+                    for i in range(m):
+                        st = np.float32(steps[i])
+                        if st > 0:
+                            shift = u[i] - np.float32(0.5) if STO else np.float32(0.0)
+                            row[i] = np.rint(row[i] / st + shift) * st
                         v = row[i]
-                        hi = max(hi, v)
-                        lo = min(lo, v)
-                        if v > bound or v < -bound:
-                            cnt += 1
-                        row[i] = min(max(v, -bound), bound)
-                    flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
-            clipped[r] = flag
-            nclip[r] = cnt
+                        bd = np.float32(bounds[i])
+                        if bd > 0:
+                            if v > bd or v < -bd:
+                                cnt += 1
+                                if v > bd or test_neg:
+                                    flag = 1
+                            row[i] = min(max(v, -bd), bd)
+                else:
+                    _quantise_row(row, step, inv_step, STO, k0, k1, call_u, key)
+                    if bound > 0:
+                        hi = np.float32(-np.inf)
+                        lo = np.float32(np.inf)
+                        for i in range(m):
+                            v = row[i]
+                            hi = max(hi, v)
+                            lo = min(lo, v)
+                            if v > bound or v < -bound:
+                                cnt += 1
+                            row[i] = min(max(v, -bound), bound)
+                        flag = 1 if (hi > bound or (test_neg and lo < -bound)) else 0
+                clipped[r] = flag
+                nclip[r] = cnt
 
     return output_stage
 

@@ -136,6 +136,27 @@ def normals_row(buf, k0, k1, call, row):
         buf[4 * nfull + q] = tail[q]
 
 
+@njit(inline="always", fastmath=True, cache=True)
+def normals_rows(buf, k0, k1, call, rows, r0, key_off, qi, qr, nq):
+    """Rows of normals at once: buf[rr, :4 nb] = ``normals_row`` of counter row rows[r0 + rr] + key_off for the
+    block of rows rr = 0 .. nq / nb - 1, with nb = buf.shape[1] / 4 counter blocks per row, element q of the
+    flattened (row, block) pairs being block qi[q] of row qr[q] (``qi``/``qr``: that table, built once by the
+    caller). One generator loop over all the pairs: it vectorises across rows, where ``normals_row`` of a
+    short row (a few counter blocks) runs scalar (measured: 11 ns per normal for rows of 16, 3 ns here)."""
+    flat = buf.reshape(-1)
+    kq = np.empty(nq, np.uint32)
+    for q in range(nq):
+        kq[q] = uint32(rows[r0 + qr[q]] + key_off)
+    for q in range(nq):  # contiguous loads of (block, row) only: a gather of the keys here keeps it scalar
+        c0, c1, c2, c3 = philox(qi[q], kq[q], uint32(call), uint32(call >> 32), k0, k1)
+        z0, z1 = box_muller(c0, c1)
+        z2, z3 = box_muller(c2, c3)
+        flat[4 * q] = z0
+        flat[4 * q + 1] = z1
+        flat[4 * q + 2] = z2
+        flat[4 * q + 3] = z3
+
+
 @njit(inline="always", cache=True)
 def uniforms_row(buf, k0, k1, call, row):
     """Fill ``buf`` with uniforms in (0, 1) for (key, call, row); element j uses counter block j // 4."""
