@@ -390,17 +390,17 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     """
     p = p or _plan(io)
     calls = draw_calls(stream, io)
-    v, v2, aux = _input_pass(x, rows, scale, p, conv, calls)
     m = view.W.shape[0]
-    if counts is not None:
-        _count_pass(counts, p, v, g, m)
+    v, v2, aux = _input_pass(x, rows, scale, p, conv, calls, counts, g, m)
     yin, s_el, a_mat = _products(view, v, aux, p)
     return _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls, y, steps, bounds, conv, x.shape[1])
 
 
-def _input_pass(x, rows, scale, p: _Plan, conv, calls):
+def _input_pass(x, rows, scale, p: _Plan, conv, calls, counts=None, g=None, m: int = 0):
     """The input stage of one pass (DAC, with the chip's DAC levels when ``conv`` has them): the applied inputs
-    v (R x n), their squared sums v2 and the aux rows (v^2 for PCM read noise, |v| for IR drop)."""
+    v (R x n), their squared sums v2 and the aux rows (v^2 for PCM read noise, |v| for IR drop). With ``counts``
+    the pass is counted (``m`` output lines, ``g`` as in ``mvm``): by the input stage itself while it writes v,
+    or, after the chip's DAC levels, by a sweep over v."""
     R, n = rows.shape[0], x.shape[1]
     k0, k1, cu, cn = calls[:4]
     pcm, ir = p.pcm, p.ir
@@ -409,13 +409,20 @@ def _input_pass(x, rows, scale, p: _Plan, conv, calls):
     aux = np.empty(((pcm + ir) * R, n), np.float32)
     dac = conv.get("dac") if conv is not None else None
     if dac is None:
+        cargs = ()
+        if counts is not None:
+            if p.managed:
+                counts.dig_in += R * n   # x / (alpha f) before the DAC
+            cargs = counts.fused_pass(R, n, m, g, p.inp_step)
         _k.input_stage(x, rows, scale, p.inp_step, p.inp_bound, p.inp_sto, p.inp_noise,
-                       k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1)
+                       k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1, *cargs)
     else:  # DAC with per-chip level errors: quantise and clip, then its levels, the noise and the sums
         _k.input_stage(x, rows, scale, p.inp_step, p.inp_bound, p.inp_sto, 0.0,
                        k0, k1, cu, cn, v, v2, aux, -1, -1)
         _k.dac_stage(v, rows, dac, p.inp_step, p.inp_noise, k0, k1, cn, v2, aux, 0 if pcm else -1,
                      R * pcm if ir else -1)
+        if counts is not None:
+            _count_pass(counts, p, v, g, m)
     return v, v2, aux
 
 
