@@ -9,7 +9,9 @@ encoding (``--encoding``), ``bits_per_cell`` b in {1, 2, 4, 7} (7, 4, 2, 1 slice
 one slice), ADC bits in ``--adc-bits``; every slice is its own ADC read with its own calibrated ranges
 (per slice and column; power-of-two apart, ``--slice-ranges``). Inputs: in one read through the 8-bit DAC
 ("8-bit DAC"), or bit-serial, 8 signed bits in cycles of 1 or 7 bits (one ADC read per cycle and slice). Also
-the unsliced differential mapping as the reference row. ``--chips`` chips per point (seeds 0..N-1), evaluated at ``--times``.
+the unsliced differential mapping as the reference row. With ``--encoding offset`` the offset 2^7 sum_j x_j is
+removed by a reference column per slice that drifts with the weights (``--offset-reference column``, default)
+or digitally with its programmed value (``digital``). ``--chips`` chips per point (seeds 0..N-1), evaluated at ``--times``.
 
 Prints a markdown table (mean +- std over chips, reads per MVM) and writes JSON (``--json``, never
 overwriting). Run: ``python benchmarks/slicing_table.py``.
@@ -32,7 +34,7 @@ from aimc.bench import set_threads  # noqa: E402
 from aimc.deploy import deploy_config, evaluate_over_time  # noqa: E402
 
 
-def configs(base, cells, adc_bits, inputs, encoding):
+def configs(base, cells, adc_bits, inputs, encoding, offset_reference="column"):
     """(label dict, TileConfig) for every point of the grid."""
     out = []
     for bo in adc_bits:
@@ -43,8 +45,9 @@ def configs(base, cells, adc_bits, inputs, encoding):
             ib, s = (0, 1) if inp == "dac" else (8, int(inp))
             for b in cells:
                 m = base.mapping.replace(kind="sliced", weight_bits=8, bits_per_cell=b, slice_encoding=encoding,
-                                         input_bits=ib, input_bits_per_cycle=s)
-                label = {"mapping": f"sliced ({encoding})", "bits_per_cell": b, "adc_bits": bo,
+                                         input_bits=ib, input_bits_per_cycle=s, offset_reference=offset_reference)
+                enc = encoding if encoding == "balanced" else f"offset, {offset_reference} reference"
+                label = {"mapping": f"sliced ({enc})", "bits_per_cell": b, "adc_bits": bo,
                          "inputs": "8-bit DAC" if ib == 0 else f"bit-serial, {s} bit/cycle"}
                 out.append((label, base.replace(forward=fwd, mapping=m)))
     return out
@@ -58,6 +61,8 @@ def main(argv=None):
     ap.add_argument("--adc-bits", default="4,6,8")
     ap.add_argument("--inputs", default="dac,1,7", help="'dac' (one read) and/or bits per bit-serial cycle")
     ap.add_argument("--encoding", default="balanced", choices=("balanced", "offset"))
+    ap.add_argument("--offset-reference", default="column", choices=("column", "digital"),
+                    help="offset encoding: a drifting reference column per slice, or digital removal")
     ap.add_argument("--slice-ranges", default="pow2", choices=("pow2", "free"),
                     help="calibrated per-slice ADC ranges power-of-two apart (default) or each slice its own")
     ap.add_argument("--json", help="write the results as JSON (never overwriting)")
@@ -71,7 +76,7 @@ def main(argv=None):
     base = deploy_config()
     base = base.replace(calibration=base.calibration.replace(slice_ranges=args.slice_ranges))
     grid = configs(base, [int(b) for b in args.cells.split(",")], [int(b) for b in args.adc_bits.split(",")],
-                   args.inputs.split(","), args.encoding)
+                   args.inputs.split(","), args.encoding, args.offset_reference)
     rows = []
     t0 = time.perf_counter()
     for label, cfg in grid:

@@ -213,13 +213,16 @@ def test_line_conductance_equals_summed_mapping(rng, mp):
         np.testing.assert_allclose(mapping.line_conductance(W, mp, axis), G.sum(axis=(0, axis + 1)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("encoding, slices", [("balanced", 2), ("offset", 3)])
-def test_sliced_bit_serial_reads_count_each_slice_with_its_own_conductance(encoding, slices):
+@pytest.mark.parametrize("encoding, slices, ref", [("balanced", 2, "column"), ("offset", 3, "digital"),
+                                                   ("offset", 3, "column")])
+def test_sliced_bit_serial_reads_count_each_slice_with_its_own_conductance(encoding, slices, ref):
     """S weight slices x 2 input cycles: one MVM, 2 S reads; each read's array sum uses only its slice's cells
-    (G+/G- of a balanced slice, the one device of an offset slice), so input line j costs (set bits of its
-    codes) x the sum over all devices of line j."""
+    (G+/G- of a balanced slice, the one device of an offset slice and its reference cell), so input line j
+    costs (set bits of its codes) x the sum over all devices of line j. The reference column of the offset
+    encoding is one more ADC conversion per read, shift-and-added, and one subtraction per output."""
     mp = MappingConfig(kind="sliced", weight_bits=5, bits_per_cell=2, input_bits=3, input_bits_per_cycle=1,
-                       slice_encoding=encoding, g_min=1.0, max_in=0, max_out=0)
+                       slice_encoding=encoding, g_min=1.0, max_in=0, max_out=0, offset_reference=ref)
+    col = int(mp.reference_column)
     t = Tile(2, 3, cfg(mp), seed=0)
     W = np.array([[15, -6, 0], [3, 9, -15]], np.float32) / 15  # integer weights on the 5-bit grid
     t.program(W)
@@ -232,10 +235,16 @@ def test_sliced_bit_serial_reads_count_each_slice_with_its_own_conductance(encod
     c = t.counts
     k = 2 * slices
     assert (c.mvms, c.passes, c.slice_reads, c.rereads) == (3, 3 * k, 3 * (k - 1), 0)
-    assert (c.dac, c.adc, c.pulses) == (3 * k * 3, 3 * k * 2, 8 * slices)  # a set bit drives its line per slice
-    assert (c.dig_shift, c.dig_in, c.dig_out) == (k * 3 * 2, 3 * 3, 3 * 2)
-    assert c.dig_comp == (2 * 3 * 2 if encoding == "offset" else 0)  # offset removal once per cycle
+    assert (c.dac, c.adc, c.pulses) == (3 * k * 3, 3 * k * (2 + col), 8 * slices)  # a set bit drives its line per slice
+    assert (c.dig_shift, c.dig_in, c.dig_out) == (k * 3 * (2 + col), 3 * 3, 3 * 2)
+    # digital offset removal once per cycle; the reference column's subtraction once per output
+    assert c.dig_comp == ((3 * 2 if col else 2 * 3 * 2) if encoding == "offset" else 0)
     line = G.sum(axis=(0, 1))  # every device of each input line
+    if col:
+        assert t.reference_conductances().shape == (slices, 1, 3)
+        line = line + t.reference_conductances().sum(axis=(0, 1))
+    else:
+        assert t.reference_conductances() is None
     np.testing.assert_allclose(c.e_amp, 3 * line[0] + 4 * line[1] + line[2], rtol=1e-6)  # set bits per line
     per_slice = t._slice_conductance("forward", slices)
     np.testing.assert_allclose(sum(per_slice), line, rtol=1e-6)

@@ -13,7 +13,9 @@ the module's ``programmed`` flag and, since version 2, ``device_model``: the res
 card is edited) with one group ``t<r>_<c>`` per tile (meta: tile id, stream state, clock, mapping parameters,
 compensation kind, device engine; datasets: column scales, and either the exact weights ``w`` (never
 programmed) or the drawn-once device state ``g_target``, ``g_prog``, ``nu``, ``stuck`` (``z``), the
-conductances as last read ``G`` and the compensation reference/factor).
+conductances as last read ``G`` and the compensation reference/factor; an offset-encoded sliced tile with a
+reference column stores its cells likewise as ``ref_g_target`` ... ``ref_G`` (slices, 1, in), all or none:
+images written before it existed hold none and load with the digital offset removal they were written with).
 
 What the checksum promises: ``content_sha256`` (SHA-256 over every meta string and dataset: path, dtype,
 shape, bytes) detects *damage* (a flipped byte, a truncated copy). It is not a seal: anyone who edits a file
@@ -190,15 +192,20 @@ def _tile_spec(tile: Tile, meta: dict, model) -> dict:
     from .mapping import n_devices
     out, inp = tile.shape
     spec = {"scale": ((out,), ("<f4",), True)}
+    # the reference column of an offset-encoded sliced tile is one more forward column (ADC, calibrated range);
+    # images written before it existed hold none (``tile.image_has_reference``; ``_check_reference``)
+    ref = tile.config.mapping.reference_column
     for key, n, n_in in (("forward", out, inp), ("backward", inp, out)):  # converter errors drawn once per chip
         io = getattr(tile.config, key)
         if io.adc_drawn:
-            groups, bits = -(-n // io.columns_per_adc), max(io.out_bits, 1)
-            spec[f"adc_{key}_gain"] = ((n,), ("<f4",), True)
-            spec[f"adc_{key}_offset"] = ((n,), ("<f4",), True)
-            spec[f"adc_{key}_caps"] = ((groups if io.adc.value == "sar" else 0, bits), ("<f4",), True)
+            ns = [n, n + 1] if ref and key == "forward" else [n]
+            bits = max(io.out_bits, 1)
+            groups = [-(-c // io.columns_per_adc) for c in ns]
+            spec[f"adc_{key}_gain"] = ([(c,) for c in ns], ("<f4",), True)
+            spec[f"adc_{key}_offset"] = ([(c,) for c in ns], ("<f4",), True)
+            spec[f"adc_{key}_caps"] = ([(g if io.adc.value == "sar" else 0, bits) for g in groups], ("<f4",), True)
             # comparators per ADC; before columns_per_adc, a uniform ADC's (unused) ones came in groups of 8
-            comp = [(groups,), (-(-n // 8),)] if io.adc.value == "uniform" else (groups,)
+            comp = [(g,) for g in groups] + ([(-(-n // 8),)] if io.adc.value == "uniform" else [])
             spec[f"adc_{key}_comp"] = (comp, ("<f4",), True)
             if io.adc.value == "ramp":
                 spec[f"adc_{key}_inl"] = ((2 ** io.out_bits - 1,), ("<f4",), True)
@@ -212,6 +219,12 @@ def _tile_spec(tile: Tile, meta: dict, model) -> dict:
         spec[k] = (d, ("<f4",), True)
     spec["stuck"] = (d, ("|b1",), True)
     spec["z"] = (d, ("<f4", "<f8"), False)
+    if ref:  # all or none (``_check_reference``)
+        S = tile.config.mapping.n_slices
+        for k in ("ref_g_target", "ref_g_prog", "ref_nu", "ref_G"):
+            spec[k] = ((S, 1, inp), ("<f4",), False)
+        spec["ref_stuck"] = ((S, 1, inp), ("|b1",), False)
+        spec["ref_z"] = ((S, 1, inp), ("<f4", "<f8"), False)
     comp = meta["compensation"] != DriftCompensation.NONE.value
     # a global factor is written as shape (1,) (np.ascontiguousarray of a 0-d array is 1-d)
     cshape = (out,) if meta["compensation"] == DriftCompensation.PER_COLUMN.value else [(1,), ()]
@@ -220,7 +233,9 @@ def _tile_spec(tile: Tile, meta: dict, model) -> dict:
     # calibrated converter ranges (aimc.calibration), optional: images written before calibration hold none
     spec["cal_input_range"] = ([(1,), ()], ("<f4",), False)
     S = tile.config.mapping.n_slices  # ranges per weight slice (each slice is its own ADC read)
-    spec["cal_adc_range"] = ([(1,), (out,)] + ([(S, 1), (S, out)] if S > 1 else []), ("<f4",), False)
+    cols = [out, out + 1] if ref else [out]
+    spec["cal_adc_range"] = ([(1,)] + [(c,) for c in cols] + ([(S, 1)] + [(S, c) for c in cols] if S > 1 else []),
+                             ("<f4",), False)
     return spec
 
 
@@ -275,6 +290,7 @@ def _check_meta(meta, tile: Tile, model, where: str) -> None:
 def _check_values(arrays: dict, tile: Tile, model, where: str) -> None:
     """Finiteness and physical ranges of every array of a tile (shapes and dtypes were checked on declaration)."""
     m = tile.config.mapping
+    _check_reference(arrays, tile, where)
     g_hi = 10.0 * max(m.g_max, model.g_max if model is not None else 0.0)
     for name, a in arrays.items():
         if a.dtype.kind == "f" and not np.isfinite(a).all():
@@ -288,19 +304,21 @@ def _check_values(arrays: dict, tile: Tile, model, where: str) -> None:
     if sc is not None and sc.size and sc.max() > 1e30:   # the bound of the stored weights ``w`` above
         _fail(f"{where}/scale", "column scales beyond 1e30")
     tol = 1e-4 * m.g_max
-    if "g_target" in arrays and arrays["g_target"].size:
-        g = arrays["g_target"]
-        lo, hi = (model.g_min, model.g_max) if model is not None else (m.g_min, m.g_max)
-        if g.min() < lo - tol or g.max() > hi + tol:
-            _fail(f"{where}/g_target", f"lies outside the conductance range [{lo}, {hi}] uS")
-    for name in ("g_prog", "G"):
+    for name in ("g_target", "ref_g_target"):
+        if name in arrays and arrays[name].size:
+            g = arrays[name]
+            lo, hi = (model.g_min, model.g_max) if model is not None else (m.g_min, m.g_max)
+            if g.min() < lo - tol or g.max() > hi + tol:
+                _fail(f"{where}/{name}", f"lies outside the conductance range [{lo}, {hi}] uS")
+    for name in ("g_prog", "G", "ref_g_prog", "ref_G"):
         if name in arrays and arrays[name].size:
             g = arrays[name]
             if g.min() < 0 or g.max() > g_hi:
                 _fail(f"{where}/{name}", f"conductances must lie in [0, {g_hi:g}] uS, got "
                                         f"[{float(g.min()):g}, {float(g.max()):g}]")
-    if "nu" in arrays and arrays["nu"].size and np.abs(arrays["nu"]).max() > 10:
-        _fail(f"{where}/nu", "drift exponents beyond |nu| = 10")
+    for name in ("nu", "ref_nu"):
+        if name in arrays and arrays[name].size and np.abs(arrays[name]).max() > 10:
+            _fail(f"{where}/{name}", "drift exponents beyond |nu| = 10")
     for name, a in arrays.items():  # drawn converter errors: physical magnitudes (a sign or range check each)
         if name.startswith("adc_") and name.endswith("_caps") and a.size and a.min() < 0:
             _fail(f"{where}/{name}", "capacitors must be >= 0")
@@ -308,6 +326,35 @@ def _check_values(arrays: dict, tile: Tile, model, where: str) -> None:
             _fail(f"{where}/{name}", "holds values beyond 1e9")
         if name.startswith("dac_") and a.size and (a[:, 0] != 0).any():
             _fail(f"{where}/{name}", "a DAC's code 0 must give level 0 (its end-point)")
+
+
+def _check_reference(arrays: dict, tile: Tile, where: str) -> None:
+    """The reference column's datasets all or none (``z`` as the weights' own), and every forward column count
+    (drawn ADCs, per-column calibrated ranges) that of the weights plus the reference column if there is one."""
+    from .tile import REF_KEYS, image_has_reference
+    present = [k for k in REF_KEYS if k in arrays]
+    if present:
+        want = [k for k in REF_KEYS if k != "ref_z" or "z" in arrays]
+        missing = [k for k in want if k not in arrays]
+        if missing or ("ref_z" in arrays) != ("z" in arrays):
+            _fail(where, f"the reference column's datasets come all or none: has {present}, lacks "
+                         f"{missing or ['ref_z' if 'z' in arrays else 'z']}")
+    programmed = "G" in arrays
+    if not tile.config.mapping.reference_column:
+        return
+    ref = image_has_reference(tile, {"programmed": programmed}, arrays)
+    n = tile.out_size + ref
+    gain = arrays.get("adc_forward_gain")
+    off = arrays.get("adc_forward_offset")
+    if gain is not None and off is not None and off.shape != gain.shape:
+        _fail(f"{where}/adc_forward_offset", f"has shape {off.shape}, adc_forward_gain {gain.shape}")
+    if gain is not None and gain.shape[0] != n:
+        _fail(f"{where}/adc_forward_gain", f"has {gain.shape[0]} columns, the tile reads {n} "
+                                           f"({'with' if ref else 'without'} its reference column)")
+    cal = arrays.get("cal_adc_range")
+    if cal is not None and cal.shape[-1] not in (1, n):
+        _fail(f"{where}/cal_adc_range", f"has {cal.shape[-1]} columns, the tile reads {n} "
+                                        f"({'with' if ref else 'without'} its reference column)")
 
 
 def check_tile_state(tile: Tile, meta, arrays: dict, model, where: str) -> None:

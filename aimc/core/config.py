@@ -43,7 +43,17 @@ class SliceEncoding(str, enum.Enum):
     """How a sliced mapping stores signed integer weights (circuits_and_cost.md B.1, CrossSim BitslicedCore)."""
 
     BALANCED = "balanced"  # digits of |W| in G+ (W > 0) or G- (W < 0) of every slice: 2 devices per slice
-    OFFSET = "offset"      # digits of W + 2^(B-1) >= 0, one device per slice; the offset subtracted digitally
+    OFFSET = "offset"      # digits of W + 2^(B-1) >= 0, one device per slice; the offset removed per ``OffsetReference``
+
+
+class OffsetReference(str, enum.Enum):
+    """How an offset-encoded sliced read removes its offset 2^(B-1) sum_j x_j (``MappingConfig.offset_reference``)."""
+    COLUMN = "column"    # a reference column per slice on the array (cells programmed to the offset's digits, same
+    #                      device model: programming noise, drift, read noise), read in the same pass with its own
+    #                      ADC conversion and subtracted digitally from every column of its slice (CrossSim
+    #                      BitslicedCore's analog offset, the "unit column"): it drifts with the weights
+    DIGITAL = "digital"  # the programmed offset times the inputs' sum as the DAC codes them, subtracted digitally
+    #                      (CrossSim DIGITAL_OFFSET): exact while the cells hold their programmed values
 
 
 class WeightNoiseType(str, enum.Enum):
@@ -501,6 +511,7 @@ class MappingConfig(_Node):
     weight_bits: int = 8              # sliced: signed weight bits B (integer weights +-(2^(B-1) - 1))
     bits_per_cell: int = 2            # sliced: bits b per cell; ceil((B-1)/b) slices of G+/G- (balanced)
     slice_encoding: SliceEncoding = SliceEncoding.BALANCED  # sliced: or 'offset': ceil(B/b) single-device slices
+    offset_reference: OffsetReference = OffsetReference.COLUMN  # sliced offset: a drifting reference column or 'digital'
     input_bits: int = 0               # bit-serial inputs: signed input bits (0 = inputs in one read)
     input_bits_per_cycle: int = 1     # bit-serial inputs: bits per read cycle
 
@@ -530,6 +541,7 @@ class MappingConfig(_Node):
         _num(o, "weight_bits", self.weight_bits, 2, 24, integer=True)
         _num(o, "bits_per_cell", self.bits_per_cell, 1, 16, integer=True)
         _enum(o, self, "slice_encoding", SliceEncoding)
+        _enum(o, self, "offset_reference", OffsetReference)
         if self.kind == MappingKind.SLICED:
             offset = self.slice_encoding == SliceEncoding.OFFSET
             top = self.weight_bits if offset else self.weight_bits - 1
@@ -557,6 +569,12 @@ class MappingConfig(_Node):
     def sliced_offset(self) -> bool:
         """Whether this is a sliced mapping with the offset encoding (one device per slice)."""
         return self.kind == MappingKind.SLICED and self.slice_encoding == SliceEncoding.OFFSET
+
+    @property
+    def reference_column(self) -> bool:
+        """Whether a sliced offset-encoded tile reads a reference column per slice (``offset_reference``
+        'column'): one more column per array, subtracted after its ADC conversion."""
+        return self.sliced_offset and self.offset_reference == OffsetReference.COLUMN
 
     @property
     def pair_factors(self) -> tuple:

@@ -85,6 +85,22 @@ def offset_weight(cfg: MappingConfig, params: dict) -> float:
     return 2.0 ** (cfg.weight_bits - 1) * float(cfg.g_max - cfg.g_min) / ((2 ** cfg.bits_per_cell - 1) * params["scale"])
 
 
+def reference_conductances(cfg: MappingConfig, n_in: int) -> np.ndarray:
+    """Target conductances (slices, 1, n_in) in uS of the reference column of an offset-encoded sliced tile
+    (``MappingConfig.reference_column``): slice k holds digit k of the offset 2^(B-1) in base 2^b on every row,
+    g_min + (g_max - g_min) d_k / (2^b - 1), as a weight of 0 is stored (u = 0 + 2^(B-1)). Subtracting its
+    read from every column of the slice removes the offset and the g_min floor: sum_k 2^(k b) (G_k - G_ref,k)
+    / scale = the quantised weight, and cells that drift alike leave no constant error (CrossSim
+    BitslicedCore's unit column holds the same: floor(2^b / 2) / (2^b - 1) in the top slice, 0 elsewhere,
+    when b divides B)."""
+    b, levels = cfg.bits_per_cell, 2 ** cfg.bits_per_cell - 1
+    u = 2 ** (cfg.weight_bits - 1)
+    span = np.float32(cfg.g_max - cfg.g_min)
+    d = np.array([(u >> (k * b)) & levels for k in range(cfg.n_slices)], np.float32)
+    g = np.float32(cfg.g_min) + span * (d / np.float32(levels))
+    return np.ascontiguousarray(np.broadcast_to(g[:, None, None], (cfg.n_slices, 1, n_in)), np.float32)
+
+
 def _sliced(W, cfg: MappingConfig, amax: float):
     """Bit slicing (CrossSim BitslicedCore; circuits_and_cost.md B.1). Balanced: integer weights
     W_i = rint(W / amax (2^(B-1) - 1)); digit k of |W_i| in base 2^b is stored as g_min + (g_max - g_min)
@@ -155,13 +171,19 @@ def write_weights(W: np.ndarray, scale: np.ndarray | None, cfg: MappingConfig, s
     return _pair_write(W, scale, cfg, copy=True, backward=backward)
 
 
-def from_conductances(G: np.ndarray, params: dict, cfg: MappingConfig) -> np.ndarray:
-    """Weights (out, in) read back from conductances (the inverse of ``to_conductances``)."""
+def from_conductances(G: np.ndarray, params: dict, cfg: MappingConfig, ref: np.ndarray | None = None) -> np.ndarray:
+    """Weights (out, in) read back from conductances (the inverse of ``to_conductances``). ``ref`` (slices, 1,
+    in): the reference column of an offset-encoded sliced tile as read, subtracted from each slice in place of
+    the programmed offset."""
     s = np.float32(params["scale"])
     if cfg.kind == MappingKind.SINGLE_OFFSET:
         return ((G[0] - np.float32(cfg.g_min)) / s + np.float32(params["w_min"])).astype(np.float32)
     f = np.asarray(cfg.pair_factors, np.float32)
     W = np.zeros(G.shape[1:], np.float32)
+    if cfg.sliced_offset and ref is not None:
+        for k, fk in enumerate(f):
+            W += fk * (G[k] - ref[k])
+        return W / s
     if cfg.sliced_offset:
         for k, fk in enumerate(f):
             W += fk * (G[k] - np.float32(cfg.g_min))

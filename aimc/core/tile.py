@@ -38,7 +38,7 @@ from . import mapping as _map
 from . import calibration as _cal
 from .config import (CalibrationConfig, CalibrationGranularity, DriftCompensation, MappingKind,
                      OutputCalibration, TileConfig, WireModel, as_config)
-from ..circuit.crossbar import tile_circuits
+from ..circuit.crossbar import ArrayCircuit, tile_circuits
 from ..cost.counters import Counts
 from .inference import DeviceArray, build_device_model, check_time, compensation_readout
 from .periphery import (NO_ADC, WeightView, adc_arrays, adc_convert, dac_input_sum, draw_calls, draw_converters, fusable,
@@ -146,6 +146,12 @@ class Tile(_Reads):
         self.stream = Stream(self.seed, tile_id)
         self._scale = np.ones(self.out_size, np.float32)
         self._G = None            # conductances as last read (program/drift): (devices, out, in) uS
+        # the reference column of an offset-encoded sliced tile (MappingConfig.reference_column): whether the
+        # chip has one (False for a chip image written before it existed), its programmed cells (a DeviceArray
+        # after program()) and its conductances as last read (slices, 1, in) uS
+        self._refcol = self.config.mapping.reference_column
+        self._ref_device = None
+        self._Gref = None
         self._map_params = None
         self._device = None       # DeviceArray after program(): model + drawn-once cells
         self._model = None        # device model, built from config.inference at the first program()
@@ -188,29 +194,43 @@ class Tile(_Reads):
         self._bwd = WeightView(w.T, bwd)
         self._fwd_parts = [(1.0, self._fwd)]
         self._bwd_parts = [(1.0, self._bwd)]
-        self._offset = 0.0
+        self._offset = {"forward": 0.0, "backward": 0.0}
         self._stacks = {}  # per read direction, the weight slices stacked (periphery.mvm_slices); sliced only
         if cfg.mapping.kind == MappingKind.SLICED:
             m = cfg.mapping
             span = float(m.g_max - m.g_min)
             coef = [f * span / params["scale"] for f in m.pair_factors]
             off = m.sliced_offset
+            ref = off and self._refcol  # the forward read has one more column: the reference (last row)
             if off:  # the digital offset removal: 2^(B-1) and the g_min floor of every cell, times sum_j x_j
-                self._offset = _map.offset_weight(m, params) + m.g_min * sum(m.pair_factors) / params["scale"]
+                o = _map.offset_weight(m, params) + m.g_min * sum(m.pair_factors) / params["scale"]
+                self._offset = {"forward": 0.0 if ref else o, "backward": o}
+            Gref = None
+            if ref:
+                Gref = self._Gref if self._Gref is not None else _map.reference_conductances(m, w.shape[1])
             if fwd is None:  # the slices' matrices in one array (each slice a view of its rows): mvm_slices' stack
-                Wk = np.empty((len(coef), *w.shape), np.float32)
+                Wk = np.empty((len(coef), w.shape[0] + ref, w.shape[1]), np.float32)
                 for k in range(len(coef)):
-                    np.divide(G[k] if off else G[2 * k] - G[2 * k + 1], np.float32(span), out=Wk[k])
+                    np.divide(G[k] if off else G[2 * k] - G[2 * k + 1], np.float32(span), out=Wk[k, :w.shape[0]])
+                    if ref:
+                        np.divide(Gref[k], np.float32(span), out=Wk[k, w.shape[0]:])
                 self._fwd_parts = [(c, WeightView(W)) for c, W in zip(coef, Wk)]
-                self._bwd_parts = [(c, WeightView(W.T)) for c, W in zip(coef, Wk)]
+                self._bwd_parts = [(c, WeightView(W[:w.shape[0]].T)) for c, W in zip(coef, Wk)]
                 self._stacks["forward"] = WeightView(Wk.reshape(-1, w.shape[1]))
             else:
-                self._fwd_parts = [(c, WeightView(None, _SliceCircuit(fwd, k, span, off)))
+                sfwd = fwd if not ref else ArrayCircuit(np.concatenate([G, Gref], axis=1).astype(np.float64), params,
+                                                        cfg, False, str(self.tile_id))
+                self._fwd_parts = [(c, WeightView(None, _SliceCircuit(sfwd, k, span, off)))
                                    for k, c in enumerate(coef)]
                 self._bwd_parts = [(c, WeightView(None, _SliceCircuit(bwd, k, span, off)))
                                    for k, c in enumerate(coef)]
                 self._stacks["forward"] = _stacked(self._fwd_parts)
             self._stacks["backward"] = _stacked(self._bwd_parts)
+
+    def _reference(self) -> bool:
+        """Whether the forward read has a reference column (the last column of every slice's read): an
+        offset-encoded sliced tile with ``offset_reference`` 'column', unless its chip image predates it."""
+        return self._refcol
 
     def _conv_of(self, direction: str):
         """The converter errors of a read direction ('forward' or 'backward'; None without any), drawn once
@@ -220,6 +240,7 @@ class Tile(_Reads):
             return None
         if direction not in self._conv:
             n_out, n_in = self.shape if direction == "forward" else self.shape[::-1]
+            n_out += direction == "forward" and self._reference()
             self._conv[direction] = draw_converters(io, n_in, n_out,
                                                     Stream(self.seed, f"{self.tile_id}/adc/{direction}"))
         return self._conv[direction]
@@ -243,17 +264,21 @@ class Tile(_Reads):
         """One analog read (``mvm`` with ``kw``) per weight slice and input cycle, shift-and-added digitally
         (circuits_and_cost.md B.1-B.2), through the periphery of ``direction`` ('forward' / 'backward').
         Bit-serial inputs (``mapping.input_bits`` > 0): see ``_cycles``. ``kw['adc']`` may hold one
-        (steps, bounds) per weight slice (ranges calibrated per slice). The offset slice encoding subtracts
-        its offset digitally: ``_offset`` times the sum of each cycle's inputs as the DAC codes them
-        (``periphery.dac_input_sum``)."""
+        (steps, bounds) per weight slice (ranges calibrated per slice). The offset slice encoding removes its
+        offset with the reference column (``_reference``: the last column of every slice's forward read,
+        converted by its own ADC and subtracted from the slice's other columns: after the shift-and-add,
+        which is linear, the same numbers) or digitally: ``_offset`` times the sum of each cycle's inputs as
+        the DAC codes them (``periphery.dac_input_sum``)."""
         io, conv = getattr(self.config, direction), self._conv_of(direction)
         counts = kw.pop("counts", None)
         cycles, amax = self._cycles(x)
         adc = kw.pop("adc", None)
         per_slice = isinstance(adc, list)
+        ref = direction == "forward" and self._reference()
+        offset = self._offset[direction]
         if counts is None:
             gs = [None] * len(parts)
-        elif len(parts) == 1:
+        elif len(parts) == 1 and not ref:
             gs = [self.line_conductance(direction)]
         else:
             gs = self._slice_conductance(direction, len(parts))
@@ -266,19 +291,23 @@ class Tile(_Reads):
             for k, (ck, view) in enumerate(() if fused else parts):
                 yk = mvm(view, xc, io, self.stream, conv=conv, adc=adc[k] if per_slice else adc, counts=counts,
                          g=gs[k], **kw)
-                if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None and not self._offset:
+                if len(parts) * len(cycles) == 1 and cc * ck == 1.0 and amax is None and not offset and not ref:
                     return yk  # the plain read
                 y = yk * np.float32(cc * ck) if y is None else y + yk * np.float32(cc * ck)
-            if self._offset:
+            if offset:
                 s = dac_input_sum(xc, io, kw.get("inp_range"))
-                y -= (np.float32(self._offset * cc) * s)[:, None]
+                y -= (np.float32(offset * cc) * s)[:, None]
                 if counts is not None:
                     counts.dig_comp += y.size  # the digital offset removal, one multiply-add per output
+        if ref:  # the reference column's shift-and-added codes from every other column
+            y = y[:, :-1] - y[:, -1:]
+            if counts is not None:
+                counts.dig_comp += y.size
         if counts is not None:  # one MVM of B rows; its other slices and cycles are reads of it (aimc.cost)
             B, k = x.shape[0], len(parts) * len(cycles)
             counts.mvms -= (k - 1) * B
             counts.slice_reads += (k - 1) * B
-            counts.dig_shift += k * y.size if k > 1 else 0
+            counts.dig_shift += k * (y.size + B * ref) if k > 1 else 0  # the reference column's codes too
             if amax is not None:
                 counts.dig_in += x.size   # x / amax (2^mb - 1), rounded: the digital input quantiser
                 counts.dig_out += y.size  # y * amax
@@ -289,8 +318,8 @@ class Tile(_Reads):
 
     def _slice_conductance(self, direction: str, n_slices: int) -> list:
         """Conductance per input line of each of the ``n_slices`` weight slices (its devices — G+_k and G-_k,
-        or the one device of an offset-encoded slice — summed over the cells a driver reaches), uS float32,
-        from the conductances as last read or those the mapping would write."""
+        or the one device of an offset-encoded slice and its reference cell — summed over the cells a driver
+        reaches), uS float32, from the conductances as last read or those the mapping would write."""
         key = direction + "/slices"
         gs = self._gline.get(key)
         if gs is None:
@@ -299,6 +328,10 @@ class Tile(_Reads):
             axis = 1 if direction == "forward" else 2
             gs = [G[k * d:(k + 1) * d].sum(axis=(0, axis), dtype=np.float64).astype(np.float32)
                   for k in range(n_slices)]
+            if direction == "forward" and self._reference():  # the reference column's cells on every row
+                Gref = self._Gref if self._Gref is not None else _map.reference_conductances(self.config.mapping,
+                                                                                             self.in_size)
+                gs = [(g + Gref[k, 0]).astype(np.float32) for k, g in enumerate(gs)]
             self._gline[key] = gs
         return gs
 
@@ -335,6 +368,7 @@ class Tile(_Reads):
         W = check_matrix(W, self.shape)
         self._scale = _map.column_scales(W, self.config.mapping)
         self._G = self._map_params = self._device = self._time = None
+        self._ref_device = self._Gref = None
         self._comp_kind, self._comp_ref, self._alpha = DriftCompensation.NONE, None, None
         self._clear_calibration()
         m = self.config.mapping
@@ -365,6 +399,10 @@ class Tile(_Reads):
         wn = W / scale[:, None]
         g_target, params = _map.to_conductances(wn, cfg.mapping)
         device = DeviceArray.program(self.device_model(), g_target, self.stream, fused=self._fused)
+        # the reference column: its cells programmed by the same device model, after the weights' cells
+        self._ref_device = None if not self._reference() else DeviceArray.program(
+            self.device_model(), _map.reference_conductances(cfg.mapping, self.in_size), self.stream,
+            fused=self._fused)
         self._scale, self._map_params, self._device = scale, params, device
         self._time = 0.0
         self._clear_calibration()
@@ -400,7 +438,9 @@ class Tile(_Reads):
 
     def _read_at(self, t: float) -> None:
         self._G = self._device.read(t, self.stream)
-        self._set_normalised(_map.from_conductances(self._G, self._map_params, self.config.mapping))
+        if self._ref_device is not None:  # read in the same pass as the weights: drift and read noise alike
+            self._Gref = self._ref_device.read(t, self.stream)
+        self._set_normalised(_map.from_conductances(self._G, self._map_params, self.config.mapping, self._Gref))
 
     def _readout(self, wn=None) -> np.ndarray:
         """Compensation readout: one-hot inputs through the noisy forward (no digital scales).
@@ -561,6 +601,9 @@ class Tile(_Reads):
         else:
             arrays.update(self._device.arrays())
             arrays["G"] = self._G
+            if self._ref_device is not None:
+                arrays.update({"ref_" + k: v for k, v in self._ref_device.arrays().items()})
+                arrays["ref_G"] = self._Gref
             if self._comp_ref is not None:
                 arrays["comp_ref"] = np.asarray(self._comp_ref, np.float32)
                 arrays["comp_alpha"] = np.asarray(self._alpha, np.float32)
@@ -582,6 +625,8 @@ class Tile(_Reads):
                      if _conv_name(key, k) in arrays}
             if draws:
                 self._conv[key] = draws
+        self._refcol = image_has_reference(self, meta, arrays)
+        self._ref_device = self._Gref = None
         if not meta["programmed"]:
             w = np.ascontiguousarray(arrays["w"], np.float32)
             self._G = self._map_params = self._device = self._time = None
@@ -596,7 +641,12 @@ class Tile(_Reads):
             self._scale, self._map_params, self._device = scale, dict(meta["map_params"]), device
             self._time = float(meta["time"])
             self._G = np.ascontiguousarray(arrays["G"], np.float32)
-            self._set_normalised(_map.from_conductances(self._G, self._map_params, self.config.mapping))
+            if self._refcol:
+                ref = {k: np.ascontiguousarray(arrays["ref_" + k]) for k in ("g_target", "g_prog", "nu", "stuck", "z")
+                       if "ref_" + k in arrays}
+                self._ref_device = DeviceArray.from_arrays(self.device_model(), ref, fused=meta["engine"] == "fused")
+                self._Gref = np.ascontiguousarray(arrays["ref_G"], np.float32)
+            self._set_normalised(_map.from_conductances(self._G, self._map_params, self.config.mapping, self._Gref))
             self._comp_kind = DriftCompensation(meta["compensation"])
             if "comp_ref" in arrays:
                 self._comp_ref = np.asarray(arrays["comp_ref"], np.float32)
@@ -617,6 +667,12 @@ class Tile(_Reads):
             raise RuntimeError("tile has no conductances: call program(W) first (set_weights is an exact, "
                                "non-physical write)")
         return self._G
+
+    def reference_conductances(self) -> np.ndarray | None:
+        """The reference column's conductances as last read (slices, 1, in) in uS (``offset_reference``
+        'column' of an offset-encoded sliced tile), None for a tile without one; an error before ``program``."""
+        self.conductances()
+        return self._Gref
 
     # ------------------------------------------------------------------ reads
     def _forward(self, x: np.ndarray) -> np.ndarray:
@@ -642,6 +698,20 @@ class Tile(_Reads):
 
 
 CONV_KEYS = ("gain", "offset", "caps", "comp", "inl", "dac")
+REF_KEYS = ("ref_g_target", "ref_g_prog", "ref_nu", "ref_stuck", "ref_z", "ref_G")
+"""Chip-image datasets of the reference column (``Tile._reference``): its drawn-once cells and conductances."""
+
+
+def image_has_reference(tile: "Tile", meta: dict, arrays: dict) -> bool:
+    """Whether a tile state (``Tile._get_state`` form) has a reference column: a programmed tile holds its
+    cells (``ref_G``); an unprogrammed one has one if its config asks for it, unless the forward ADCs drawn
+    for it cover only the weight columns (a chip image written before the reference column existed)."""
+    if not tile.config.mapping.reference_column:
+        return False
+    if meta["programmed"]:
+        return "ref_G" in arrays
+    gain = arrays.get(_conv_name("forward", "gain"))
+    return gain is None or gain.shape[0] == tile.out_size + 1
 
 
 def _conv_name(direction: str, key: str) -> str:
