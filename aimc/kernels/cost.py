@@ -1,9 +1,11 @@
 """Cost counting of an analog read in one sweep over the applied inputs (``aimc.cost``, issue 10).
 
-``input_sums`` reads the applied (DAC-converted) inputs v of a pass once and returns, per row, the sums the
-array energy needs for every input encoding, weighted by the per-input-line conductance g_j (the cells a
-line drives, summed, in uS): sum v^2 g (amplitude), sum |v| g (pulse width), sum popcount(code) g (bit-serial),
-and the number of non-zero inputs (driver pulses). One pass of O(rows x in), against the O(rows x in x out)
+``row_sums`` takes, per row of applied (DAC-converted) inputs v, the sums the array energy needs for every
+input encoding, weighted by the per-input-line conductance g_j (the cells a line drives, summed, in uS):
+sum v^2 g (amplitude), sum |v| g (pulse width), sum popcount(code) g (bit-serial), and the number of non-zero
+inputs (driver pulses). The input-stage kernels (``kernels.periphery.input_stage``, ``patch_input_stage``)
+call it on each row while the row is in L1, so counting costs no second sweep; ``input_sums`` is the sweep
+over a finished v for the reads those kernels do not see whole. O(rows x in), against the O(rows x in x out)
 product, so counting stays cheap.
 """
 from __future__ import annotations
