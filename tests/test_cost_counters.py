@@ -45,6 +45,43 @@ def test_kernel_matches_numpy(rng):
     np.testing.assert_array_equal(out[:, 4], popcount(codes).sum(1))
 
 
+@pytest.mark.parametrize("bits", [False, True])
+def test_input_stages_take_the_sums_of_the_separate_sweep(rng, bits):
+    """The counting sums the input-stage kernels take while they write the applied inputs (no second sweep)
+    equal ``input_sums`` of those inputs: the same per-row arithmetic (``row_sums``), totals added in row order."""
+    from aimc.kernels import periphery as K
+    step = 2 / 254 if bits else 0.0
+    x = rng.standard_normal((2, 3, 9, 10)).astype(np.float32)
+    x[0, 1] = 0.0  # zero inputs: not counted as pulses
+    ci, ki, kj = np.meshgrid(np.arange(3), np.arange(3), np.arange(3), indexing="ij")
+    off = (ci * 90 + ki * 10 + kj).reshape(-1).astype(np.int64)
+    oh, ow, n = 7, 8, 27
+    R = 2 * oh * ow
+    g = rng.uniform(0, 50, n).astype(np.float32)
+    v = np.empty((R, n), np.float32)
+    csum, cacc = np.empty((R + 3, 5)), np.zeros(5)
+    K.patch_input_stage(x.reshape(-1), 270, oh, ow, 10, 1, off, 0, K.NM_ABS_MAX, np.float32(0), True, 2 / 254, 1.0,
+                        False, 0.0, 1, 2, 3, 4, v, np.empty(R, np.float32), np.empty(R, np.float32),
+                        np.empty(R, np.int8), np.empty((0, n), np.float32), -1, -1, g, csum, cacc, step)
+    out, acc = np.empty((R, 5)), np.zeros(5)
+    input_sums(v, np.zeros(0, np.float32), g, step, out, acc)
+    np.testing.assert_allclose(csum[:R], out, rtol=1e-6)
+    np.testing.assert_allclose(cacc, acc, rtol=1e-12)
+    np.testing.assert_array_equal(csum[:R, 3:], out[:, 3:])  # counts are exact
+    # the mvm input stage (rows of a batch, per-row scales)
+    xb = rng.standard_normal((9, n)).astype(np.float32)
+    rows = np.arange(9, dtype=np.int64)
+    scale = np.abs(xb).max(1).astype(np.float32)
+    v = np.empty((9, n), np.float32)
+    csum, cacc = np.empty((9, 5)), np.zeros(5)
+    K.input_stage(xb, rows, scale, 2 / 254, 1.0, False, 0.0, 1, 2, 3, 4, v, np.empty(9, np.float32),
+                  np.empty((0, n), np.float32), -1, -1, g, csum, cacc, step)
+    out, acc = np.empty((9, 5)), np.zeros(5)
+    input_sums(v, np.zeros(0, np.float32), g, step, out, acc)
+    np.testing.assert_allclose(csum, out, rtol=1e-6)
+    np.testing.assert_array_equal(csum[:, 3:], out[:, 3:])
+
+
 def test_one_hot_reads_single_line_conductance():
     """A one-hot input e_j reads exactly line j: e_amp = sum_i (G+_ij + G-_ij) of known conductances."""
     W = np.array([[1.0, -0.5, 0.0], [0.25, 1.0, -1.0]], np.float32)  # amax 1 -> 25 uS full scale

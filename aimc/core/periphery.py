@@ -391,17 +391,17 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     """
     p = p or _plan(io)
     calls = draw_calls(stream, io)
-    v, v2, aux = _input_pass(x, rows, scale, p, conv, calls)
     m = view.W.shape[0]
-    if counts is not None:
-        _count_pass(counts, p, v, g, m)
+    v, v2, aux = _input_pass(x, rows, scale, p, conv, calls, counts, g, m)
     yin, s_el, a_mat = _products(view, v, aux, p)
     return _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls, y, steps, bounds, conv, x.shape[1])
 
 
-def _input_pass(x, rows, scale, p: _Plan, conv, calls):
+def _input_pass(x, rows, scale, p: _Plan, conv, calls, counts=None, g=None, m: int = 0):
     """The input stage of one pass (DAC, with the chip's DAC levels when ``conv`` has them): the applied inputs
-    v (R x n), their squared sums v2 and the aux rows (v^2 for PCM read noise, |v| for IR drop)."""
+    v (R x n), their squared sums v2 and the aux rows (v^2 for PCM read noise, |v| for IR drop). With ``counts``
+    the pass is counted (``m`` output lines, ``g`` as in ``mvm``): by the input stage itself while it writes v,
+    or, after the chip's DAC levels, by a sweep over v."""
     R, n = rows.shape[0], x.shape[1]
     k0, k1, cu, cn = calls[:4]
     pcm, ir = p.pcm, p.ir
@@ -410,13 +410,20 @@ def _input_pass(x, rows, scale, p: _Plan, conv, calls):
     aux = np.empty(((pcm + ir) * R, n), np.float32)
     dac = conv.get("dac") if conv is not None else None
     if dac is None:
+        cargs = ()
+        if counts is not None:
+            if p.managed:
+                counts.dig_in += R * n   # x / (alpha f) before the DAC
+            cargs = counts.fused_pass(R, n, m, g, p.inp_step)
         _k.input_stage(x, rows, scale, p.inp_step, p.inp_bound, p.inp_sto, p.inp_noise,
-                       k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1)
+                       k0, k1, cu, cn, v, v2, aux, 0 if pcm else -1, R * pcm if ir else -1, *cargs)
     else:  # DAC with per-chip level errors: quantise and clip, then its levels, the noise and the sums
         _k.input_stage(x, rows, scale, p.inp_step, p.inp_bound, p.inp_sto, 0.0,
                        k0, k1, cu, cn, v, v2, aux, -1, -1)
         _k.dac_stage(v, rows, dac, p.inp_step, p.inp_noise, k0, k1, cn, v2, aux, 0 if pcm else -1,
                      R * pcm if ir else -1)
+        if counts is not None:
+            _count_pass(counts, p, v, g, m)
     return v, v2, aux
 
 
@@ -649,7 +656,8 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     pcm = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ
     ir = io.ir_drop > 0
     v = v[:R]
-    v2 = np.empty(R, np.float32)
+    additive = io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT
+    v2 = np.empty(R, np.float32)  # sum v^2 per row: summed only for additive weight noise (the one reader)
     alpha = np.empty(R, np.float32)
     zero = np.empty(R, np.int8)
     aux = np.empty(((pcm + ir) * R, n), np.float32)
@@ -658,18 +666,19 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
         guard = io.noise_management != NoiseManagement.NONE
     else:  # mvm's alpha.fill(float32(inp_range / inp_bound)): a constant NM scale of that value, no guard
         nm, thres, guard = _k.NM_CONSTANT, np.float32(inp_range / io.inp_bound), False
+    cargs = ()
+    if counts is not None:
+        managed = io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE
+        counts.mvms += R
+        counts.dig_out += R * m if managed or io.out_scale != 1.0 else 0
+        if managed:
+            counts.dig_in += R * n
+        cargs = counts.fused_pass(R, n, m, g, io.inp_step)  # the input stage adds the sums of the applied inputs
     with kernel_threads(R * (n + m)):
         _k.patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm,
                              thres, guard, io.inp_step, io.inp_bound, io.inp_sto_round,
-                             io.inp_noise, k0, k1, cu, cn, v, v2, alpha, zero, aux, 0 if pcm else -1,
-                             R * pcm if ir else -1)
-        if counts is not None:
-            managed = io.noise_management != NoiseManagement.NONE or io.bound_management != BoundManagement.NONE
-            counts.mvms += R
-            counts.dig_out += R * m if managed or io.out_scale != 1.0 else 0
-            if managed:
-                counts.dig_in += R * n
-            counts.add_pass(v, None, g, io.inp_step, m)
+                             io.inp_noise, k0, k1, cu, cn, v, v2 if additive else _EMPTY1, alpha, zero, aux,
+                             0 if pcm else -1, R * pcm if ir else -1, *cargs)
         yin = dot(v, (view.Wpos if ir else W).T, out=yin[:R])
         if pcm or ir:
             prod = dot(aux, view.absW.T)

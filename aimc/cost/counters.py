@@ -1,7 +1,8 @@
 """What a tile really did: exact event counts of its analog reads (issue 10; circuits_and_cost.md §B.2, §D.3).
 
-Counting is always on and cheap: integers per pass, plus one O(rows x in) sweep over the applied inputs
-(``aimc.kernels.cost.input_sums``) for the data-dependent array energy. Turning counts into joules, seconds
+Counting is always on and cheap: integers per pass, plus the sums of the data-dependent array energy, taken by
+the input-stage kernels while they write the applied inputs (``Counts.fused_pass``) or, where no such kernel
+sees the inputs whole, by one O(rows x in) sweep over them (``aimc.kernels.cost.input_sums``). Turning counts into joules, seconds
 and mm^2 happens on request with a technology card (``aimc.cost.report``).
 
 Array energy: a cell (i, j) driven at V_j = v_j V_read for a time t conducts V_j^2 G_ij t. Summed over the
@@ -108,20 +109,28 @@ class Counts:
         per row, ``inv`` None: v itself) on an array with ``m`` output lines and per-input-line conductance
         ``g`` (n,) in uS. One kernel call that adds into the totals; no allocation once the buffer fits."""
         R, n = v.shape
+        g, buf, acc, bstep = self.fused_pass(R, n, m, g, step)
+        if R == 0:
+            return
+        (input_sums_serial if R * n < _SERIAL_BELOW else input_sums)(
+            v, _NOINV if inv is None else inv, g, bstep, buf, acc)
+
+    def fused_pass(self, R: int, n: int, m: int, g: np.ndarray | None, step: float) -> tuple:
+        """Count one analog pass of R rows of n applied inputs on ``m`` output lines whose sums an input-stage
+        kernel adds itself while it writes the inputs (``kernels.periphery.input_stage``'s ``g``, ``csum``,
+        ``cacc``, ``cstep``): the event counts here, and the kernel's arguments returned: (g (n,) float32,
+        per-row buffer (>= R, 5) float64, the totals (5,) it adds to, DAC step of the bit-plane sums or 0)."""
         self.passes += R
         self.dac += R * n
         self.adc += R * m
-        if R == 0:
-            return
         if g is None:
             g = np.zeros(n, np.float32)
         if self._buf.shape[0] < R:
             self._buf = np.empty((R, len(_SUMS)), np.float64)
         bits = self.bit_planes and step > 0
-        (input_sums_serial if R * n < _SERIAL_BELOW else input_sums)(
-            v, _NOINV if inv is None else inv, g, float(step) if bits else 0.0, self._buf, self._acc)
-        if bits:
+        if bits and R:
             self.bit_passes += R
+        return g, self._buf, self._acc, float(step) if bits else 0.0
 
 
 def _sum_property(k: int, integer: bool):

@@ -119,18 +119,15 @@ FIRST_DEPLOY: list = [(('variant', 'aimc.kernels.drift', '_powerlaw_program_inli
   {'cache': True, 'fastmath': False, 'parallel': True},
   ['array(float32, 2d, C)', 'array(int64, 1d, C)', 'array(float32, 1d, C)', 'float64', 'float64', 'float64',
    'uint32', 'uint32', 'uint64', 'uint64', 'array(float32, 2d, C)', 'array(float32, 1d, C)',
-   'array(float32, 2d, C)', 'int64', 'int64']),
+   'array(float32, 2d, C)', 'int64', 'int64', 'array(float32, 1d, C)', 'array(float64, 2d, C)',
+   'array(float64, 1d, C)', 'float64']),
  (('variant', 'aimc.kernels.periphery', '_output_stage', (False, False)),
   {'cache': True, 'fastmath': False, 'parallel': True},
   ['array(float32, 2d, C)', 'array(int64, 1d, C)', 'array(float32, 1d, C)', 'array(float32, 2d, C)', 'float32',
    'float32', 'float32', 'array(float32, 2d, C)', 'int64', 'float32', 'array(float32, 1d, C)',
    'array(float32, 1d, C)', 'bool', 'array(uint64, 2d, C)', 'array(int8, 2d, C)', 'array(float32, 2d, C)',
    'array(float32, 1d, C)', 'array(int32, 2d, C)', 'int64', 'array(int64, 1d, C)', 'array(float32, 1d, C)',
-   'array(int8, 1d, C)', 'array(float32, 1d, C)', 'array(float32, 1d, C)', 'array(float32, 2d, C)']),
- (('attr', 'aimc.kernels.cost', '_input_sums'),
-  {'cache': True, 'fastmath': ['afn', 'contract', 'ninf', 'nnan', 'nsz', 'reassoc'], 'parallel': True},
-  ['array(float32, 2d, C)', 'array(float32, 1d, C)', 'array(float32, 1d, C)', 'float64', 'array(float64, 2d, C)',
-   'array(float64, 1d, C)'])]
+   'array(int8, 1d, C)', 'array(float32, 1d, C)', 'array(float32, 1d, C)', 'array(float32, 2d, C)'])]
 
 
 _SCALARS = {"bool": "boolean"}

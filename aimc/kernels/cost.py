@@ -1,9 +1,11 @@
 """Cost counting of an analog read in one sweep over the applied inputs (``aimc.cost``, issue 10).
 
-``input_sums`` reads the applied (DAC-converted) inputs v of a pass once and returns, per row, the sums the
-array energy needs for every input encoding, weighted by the per-input-line conductance g_j (the cells a
-line drives, summed, in uS): sum v^2 g (amplitude), sum |v| g (pulse width), sum popcount(code) g (bit-serial),
-and the number of non-zero inputs (driver pulses). One pass of O(rows x in), against the O(rows x in x out)
+``row_sums`` takes, per row of applied (DAC-converted) inputs v, the sums the array energy needs for every
+input encoding, weighted by the per-input-line conductance g_j (the cells a line drives, summed, in uS):
+sum v^2 g (amplitude), sum |v| g (pulse width), sum popcount(code) g (bit-serial), and the number of non-zero
+inputs (driver pulses). The input-stage kernels (``kernels.periphery.input_stage``, ``patch_input_stage``)
+call it on each row while the row is in L1, so counting costs no second sweep; ``input_sums`` is the sweep
+over a finished v for the reads those kernels do not see whole. O(rows x in), against the O(rows x in x out)
 product, so counting stays cheap.
 """
 from __future__ import annotations
@@ -23,50 +25,65 @@ def _popcount32(k):
     return ((k * np.int32(0x01010101)) >> np.int32(24)) & np.int32(0xFF)
 
 
-def _input_sums(v, inv, g, step, out, acc):
-    """For each row r of v (R x n, float32), with u = v[r] * inv[r] (the applied input, full scale 1; ``inv``
-    empty: u = v[r]):
+@njit(fastmath=True, cache=True)
+def row_sums(row, f, g, fs, out, r):
+    """The counting sums of one row of applied inputs u = row * f (full scale 1) into out[r, :5]:
 
     out[r, 0] = sum_j u_j^2 g_j; out[r, 1] = sum_j |u_j| g_j;
-    out[r, 2] = sum_j popcount(code_j) g_j with code_j = round(|u_j| / step) (0 if step <= 0);
+    out[r, 2] = sum_j popcount(code_j) g_j with code_j = round(|row_j| fs) (``fs`` = f / DAC step; fs 0: none);
     out[r, 3] = #{j: u_j != 0}; out[r, 4] = sum_j popcount(code_j) (the pulses of a bit-serial drive).
-    Per row in float32 (relative error ~ n 2^-24); then acc (5,) += the rows in row order, in float64, so the
-    totals do not depend on the thread count. ``out`` has at least R rows (a reused buffer: no allocation
-    per pass).
+
+    float32 reductions, reassociated (fastmath) so that LLVM vectorises them; one row is summed by one
+    thread, so the result does not depend on the thread count. Not IR-inlined (``inline="always"`` would
+    lower it with its caller's flags): the input-stage kernels, which must not reassociate, call it while the
+    row is in L1 (``kernels.periphery``) and keep these flags.
     """
-    n = v.shape[1]
+    n = row.shape[0]
+    s2 = np.float32(0.0)
+    s1 = np.float32(0.0)
+    nz = 0
+    for j in range(n):
+        a = abs(row[j])
+        s2 += a * a * g[j]
+        s1 += a * g[j]
+        nz += a != 0
+    sb = np.float32(0.0)
+    nb = 0
+    if fs > 0:
+        for j in range(n):
+            k = np.int32(abs(row[j]) * fs + np.float32(0.5))  # the DAC code (inputs lie on its grid)
+            pc = _popcount32(k)
+            sb += np.float32(pc) * g[j]
+            nb += pc
+    out[r, 0] = np.float64(s2) * np.float64(f) * np.float64(f)
+    out[r, 1] = np.float64(s1) * np.float64(f)
+    out[r, 2] = np.float64(sb)
+    out[r, 3] = nz
+    out[r, 4] = nb
+
+
+@njit(cache=True)
+def add_rows(out, R, acc):
+    """acc (5,) += out[:R] in row order, in float64: totals that do not depend on the thread count."""
+    for r in range(R):
+        for k in range(5):
+            acc[k] += out[r, k]
+
+
+def _input_sums(v, inv, g, step, out, acc):
+    """For each row r of v (R x n, float32) the sums of ``row_sums`` of the applied input u = v[r] * inv[r]
+    (full scale 1; ``inv`` empty: u = v[r]) into out[r] (popcounts only if step > 0), then acc (5,) += the rows
+    in row order (``add_rows``). ``out`` has at least R rows (a reused buffer: no allocation per pass).
+    The input-stage kernels compute the same sums in their own sweep (``kernels.periphery``); this one serves
+    the reads whose inputs they do not see whole (perfect reads, weight slices, per-chip DAC levels).
+    """
     R = v.shape[0]
     scaled = inv.shape[0] > 0
     inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
     for r in prange(R):
         f = abs(inv[r]) if scaled else np.float32(1.0)
-        row = v[r]
-        s2 = np.float32(0.0)
-        s1 = np.float32(0.0)
-        nz = 0
-        for j in range(n):  # float32 reductions, reassociated (fastmath) so that LLVM vectorises them;
-            # each row is summed by one thread, so the result does not depend on the thread count
-            a = abs(row[j])
-            s2 += a * a * g[j]
-            s1 += a * g[j]
-            nz += a != 0
-        sb = np.float32(0.0)
-        nb = 0
-        if step > 0:
-            fs = f * inv_step
-            for j in range(n):
-                k = np.int32(abs(row[j]) * fs + np.float32(0.5))  # the DAC code (inputs lie on its grid)
-                pc = _popcount32(k)
-                sb += np.float32(pc) * g[j]
-                nb += pc
-        out[r, 0] = np.float64(s2) * np.float64(f) * np.float64(f)
-        out[r, 1] = np.float64(s1) * np.float64(f)
-        out[r, 2] = np.float64(sb)
-        out[r, 3] = nz
-        out[r, 4] = nb
-    for r in range(R):
-        for k in range(5):
-            acc[k] += out[r, k]
+        row_sums(v[r], f, g, f * inv_step, out, r)
+    add_rows(out, R, acc)
 
 
 input_sums = njit(parallel=True, fastmath=True, cache=True)(_input_sums)

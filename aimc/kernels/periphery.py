@@ -20,7 +20,8 @@ import numpy as np
 from numba import prange, uint32
 
 from . import njit, variant  # numba.njit; parallel kernels bind per aimc.kernels.mode()
-from .rng import normals_row, uniforms_row
+from .cost import add_rows, row_sums
+from .rng import _bits_f32, _f32_bits, normals_row, uniforms_row
 
 NM_NONE, NM_ABS_MAX, NM_MAX, NM_CONSTANT = 0, 1, 2, 3
 
@@ -32,6 +33,17 @@ def _nm_row(row, kind, thres):
         return np.float32(1.0)
     if kind == NM_CONSTANT:
         return np.float32(thres) if thres > 0 else np.float32(1.0)
+    if kind == NM_ABS_MAX:
+        # max |x| as the max of the sign-cleared bit patterns (an integer reduction, which vectorises; a float
+        # max in order does not): the same value for non-NaN rows; a NaN (bits above +inf) takes the loop below
+        m = np.int32(0)
+        for j in range(row.shape[0]):
+            m = max(m, _f32_bits(row[j]) & np.int32(0x7FFFFFFF))
+        if m <= np.int32(0x7F800000):
+            a = _bits_f32(np.int32(m))
+            if thres > 0 and a > thres:
+                a = np.float32(thres)
+            return a
     a = np.float32(-np.inf) if kind == NM_MAX else np.float32(0.0)
     for j in range(row.shape[0]):
         v = row[j] if kind == NM_MAX else abs(row[j])
@@ -67,9 +79,9 @@ def _quantise_row(row, step, inv_step, sto, k0, k1, call_u, b):
 
 
 @njit(inline="always", cache=True)
-def _input_row(row, inv, step, inv_step, bound, sto, noisy, noise, k0, k1, call_u, call_n, key):
+def _input_row(row, inv, step, inv_step, bound, sto, noisy, noise, k0, k1, call_u, call_n, key, want_v2=True):
     """In place on one row: row * inv -> DAC quantise -> clip -> + noise (keyed by ``key``; only if ``noisy``,
-    i.e. noise > 0); returns sum v^2."""
+    i.e. noise > 0); returns sum v^2 (summed in order: a serial chain, so 0 unless ``want_v2``)."""
     n = row.shape[0]
     for j in range(n):
         row[j] = row[j] * inv
@@ -82,8 +94,9 @@ def _input_row(row, inv, step, inv_step, bound, sto, noisy, noise, k0, k1, call_
         for j in range(n):
             row[j] += noise * z[j]
     acc = np.float32(0.0)
-    for j in range(n):
-        acc += row[j] * row[j]
+    if want_v2:
+        for j in range(n):
+            acc += row[j] * row[j]
     return acc
 
 
@@ -100,40 +113,68 @@ def _aux_row(row, aux, r, sq_at, abs_at):
 _variant = variant  # memoised build(*switches) -> the kernel compiled with those switches as constants (module doc)
 
 
-def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n, v, v2, aux, sq_at, abs_at):
+def input_stage(x, rows, scale, step, bound, sto, noise, k0, k1, call_u, call_n, v, v2, aux, sq_at, abs_at,
+                g=None, csum=None, cacc=None, cstep=0.0):
     """v[r] = clip(Q(x[rows[r]] / scale[r]), +-bound) + noise*xi and v2[r] = sum_j v[r, j]^2.
 
     Also fills the right-hand sides of the extra products in one sweep: aux[sq_at + r] = v^2 (PCM read
-    noise) if sq_at >= 0, aux[abs_at + r] = |v| (IR drop) if abs_at >= 0.
+    noise) if sq_at >= 0, aux[abs_at + r] = |v| (IR drop) if abs_at >= 0. ``v2`` empty: not summed.
+    Counting (``aimc.cost``): with ``g`` (n,) the cost counters' sums of each row (``kernels.cost.row_sums``,
+    popcounts with DAC step ``cstep`` > 0) go into csum[r] while the row is in L1, and cacc (5,) += them in row
+    order, as ``kernels.cost.input_sums`` of v would.
     """
+    g, csum, cacc = _count_args(g, csum, cacc)
     _input_stage(bool(sto), bool(np.float32(noise) > 0))(x, rows, scale, step, bound, noise, k0, k1, call_u, call_n,
-                                                          v, v2, aux, sq_at, abs_at)
+                                                          v, v2, aux, sq_at, abs_at, g, csum, cacc, cstep)
+
+
+_NO_G = np.zeros(0, np.float32)
+_NO_CSUM = np.zeros((0, 5), np.float64)
+_NO_CACC = np.zeros(5, np.float64)
+
+
+def _count_args(g, csum, cacc):
+    """(g, csum, cacc) for the kernels: empty arrays when not counting."""
+    if g is None:
+        return _NO_G, _NO_CSUM, _NO_CACC
+    return g, csum, cacc
 
 
 @_variant
 def _input_stage(STO, NOISY):
     @njit(parallel=True, fastmath=False, cache=True)
-    def input_stage(x, rows, scale, step, bound, noise, k0, k1, call_u, call_n, v, v2, aux, sq_at, abs_at):
+    def input_stage(x, rows, scale, step, bound, noise, k0, k1, call_u, call_n, v, v2, aux, sq_at, abs_at, g, csum,
+                    cacc, cstep):
         n = x.shape[1]
         step = np.float32(step)
         inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
         bound = np.float32(bound)
         noise = np.float32(noise)
+        want_v2 = v2.shape[0] > 0
+        count = g.shape[0] > 0
+        fs = np.float32(1.0 / cstep) if cstep > 0 else np.float32(0.0)
         for r in prange(rows.shape[0]):
             b = rows[r]
             row = v[r]
             for j in range(n):
                 row[j] = x[b, j]
-            v2[r] = _input_row(row, np.float32(1.0) / scale[r], step, inv_step, bound, STO, NOISY, noise, k0, k1,
-                               call_u, call_n, b)
+            s = _input_row(row, np.float32(1.0) / scale[r], step, inv_step, bound, STO, NOISY, noise, k0, k1,
+                           call_u, call_n, b, want_v2)
+            if want_v2:
+                v2[r] = s
             _aux_row(row, aux, r, sq_at, abs_at)
+            if count:
+                row_sums(row, np.float32(1.0), g, fs, csum, r)
+        if count:
+            add_rows(csum, rows.shape[0], cacc)
 
     return input_stage
 
 
 def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound,
-                      sto, noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at):
-    """im2col + noise management + ``input_stage`` in one sweep over rows row0 .. row0 + len(v2) - 1 of the
+                      sto, noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at,
+                      g=None, csum=None, cacc=None, cstep=0.0):
+    """im2col + noise management + ``input_stage`` in one sweep over rows row0 .. row0 + len(alpha) - 1 of the
     patch matrix of a convolution, never writing the patch matrix itself.
 
     Patch row g (image g // (oh*ow), output position (py, px)) column j is
@@ -141,34 +182,41 @@ def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_th
     offsets of the tile's columns in the padded input, ``sh``/``sw`` already multiplied by the row stride).
     Per row: alpha = the NM scale of ``nm_alpha``; if ``zero_guard`` and alpha < tiny, alpha = 1 and zero = 1
     (``periphery.mvm``'s guard); then the row body of ``input_stage`` keyed by the global row g, so every
-    value equals the unfused path's.
+    value equals the unfused path's. ``v2`` empty: not summed; ``g``/``csum``/``cacc``/``cstep``: the cost
+    counters' sums, as in ``input_stage``.
     """
+    g, csum, cacc = _count_args(g, csum, cacc)
     _patch_input_stage(bool(sto), bool(np.float32(noise) > 0))(
         xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound, noise, k0, k1,
-        call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at)
+        call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at, g, csum, cacc, cstep)
 
 
 @_variant
 def _patch_input_stage(STO, NOISY):
     @njit(parallel=True, fastmath=False, cache=True)
     def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound,
-                          noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at):
+                          noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at, g, csum, cacc,
+                          cstep):
         n = off.shape[0]
+        R = alpha.shape[0]
         step = np.float32(step)
         inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
         bound = np.float32(bound)
         noise = np.float32(noise)
         tiny = np.float32(np.finfo(np.float32).tiny)
+        want_v2 = v2.shape[0] > 0
+        count = g.shape[0] > 0
+        fs = np.float32(1.0 / cstep) if cstep > 0 else np.float32(0.0)
         npos = oh * ow
-        for r in prange(v2.shape[0]):
-            g = row0 + r
-            img = g // npos
-            p = g - img * npos
+        for r in prange(R):
+            gr = row0 + r
+            img = gr // npos
+            p = gr - img * npos
             py = p // ow
             base = img * img_size + py * sh + (p - py * ow) * sw
             row = v[r]
-            for j in range(n):
-                row[j] = xflat[base + off[j]]
+            for j in range(n):  # an unsigned index: no negative-index wrap test per element (1.5x faster)
+                row[j] = xflat[np.uint64(base + off[j])]
             a = _nm_row(row, nm_kind, nm_thres)
             z = 0
             if zero_guard and a < tiny:
@@ -176,9 +224,15 @@ def _patch_input_stage(STO, NOISY):
                 z = 1
             alpha[r] = a
             zero[r] = z
-            v2[r] = _input_row(row, np.float32(1.0) / a, step, inv_step, bound, STO, NOISY, noise, k0, k1, call_u,
-                               call_n, g)
+            s = _input_row(row, np.float32(1.0) / a, step, inv_step, bound, STO, NOISY, noise, k0, k1, call_u,
+                           call_n, gr, want_v2)
+            if want_v2:
+                v2[r] = s
             _aux_row(row, aux, r, sq_at, abs_at)
+            if count:
+                row_sums(row, np.float32(1.0), g, fs, csum, r)
+        if count:
+            add_rows(csum, R, cacc)
 
     return patch_input_stage
 

@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import float32, float64, int32, int64, prange, types, uint32
+from numba import float32, float64, int32, prange, types, uint32
 from numba.extending import intrinsic
 
 from . import njit  # numba.njit; parallel kernels bind per aimc.kernels.mode()

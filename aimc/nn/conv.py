@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.config import TileConfig
-from ._function import as_numpy
 from .base import AnalogModule
 
 
@@ -273,13 +272,13 @@ class _AnalogConvNd(AnalogModule):
                              f"the (dilated) kernel {self.kernel_size}")
         if unfold_pad[0] or unfold_pad[1]:
             x = F.pad(x, (unfold_pad[1], unfold_pad[1], unfold_pad[0], unfold_pad[0]))
-        x = x.contiguous()
         if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             readers = [self] if self.group_tiles is None else list(self.group_tiles)
             tiles = [m._fused_tiles() for m in readers]
             if all(t is not None for t in tiles):
                 y = self._forward_fused(x, tiles, oh, ow, k, d, s)
                 return self._finish(y, n, oh, ow)
+        x = x.contiguous()
         # im2col as a strided view (N, oh, ow, C, kh, kw) and one copy into the (N*oh*ow, C*kh*kw) patch
         # matrix the tiles read (F.unfold plus a transpose is several times slower on CPU); autograd keeps it
         sn, sc, sh, sw = x.stride()
@@ -296,14 +295,26 @@ class _AnalogConvNd(AnalogModule):
 
     def _forward_fused(self, x, tiles, oh, ow, k, d, s) -> torch.Tensor:
         """Inference without a patch matrix: every group's tiles gather their patches from the padded input
-        chunk by chunk (``TileArray.forward_patches``; working memory bounded by ``aimc.tile.PATCH_CHUNK``)."""
+        chunk by chunk (``TileArray.forward_patches``; working memory bounded by ``aimc.tile.PATCH_CHUNK``).
+        The input is read through its strides, in NCHW or channels-last layout (the layout of this layer's own
+        output and of torch's element-wise ops on it), so no copy into NCHW precedes the gather."""
         n, c, h, w = x.shape
         cg = c // self.groups
-        xflat = as_numpy(x).reshape(-1)
+        x = x.detach()
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            x = x.to("cpu", torch.float32)
+        if x.is_contiguous():
+            xflat = x.numpy().reshape(-1)
+        elif x.is_contiguous(memory_format=torch.channels_last):  # what a conv's output and torch's ops on it
+            xflat = x.permute(0, 2, 3, 1).numpy().reshape(-1)     # are: read in place through its strides
+        else:
+            x = x.contiguous()
+            xflat = x.numpy().reshape(-1)
+        sn, sc, sh, sw = x.stride()
         ci, ki, kj = np.meshgrid(np.arange(cg), np.arange(k[0]), np.arange(k[1]), indexing="ij")
-        local = (ci * (h * w) + ki * (d[0] * w) + kj * d[1]).reshape(-1).astype(np.int64)
+        local = (ci * sc + ki * (d[0] * sh) + kj * (d[1] * sw)).reshape(-1).astype(np.int64)
         rows = n * oh * ow
-        outs = [t.forward_patches(xflat, c * h * w, oh, ow, s[0] * w, s[1], local + g * cg * h * w, rows)
+        outs = [t.forward_patches(xflat, sn, oh, ow, s[0] * sh, s[1] * sw, local + g * cg * sc, rows)
                 for g, t in enumerate(tiles)]
         y = torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1))
         return y.to(x.dtype)
