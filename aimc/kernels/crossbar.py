@@ -23,8 +23,8 @@ number) iterations. Linear cells need exactly one Newton step (currents = G V + 
 residual, later ones at the residual Newton's quadratic rate predicts, |r_k|^3 / |r_(k-1)|^2 (Eisenstat-Walker,
 choice 2; at most 10 %), and at 0.7 tol once that prediction is below 0.2 tol -- then the next F(v) is expected
 to pass and is checked without applying L first. At 256 x 256, 1 Ohm, g_max 25 uS, +-0.2 V (the bench's tile
-inputs) and tol 1e-5 that is 2 Newton steps of 2 and 2 CG iterations, 7 sweeps per input: 3 F evaluations and
-4 CG (tol 1e-4: 3 CG). The first F sweep needs no row scans: at v = V every cell of input line a sits at V_a, so its currents and
+inputs) and the default tol 1e-4 (``ArrayConfig.tol``) that is 2 Newton steps of 2 and 1 CG iterations, 6 sweeps
+per input: 3 F evaluations and 3 CG (tol 1e-5: 4 CG). The first F sweep needs no row scans: at v = V every cell of input line a sits at V_a, so its currents and
 K are row a of G times F(V_a) and F'(V_a), and their row drops F(V_a) times those of G itself (``RG``, computed
 once per array and call).
 
