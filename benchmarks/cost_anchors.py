@@ -30,7 +30,7 @@ one-phase throughput is divided by the four modulation cycles of a four-phase re
 "four modulation cycles"; published 63.1 / 16.1 TOPS = 3.9) before the comparison. 16.1 TOPS at
 0.40 TOPS/mm2 is 40 mm2, 0.63 mm2 per core [D]: the cores' area, not the 12 mm x 12 mm die, and the same
 core area as HERMES' 1.008 TOPS at 1.59 TOPS/mm2 (0.634 mm2 [D]). The script prints both implied core
-areas beside the modelled one: the difference is the area no component source covers (README, cost).
+areas beside the modelled one (cells, ADCs, row drivers, digital units from component sources: README, cost).
 NeuroSim's example figures are not reproduced: its 8-bit weights in 1-bit cells (weight bit slicing) and its
 buffer/interconnect model are not simulated here.
 
@@ -115,8 +115,8 @@ def main(argv=None):
     out["implied_core_area_mm2"] = implied
     modelled = reps[names[-1]].layers[0].area * 1e6
     for what, a in implied.items():
-        print(f"{what}: implied core area {a:.3f} mm2 [D]; modelled ({names[-1]}) {modelled:.3f} mm2; "
-              f"without a component source: {a - modelled:.3f} mm2 ({(a - modelled) / a:.0%} of the core)")
+        print(f"{what}: implied core area {a:.3f} mm2 [D]; modelled ({names[-1]}) {modelled:.3f} mm2 "
+              f"({modelled / a:.2f} x the implied; implied - modelled = {a - modelled:+.3f} mm2)")
     for name, rep in reps.items():
         lc = rep.layers[0]
         b = {t: v / rep.inputs * 1e9 for t, v in lc.energy.items()}
