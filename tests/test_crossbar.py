@@ -209,16 +209,19 @@ def test_non_convergence_falls_back_with_a_warning_or_raises_naming_the_array(rn
 
 
 def test_fast_solver_thread_independent(rng):
+    """Same result on 1 and 2 threads, and on repeated 2-thread calls: the workers take inputs from a shared
+    queue in whatever order they finish, so which worker (and work arrays) solves an input varies per call."""
     import numba
     G = rng.uniform(0, 25, (20, 30))
     V = rng.uniform(-0.3, 0.3, (19, 20))
-    out = []
+    two = min(2, numba.config.NUMBA_NUM_THREADS)
     for cell in ("linear", "sinh"):
-        for th in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        out = []
+        for th in (1, two, two, two):
             numba.set_num_threads(th)
             out.append(Crossbar(G, 5.0, 9.0, cell=cell).fast(V))
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    assert np.array_equal(out[0], out[1]) and np.array_equal(out[2], out[3])
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        assert all(np.array_equal(out[0], o) for o in out[1:]), cell
 
 
 # ----------------------------------------------------------------------------------------------- tiles

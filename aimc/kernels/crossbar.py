@@ -58,7 +58,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
 
 from . import njit  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 
@@ -68,6 +70,17 @@ CELL_SINH = 1
 CONVERGED = 0
 NOT_CONVERGED = 1
 NOT_FINITE = 2
+
+
+@intrinsic
+def _take(typingctx, counter):
+    """The next index of a shared queue: ``counter[0]`` (int64 array) incremented atomically (one LLVM
+    ``atomicrmw add``), the value before returned; numba has no atomics of its own."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return types.int64(counter), codegen
 
 
 @njit(cache=True, fastmath=True)
@@ -447,8 +460,10 @@ def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_thread
     K-weighted residual |V - v - L F(v)|_K falls below ``tol`` |V|_K per input (inexact Newton, at most
     ``max_newton`` steps and ``max_cg`` sweeps in all, each step clipped to ``dv_max``; linear cells: CG to
     ``tol``). ``iters`` (B,): sweeps with an application of L K (CG iterations, the last Newton test
-    included); ``status`` (B,): CONVERGED / NOT_CONVERGED / NOT_FINITE. Inputs are dealt to ``n_threads``
-    parallel work queues (numba.get_num_threads()).
+    included); ``status`` (B,): CONVERGED / NOT_CONVERGED / NOT_FINITE. ``n_threads`` parallel workers
+    (numba.get_num_threads()), each with its own work arrays, take the next unsolved input from one shared
+    counter (``_take``) until none is left: a worker that a slow input or another process holds up takes fewer
+    (a static deal waited for the slowest worker's share). An input's result depends on that input only.
     """
     B = V.shape[0]
     n_in, n_out = G.shape
@@ -456,6 +471,7 @@ def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_thread
     RG = np.empty((n_in, n_out), np.float32)     # row drops of G itself: the first F sweep's (see _solve_one)
     for a in range(n_in):
         _row_drop(G[a], dq, RG[a])
+    queue = np.zeros(1, np.int64)               # the next input to solve, shared by the work queues
     for ci in prange(nt):
         v = np.empty((n_in, n_out), np.float32)
         K = np.empty((n_in, n_out), np.float32)
@@ -466,7 +482,10 @@ def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_thread
         t = np.empty((4, n_out), np.float32)
         col = np.empty((6, n_out), np.float32)
         cur = np.empty(n_out, np.float64)
-        for i in range(ci, B, nt):
+        while True:
+            i = _take(queue)
+            if i >= B:
+                break
             st, it = _solve_one(G, RG, V[i], dq, p, kind == CELL_LINEAR, ks, tol, max_newton, max_cg, dv_max, v, K, r,
                                 d, w, x, t, col[0], col[1], col[2], col[3], col[4], col[5], cur)
             status[i] = st
