@@ -996,10 +996,11 @@ class TileArray(_Reads):
             e = cache[c] = (views, WeightView(np.concatenate([v.W for v in views], axis=0)))
         return e[1]
 
-    def _forward_shared(self, c: int, stack: WeightView, x: np.ndarray, col_add=None, row_add=None) -> np.ndarray:
+    def _forward_shared(self, c: int, stack: WeightView, x: np.ndarray, col_add=None, row_add=None,
+                        scratch=None) -> np.ndarray:
         """The tiles of input split ``c`` read x in one ``mvm_shared`` (B x out): the values of their
         ``Tile._forward`` side by side, digital output factors included, plus ``col_add``/``row_add``
-        (``mvm_shared``'s)."""
+        and ``scratch`` (``mvm_shared``'s)."""
         col = [row[c] for row in self.tiles]
         t0 = col[0]
         f = self._col_scale(col)
@@ -1007,7 +1008,7 @@ class TileArray(_Reads):
         y = mvm_shared(stack, self.out_splits, x, self.config.forward, [t.stream for t in col],
                        [t.counts for t in col], [t.line_conductance("forward") for t in col],
                        [t._clip for t in col], inp_range=t0._cal_inp, adc=t0._adc, col_scale=f,
-                       col_add=col_add if fused else None, row_add=row_add if fused else None)
+                       col_add=col_add if fused else None, row_add=row_add if fused else None, scratch=scratch)
         for r, t in enumerate(col):
             if t._out is not None:
                 if f is None:   # factors that are not float32: numpy's multiply, as Tile._forward does
@@ -1017,14 +1018,17 @@ class TileArray(_Reads):
             _add(y, col_add, row_add)
         return y
 
-    def _forward_add(self, x: np.ndarray, col_add: np.ndarray | None, row_add: np.ndarray | None) -> np.ndarray:
+    def _forward_add(self, x: np.ndarray, col_add: np.ndarray | None, row_add: np.ndarray | None,
+                     scratch: dict | None = None) -> np.ndarray:
         """``_forward(x)`` + ``col_add`` (float32 (out,)) + ``row_add`` (float32 C-contiguous (B, out)), added in
         this order (either may be None): an RNN step's hidden read with its bias and input part. A read of
-        tiles that share their inputs adds them in its output-stage sweep (``periphery.mvm_shared``)."""
+        tiles that share their inputs adds them in its output-stage sweep (``periphery.mvm_shared``), with
+        ``scratch`` (a dict kept by the caller between steps) its working arrays and its result are reused:
+        the returned array is then overwritten by the next call with the same ``scratch``."""
         if len(self.in_splits) == 1 and len(self.tiles) > 1:
             stack = self._shared_stack(0)
             if stack is not None:
-                return self._forward_shared(0, stack, x, col_add, row_add)
+                return self._forward_shared(0, stack, x, col_add, row_add, scratch)
         y = self._forward(x)
         _add(y, col_add, row_add)
         return y
