@@ -368,14 +368,17 @@ def _output_stage(W_FIRST, STO):
                                   key)
                     if bound > 0:
                         # counts, not a running max/min: integer sums vectorise, a float max reduction
-                        # does not (it cost a third of the stage); max > bound iff some v > bound
+                        # does not (it cost a third of the stage); max > bound iff some v > bound.
+                        # The loop runs over the slice from 0: with range(c0, c1) Numba's wraparound check of
+                        # a possibly negative index kept it scalar (5x slower: 0.11 vs 0.023 ms on 64 x 1024)
+                        rs = row[c0:c1]
                         n_hi = 0
                         n_lo = 0
-                        for i in range(c0, c1):
-                            v = row[i]
+                        for i in range(rs.shape[0]):
+                            v = rs[i]
                             n_hi += v > bound
                             n_lo += v < -bound
-                            row[i] = min(max(v, -bound), bound)
+                            rs[i] = min(max(v, -bound), bound)
                         cnt = n_hi + n_lo
                         flag = 1 if (n_hi > 0 or (test_neg and n_lo > 0)) else 0
                 clipped[r, s] = flag
