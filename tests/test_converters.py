@@ -7,7 +7,7 @@ import pytest
 from aimc import Tile, load_chip, save_chip
 from aimc import mapping as _map
 from aimc.calibration import adc_bound
-from aimc.config import CalibrationConfig, ConfigError, InferenceConfig, IOConfig, MappingConfig, TileConfig
+from aimc.config import ArrayConfig, CalibrationConfig, ConfigError, InferenceConfig, IOConfig, MappingConfig, TileConfig
 from aimc.periphery import draw_dac, ramp_inl
 from aimc.rng import Stream
 
@@ -341,7 +341,10 @@ def test_an_image_with_sar_adcs_written_before_columns_per_adc_still_loads():
     new = TileConfig(forward=IOConfig(adc="sar", out_bits=6, out_bound=8.0, adc_cap_mismatch=0.05,
                                       adc_comparator_offset=0.01, columns_per_adc=8, adc_gain_std=0.01),
                      backward=PERFECT)
-    assert new == old
+    # equal up to the array's solver settings (the image recorded the tol of its day, 1e-5), which are no part
+    # of a chip's identity
+    solver = {f: getattr(new.array, f) for f in ArrayConfig.SOLVER_FIELDS}
+    assert new == old.replace(array=old.array.replace(**solver))
     for cfg in (old, new):
         t = load_chip(data / "chip_sar_adc_group.h5", Tile(20, 9, cfg, seed=0, tile_id="sar"))
         for k in ("gain", "offset", "caps", "comp"):

@@ -57,7 +57,8 @@ class Crossbar:
     """
 
     def __init__(self, G, r_in, r_out, r_drv=0.0, r_sense=0.0, cell=CellKind.LINEAR, access_ohm=0.0,
-                 sinh_k=2.71689828, *, tol=1e-5, max_iter=500, fallback=True, name="array"):
+                 sinh_k=2.71689828, *, tol=ArrayConfig.tol, max_iter=ArrayConfig.max_iter,
+                 fallback=ArrayConfig.fallback, name="array"):
         G = np.asarray(G, np.float64)
         if G.ndim != 2 or G.size == 0:
             raise ValueError(f"{name}: G must be a non-empty 2-D array (n_in, n_out), got shape {G.shape}")

@@ -702,7 +702,7 @@ def _check_array_meta(a_meta: dict, name: str, arr, ver: int, where: str) -> Non
     saved = a_meta.get("config")
     if not isinstance(saved, dict):
         _fail(where, "config must be a JSON object")
-    # the calibration *method* is not part of a chip's identity (the calibrated ranges are tile state)
+    # what is no part of a chip's identity (the calibration *method*, the circuit solver's settings) is left out
     from .config import chip_identity
     a, b = (chip_identity(d) for d in (type(cfg).normalised_dict(saved), cfg.to_dict()))
     if a != b:

@@ -654,7 +654,13 @@ class ArrayConfig(_Node):
     loads unchanged), 'circuit' solves the network, 'none' has ideal wires. For linear cells the circuit is
     solved once per programmed/drifted state into an effective weight matrix (a never-programmed tile uses
     the ideal conductances its weights map to); sinh cells need a solve per input.
+
+    ``solver``, ``tol``, ``max_iter`` and ``fallback`` (``SOLVER_FIELDS``) say how the circuit is computed,
+    not what it is: they are no part of a chip's identity (``chip_identity``), so a chip image or state dict
+    saved with other solver settings loads, and the model's own settings solve it.
     """
+
+    SOLVER_FIELDS = ("solver", "tol", "max_iter", "fallback")   # no dataclass field (no annotation)
 
     model: WireModel = WireModel.POLYNOMIAL
     wire_row_ohm: float = 1.0      # word-line resistance per cell segment (Ohm)
@@ -669,7 +675,7 @@ class ArrayConfig(_Node):
     pair_layout: PairLayout = PairLayout.TWO_ARRAYS
     geometry: ArrayGeometry = ArrayGeometry.USED
     solver: CircuitSolver = CircuitSolver.FAST
-    tol: float = 1e-5              # fast solver: relative residual |s (V - v - L F(v))| / |s V| (crossbar.py)
+    tol: float = 1e-4              # fast solver: relative residual |s (V - v - L F(v))| / |s V| (crossbar.py)
     max_iter: int = 500            # fast solver: conjugate-gradient iterations per solve
     fallback: bool = True          # fast solver failed: warn and use the exact solve (else raise)
 
@@ -809,10 +815,17 @@ register_subnode(TileConfig, "calibration", CalibrationConfig)
 
 
 def chip_identity(d: dict) -> dict:
-    """A config dict (``to_dict``/``normalised_dict``) less the calibration *method*: what must match for a
-    saved chip state to fit a model (the calibrated ranges are tile state; an image written before
-    calibration existed, or with another method, still fits)."""
-    return {k: v for k, v in d.items() if k != "calibration"} if isinstance(d, dict) else d
+    """A config dict (``to_dict``/``normalised_dict``) less what is no part of the hardware: what must match
+    for a saved chip state to fit a model. Left out: the calibration *method* (the calibrated ranges are
+    tile state; an image written before calibration existed, or with another method, still fits) and the
+    array's circuit-solver settings (``ArrayConfig.SOLVER_FIELDS``: a numerical tolerance or the choice of
+    solver changes how closely the same circuit is computed, not the circuit)."""
+    if not isinstance(d, dict):
+        return d
+    out = {k: v for k, v in d.items() if k != "calibration"}
+    if isinstance(out.get("array"), dict):
+        out["array"] = {k: v for k, v in out["array"].items() if k not in ArrayConfig.SOLVER_FIELDS}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- presets

@@ -23,8 +23,8 @@ number) iterations. Linear cells need exactly one Newton step (currents = G V + 
 residual, later ones at the residual Newton's quadratic rate predicts, |r_k|^3 / |r_(k-1)|^2 (Eisenstat-Walker,
 choice 2; at most 10 %), and at 0.7 tol once that prediction is below 0.2 tol -- then the next F(v) is expected
 to pass and is checked without applying L first. At 256 x 256, 1 Ohm, g_max 25 uS, +-0.2 V (the bench's tile
-inputs) and tol 1e-5 that is 2 Newton steps of 2 and 2 CG iterations, 7 sweeps per input: 3 F evaluations and
-4 CG (tol 1e-4: 3 CG). The first F sweep needs no row scans: at v = V every cell of input line a sits at V_a, so its currents and
+inputs) and the default tol 1e-4 (``ArrayConfig.tol``) that is 2 Newton steps of 2 and 1 CG iterations, 6 sweeps
+per input: 3 F evaluations and 3 CG (tol 1e-5: 4 CG). The first F sweep needs no row scans: at v = V every cell of input line a sits at V_a, so its currents and
 K are row a of G times F(V_a) and F'(V_a), and their row drops F(V_a) times those of G itself (``RG``, computed
 once per array and call).
 
@@ -193,6 +193,7 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
     iters = 0
     f32span = np.float32(span)
     alpha = np.float32(0.0)
+    jlast = 0                                       # the last CG sweep's j: 0 leaves d_0 = r_0 and x = 0 unstored
     final = False
     rho_prev = 1.0
     for newton in range(max_newton):
@@ -237,11 +238,17 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                     a = a0 + i
                     ti = t[i]
                     va_ = v[a]
-                    xa = x[a]
-                    da = d[a]
-                    for b in range(n_out):
-                        step = min(max(xa[b] + alpha * da[b], -dv_max), dv_max)
-                        va_[b] = min(max(va_[b] + step, -f32span), f32span)
+                    if jlast == 0:   # one CG sweep: the step is alpha r (d_0 = r_0 and x = 0 not stored)
+                        ra = r[a]
+                        for b in range(n_out):
+                            step = min(max(alpha * ra[b], -dv_max), dv_max)
+                            va_[b] = min(max(va_[b] + step, -f32span), f32span)
+                    else:
+                        xa = x[a]
+                        da = d[a]
+                        for b in range(n_out):
+                            step = min(max(xa[b] + alpha * da[b], -dv_max), dv_max)
+                            va_[b] = min(max(va_[b] + step, -f32span), f32span)
                     _sinh_cell_row(G[a], va_, ks, m, ti, K[a])
                     ka = K[a]
                     for b in range(n_out):
@@ -249,7 +256,8 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                         cK[b] += ka[b]
                 _block_L(t, nr, a0, dq, p, acc, accp, w)
         accq[:] = accp                              # column-total term of L F(v)
-        # CG sweeps. Sweep j forms r_j (the first: r_0 = V - v - L F(v), d_0 = r_0, x = 0; later ones:
+        # CG sweeps. Sweep j forms r_j (the first: r_0 = V - v - L F(v), d_0 = r_0 and x = 0 left implicit, not
+        # stored -- sweep 1 reads d_0 from r and writes x = alpha d_0, a step after one sweep is alpha r_0; later ones:
         # x += alpha d, r -= alpha A d with A d = d + L K d from the previous sweep's w and accq, then
         # d = r + beta d), t = K d and the partial L t into w, and the sums that give (d, A d), (r, A d)
         # and (A d, A d) in the K inner product once the column totals are known; so alpha and the next
@@ -276,6 +284,7 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
         rho = 0.0
         done = False
         for j in range(max_cg + 1):
+            jlast = j
             acc[:] = 0.0
             accp[:] = 0.0
             cKr[:] = 0.0
@@ -297,11 +306,22 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                         for b in range(n_out):
                             rb = (np.float32(0.0) if linear else va - va_[b]) - wa[b] - accq[b]
                             ra[b] = rb
-                            da[b] = rb
-                            xa[b] = 0.0
                             tb = ka[b] * rb
                             ti[b] = tb
                             part += tb * rb
+                            tsum += tb
+                    elif j == 1:   # d_0 = r_0 (in r) and x = 0 were not stored: x = alpha d_0
+                        for b in range(n_out):
+                            db = ra[b]
+                            xa[b] = alpha * db
+                            rb = db - alpha * (db + wa[b] + accq[b])
+                            ra[b] = rb
+                            kb = ka[b]
+                            part += kb * rb * rb
+                            db = rb + beta * db
+                            da[b] = db
+                            tb = kb * db
+                            ti[b] = tb
                             tsum += tb
                     else:
                         for b in range(n_out):
@@ -325,7 +345,8 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                         _row_drop(t[i], dq, w[a0 + i])
                 for i in range(nr):   # column prefix terms, then the CG sums of this block's rows (L1):
                     # z = d + partial L K d
-                    ra, da, wa, ka, ti = r[a0 + i], d[a0 + i], w[a0 + i], K[a0 + i], t[i]
+                    ra, wa, ka, ti = r[a0 + i], w[a0 + i], K[a0 + i], t[i]
+                    da = r[a0 + i] if j == 0 else d[a0 + i]
                     pa = p[a0 + i]
                     p1 = np.float32(0.0)
                     p2 = np.float32(0.0)
@@ -398,14 +419,14 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
             rr = 0.0
             for a in range(n_in):
                 ra = r[a]
-                da = d[a]
+                da = r[a] if jlast == 0 else d[a]
                 xa = x[a]
                 wa = w[a]
                 ka = K[a]
                 part = np.float32(0.0)
                 for b in range(n_out):
                     db = da[b]
-                    xb = xa[b] + alpha * db
+                    xb = alpha * db if jlast == 0 else xa[b] + alpha * db
                     rb = ra[b] - alpha * (db + wa[b] + accq[b])
                     part += ka[b] * rb * rb
                     cur[b] += ka[b] * xb
