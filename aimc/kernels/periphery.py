@@ -21,7 +21,7 @@ from numba import prange, uint32
 
 from . import njit, variant  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 from .cost import add_rows, row_sums
-from .rng import _bits_f32, _f32_bits, normals_row, uniforms_row
+from .rng import _bits_f32, _f32_bits, normals_row, normals_rows, uniforms_row
 
 NM_NONE, NM_ABS_MAX, NM_MAX, NM_CONSTANT = 0, 1, 2, 3
 
@@ -290,6 +290,10 @@ def output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, 
         clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale, col_add, row_add)
 
 
+SHORT_ROW = 64      # rows (of one tile) below this many outputs draw their output noise in blocks of rows
+SHORT_BLOCKS = 512  # counter blocks (4 normals each) per such block of rows: 8 kB of normals, in L1
+
+
 @_variant
 def _output_stage(W_FIRST, STO):
     @njit(parallel=True, fastmath=False, cache=True)
@@ -306,98 +310,125 @@ def _output_stage(W_FIRST, STO):
         w_noise2 = np.float32(w_noise2)
         per_col = bounds.shape[0] > 1
         per_el = s_el.shape[0] > 0 and not W_FIRST
-        for r in prange(rows.shape[0]):
-            b = rows[r]
-            key = b + key_off  # the random counters' row (a chunk of a larger batch passes its first row)
-            row = y[b]
-            for i in range(m):
-                row[i] = yin[r, i]
-            if ir_drop > 0:
+        R = rows.shape[0]
+        # rows of one tile shorter than SHORT_ROW outputs: the output noise of BLK rows drawn in one generator
+        # loop (``rng.normals_rows``: the same numbers as ``normals_row`` per row); longer rows vectorise alone
+        nb = (m + 3) // 4
+        blocked = seg.shape[0] == 2 and 0 < m < SHORT_ROW
+        BLK = SHORT_BLOCKS // nb if blocked else 1
+        nq = BLK * nb if blocked else 0
+        qi = np.empty(nq, np.uint32)
+        qr = np.empty(nq, np.int64)
+        for q in range(nq):
+            qr[q] = q // nb
+            qi[q] = uint32(q - (q // nb) * nb)
+        for bk in prange((R + BLK - 1) // BLK):
+            r0 = bk * BLK
+            rb = min(BLK, R - r0)
+            zb = np.empty(4 * nb * BLK, np.float32)
+            if blocked:
+                kq = np.empty(rb * nb, np.uint32)
+                for q in range(rb * nb):
+                    kq[q] = uint32(rows[r0 + qr[q]] + key_off)
+                normals_rows(zb, uint32(calls[0, 0]), uint32(calls[0, 1]), calls[0, 4], kq, qi, rb * nb)
+            z = zb[:m]
+            for r in range(r0, r0 + rb):
+                if blocked:
+                    z = zb[4 * nb * (r - r0):4 * nb * (r - r0) + m]
+                b = rows[r]
+                key = b + key_off  # the random counters' row (a chunk of a larger batch passes its first row)
+                row = y[b]
                 for i in range(m):
-                    a = ir_a_scale * a_mat[r, i]
-                    row[i] -= (ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a)
-                               * yin[r, p_off + i])
-            if W_FIRST:
-                zw = np.empty(m, np.float32)
+                    row[i] = yin[r, i]
+                if ir_drop > 0:
+                    for i in range(m):
+                        a = ir_a_scale * a_mat[r, i]
+                        row[i] -= (ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a)
+                                   * yin[r, p_off + i])
+                if W_FIRST:
+                    zw = np.empty(m, np.float32)
+                    for s in range(seg.shape[0] - 1):
+                        normals_row(zw[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 6],
+                                    key)
+                    if s_el.shape[0] > 0:
+                        for i in range(m):
+                            row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
+                    else:
+                        for i in range(m):
+                            row[i] += sw_row[r] * zw[i]
+                if nl > 0:
+                    for i in range(m):
+                        row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
+                if not blocked:
+                    for s in range(seg.shape[0] - 1):
+                        normals_row(z[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 4], key)
+                s0 = sig_row[r] * sig_row[r]
+                if per_el:
+                    for i in range(m):
+                        row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
+                elif s0 > 0:
+                    sg = np.sqrt(s0)
+                    for i in range(m):
+                        row[i] += sg * z[i]
                 for s in range(seg.shape[0] - 1):
-                    normals_row(zw[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 6], key)
-                if s_el.shape[0] > 0:
-                    for i in range(m):
-                        row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
-                else:
-                    for i in range(m):
-                        row[i] += sw_row[r] * zw[i]
-            if nl > 0:
-                for i in range(m):
-                    row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
-            z = np.empty(m, np.float32)
-            for s in range(seg.shape[0] - 1):
-                normals_row(z[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 4], key)
-            s0 = sig_row[r] * sig_row[r]
-            if per_el:
-                for i in range(m):
-                    row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
-            elif s0 > 0:
-                sg = np.sqrt(s0)
-                for i in range(m):
-                    row[i] += sg * z[i]
-            for s in range(seg.shape[0] - 1):
-                c0 = seg[s]
-                c1 = seg[s + 1]
-                flag = 0
-                cnt = 0
-                if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
-                    u = np.zeros(c1 - c0, np.float32)
-                    if STO:
-                        uniforms_row(u, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5], key)
-                    for i in range(c0, c1):
-                        st = np.float32(steps[i])
-                        if st > 0:
-                            shift = u[i - c0] - np.float32(0.5) if STO else np.float32(0.0)
-                            row[i] = np.rint(row[i] / st + shift) * st
-                        v = row[i]
-                        bd = np.float32(bounds[i])
-                        if bd > 0:
-                            if v > bd or v < -bd:
-                                cnt += 1
-                                if v > bd or test_neg:
-                                    flag = 1
-                            row[i] = min(max(v, -bd), bd)
-                else:
-                    _quantise_row(row[c0:c1], step, inv_step, STO, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5],
-                                  key)
-                    if bound > 0:
-                        # counts, not a running max/min: integer sums vectorise, a float max reduction
-                        # does not (it cost a third of the stage); max > bound iff some v > bound
-                        n_hi = 0
-                        n_lo = 0
+                    c0 = seg[s]
+                    c1 = seg[s + 1]
+                    flag = 0
+                    cnt = 0
+                    if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
+                        u = np.zeros(c1 - c0, np.float32)
+                        if STO:
+                            uniforms_row(u, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5], key)
                         for i in range(c0, c1):
+                            st = np.float32(steps[i])
+                            if st > 0:
+                                shift = u[i - c0] - np.float32(0.5) if STO else np.float32(0.0)
+                                row[i] = np.rint(row[i] / st + shift) * st
                             v = row[i]
-                            n_hi += v > bound
-                            n_lo += v < -bound
-                            row[i] = min(max(v, -bound), bound)
-                        cnt = n_hi + n_lo
-                        flag = 1 if (n_hi > 0 or (test_neg and n_lo > 0)) else 0
-                clipped[r, s] = flag
-                nclip[r, s] = cnt
-            if row_scale.shape[0] > 0:
-                a = row_scale[b]
-                for i in range(m):
-                    row[i] *= a
-            if zero.shape[0] > 0 and zero[b] != 0:
-                for i in range(m):
-                    row[i] = np.float32(0.0)
-            if col_scale.shape[0] > 0:
-                for i in range(m):
-                    row[i] *= col_scale[i]
-            if col_add.shape[0] > 0:
-                for i in range(m):
-                    row[i] += col_add[i]
-            if row_add.shape[0] > 0:
-                for i in range(m):
-                    row[i] += row_add[b, i]
+                            bd = np.float32(bounds[i])
+                            if bd > 0:
+                                if v > bd or v < -bd:
+                                    cnt += 1
+                                    if v > bd or test_neg:
+                                        flag = 1
+                                row[i] = min(max(v, -bd), bd)
+                    else:
+                        _quantise_row(row[c0:c1], step, inv_step, STO, uint32(calls[s, 0]), uint32(calls[s, 1]),
+                                      calls[s, 5], key)
+                        if bound > 0:
+                            # counts, not a running max/min: integer sums vectorise, a float max reduction
+                            # does not (it cost a third of the stage); max > bound iff some v > bound
+                            n_hi = 0
+                            n_lo = 0
+                            for i in range(c0, c1):
+                                v = row[i]
+                                n_hi += v > bound
+                                n_lo += v < -bound
+                                row[i] = min(max(v, -bound), bound)
+                            cnt = n_hi + n_lo
+                            flag = 1 if (n_hi > 0 or (test_neg and n_lo > 0)) else 0
+                    clipped[r, s] = flag
+                    nclip[r, s] = cnt
+                if row_scale.shape[0] > 0:
+                    a = row_scale[b]
+                    for i in range(m):
+                        row[i] *= a
+                if zero.shape[0] > 0 and zero[b] != 0:
+                    for i in range(m):
+                        row[i] = np.float32(0.0)
+                if col_scale.shape[0] > 0:
+                    for i in range(m):
+                        row[i] *= col_scale[i]
+                if col_add.shape[0] > 0:
+                    for i in range(m):
+                        row[i] += col_add[i]
+                if row_add.shape[0] > 0:
+                    for i in range(m):
+                        row[i] += row_add[b, i]
+
 
     return output_stage
+
 
 
 ADC_UNIFORM, ADC_SAR, ADC_RAMP = 0, 1, 2
