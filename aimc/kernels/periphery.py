@@ -171,34 +171,52 @@ def _input_stage(STO, NOISY):
     return input_stage
 
 
-def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound,
+# the layout of ``patch_input_stage``'s geometry array ``geo`` (int64): where the patches of a convolution lie
+GEO_IMG, GEO_OH, GEO_OW, GEO_H, GEO_W, GEO_SY, GEO_SX, GEO_PY, GEO_PX, GEO_EH, GEO_EW = range(11)
+
+
+def patch_input_stage(xflat, geo, koff, row0, nm_kind, nm_thres, zero_guard, step, bound,
                       sto, noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at,
                       g=None, csum=None, cacc=None, cstep=0.0):
-    """im2col + noise management + ``input_stage`` in one sweep over rows row0 .. row0 + len(alpha) - 1 of the
-    patch matrix of a convolution, never writing the patch matrix itself.
+    """im2col + zero padding + noise management + ``input_stage`` in one sweep over rows row0 .. row0 +
+    len(alpha) - 1 of the patch matrix of a convolution, never writing the patch matrix (nor a padded input).
 
-    Patch row g (image g // (oh*ow), output position (py, px)) column j is
-    ``xflat[image * img_size + py*sh*W + px*sw + off[j]]`` (``off`` holds channel, kernel row and column
-    offsets of the tile's columns in the padded input, ``sh``/``sw`` already multiplied by the row stride).
-    Per row: alpha = the NM scale of ``nm_alpha``; if ``zero_guard`` and alpha < tiny, alpha = 1 and zero = 1
-    (``periphery.mvm``'s guard); then the row body of ``input_stage`` keyed by the global row g, so every
-    value equals the unfused path's. ``v2`` empty: not summed; ``g``/``csum``/``cacc``/``cstep``: the cost
-    counters' sums, as in ``input_stage``.
+    ``geo`` (int64, ``GEO_*`` layout): the flat size of one image, the output size (oh, ow), the input size
+    (H, W), the stride (sy, sx), the zero padding (py, px) and the flat steps (eh, ew) of one input row and
+    column. ``koff`` (int64 (3, n)): per patch column j its flat offset off_j (channel, kernel row and column)
+    and its kernel row and column offsets ky_j, kx_j in input pixels (dilation included). Patch row g (image
+    g // (oh*ow), output position (oy, ox)) column j is the input pixel (iy, ix) = (oy sy - py + ky_j,
+    ox sx - px + kx_j) of its channel, ``xflat[image * img + iy eh + ix ew + ...]``, or 0 outside the input
+    (what a zero-padded input holds). Per row: alpha = the NM scale of ``nm_alpha``; if ``zero_guard`` and
+    alpha < tiny, alpha = 1 and zero = 1 (``periphery.mvm``'s guard); then the row body of ``input_stage``
+    keyed by the global row g, so every value equals the unfused path's. ``v2`` empty: not summed;
+    ``g``/``csum``/``cacc``/``cstep``: the cost counters' sums, as in ``input_stage``.
     """
     g, csum, cacc = _count_args(g, csum, cacc)
     _patch_input_stage(bool(sto), bool(np.float32(noise) > 0))(
-        xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound, noise, k0, k1,
+        xflat, geo, koff, row0, nm_kind, nm_thres, zero_guard, step, bound, noise, k0, k1,
         call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at, g, csum, cacc, cstep)
 
 
 @_variant
 def _patch_input_stage(STO, NOISY):
     @njit(parallel=True, fastmath=False, cache=True)
-    def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound,
+    def patch_input_stage(xflat, geo, koff, row0, nm_kind, nm_thres, zero_guard, step, bound,
                           noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at, g, csum, cacc,
                           cstep):
+        off = koff[0]
+        ky = koff[1]
+        kx = koff[2]
         n = off.shape[0]
         R = alpha.shape[0]
+        img_size, oh, ow = geo[GEO_IMG], geo[GEO_OH], geo[GEO_OW]
+        H, W, sy, sx = geo[GEO_H], geo[GEO_W], geo[GEO_SY], geo[GEO_SX]
+        pad_y, pad_x, eh, ew = geo[GEO_PY], geo[GEO_PX], geo[GEO_EH], geo[GEO_EW]
+        ky_max = 0
+        kx_max = 0
+        for j in range(n):
+            ky_max = max(ky_max, ky[j])
+            kx_max = max(kx_max, kx[j])
         step = np.float32(step)
         inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
         bound = np.float32(bound)
@@ -212,11 +230,18 @@ def _patch_input_stage(STO, NOISY):
             gr = row0 + r
             img = gr // npos
             p = gr - img * npos
-            py = p // ow
-            base = img * img_size + py * sh + (p - py * ow) * sw
+            oy = p // ow
+            iy = oy * sy - pad_y
+            ix = (p - oy * ow) * sx - pad_x
+            base = img * img_size + iy * eh + ix * ew
             row = v[r]
-            for j in range(n):  # an unsigned index: no negative-index wrap test per element (1.5x faster)
-                row[j] = xflat[np.uint64(base + off[j])]
+            if iy >= 0 and ix >= 0 and iy + ky_max < H and ix + kx_max < W:  # the patch lies inside the input
+                for j in range(n):  # an unsigned index: no negative-index wrap test per element (1.5x faster)
+                    row[j] = xflat[np.uint64(base + off[j])]
+            else:  # at the border: 0 where the padding lies
+                for j in range(n):
+                    inside = np.uint64(iy + ky[j]) < np.uint64(H) and np.uint64(ix + kx[j]) < np.uint64(W)
+                    row[j] = xflat[np.uint64(base + off[j])] if inside else np.float32(0.0)
             a = _nm_row(row, nm_kind, nm_thres)
             z = 0
             if zero_guard and a < tiny:
