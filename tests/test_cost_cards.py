@@ -1,10 +1,12 @@
 """Technology cards (issue 10): shipped cards load, formulas, and bad cards are refused by name."""
 import copy
+import math
 import sys
 
 import pytest
 
-from aimc.cost.cards import CardError, available, load_card, parse_card
+from aimc.cost.cards import CardError, available, load_card, parse_card, scale_area
+from aimc.cost.report import core_area_parts
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +38,42 @@ def test_adc_models_closed_forms():
     assert n["array.cell_area"] == pytest.approx(48 * (22e-9) ** 2)  # F2 in units of the node
 
 
+def test_core_area_parts_closed_form():
+    """A card with known unit areas: cells + ADCs + rows x driver + units x digital unit, with areas published at
+    other nodes scaled by (node / at_node)^2; a card without digital.units has one unit."""
+    r = copy.deepcopy(raw())
+    r["tech"]["node"].update(value=20, unit="nm")
+    r["core"]["rows"].update(value=100)
+    r["core"]["cols"].update(value=64)
+    r["array"]["cell_area"].update(value=50, unit="F2")
+    r["adc"]["area"] = {"value": 500, "unit": "um2", "source": "test"}
+    r["adc"]["columns_per_adc"].update(value=4)
+    r["dac"]["area"] = {"value": 40, "unit": "um2", "at_node": 40, "source": "test"}
+    r["digital"]["area"] = {"value": 900, "unit": "um2", "at_node": 60, "source": "test"}
+    r["digital"]["units"] = {"value": 3, "unit": "1", "source": "test"}
+    parts = core_area_parts(parse_card(r), devices_per_weight=2)
+    assert parts["cells"] == pytest.approx(100 * 64 * 2 * 50 * (20e-9) ** 2)
+    assert parts["adcs"] == pytest.approx(16 * 500e-12)
+    assert parts["drivers"] == pytest.approx(100 * 40e-12 / 4)         # (20 / 40)^2 = 1/4
+    assert parts["digital"] == pytest.approx(3 * 900e-12 / 9)          # (20 / 60)^2 = 1/9
+    del r["digital"]["units"]
+    assert core_area_parts(parse_card(r), 2)["digital"] == pytest.approx(900e-12 / 9)
+    assert scale_area(1.0, 45e-9, 14e-9) == pytest.approx((14 / 45) ** 2)
+
+
+def test_shipped_adc_areas_follow_the_survey_regression():
+    """Both cards' ADC areas are the hwcomponents-adc survey regression (adc_data/model.yaml of 1.0.21) evaluated
+    at the card's own node, conversion rate and conversion energy, as their sources state."""
+    def regression_um2(node_nm, f_s, e_pj):
+        return math.exp(1.3461916 + 0.99327947 * math.log(node_nm) + 0.18071538 * math.log(f_s)
+                        + 0.29912426 * math.log(e_pj))
+    for name in ("hermes-pcm-14nm", "neurosim-rram-22nm"):
+        c = load_card(name)
+        bits = int(raw(name)["adc"]["bits"]["value"])
+        want = regression_um2(c["tech.node"] * 1e9, 1 / c.adc_time(bits), c.adc_energy(bits) * 1e12)
+        assert c["adc.area"] * 1e12 == pytest.approx(want, rel=1e-3)
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda r: r["adc"].pop("fom"), "missing field adc.fom"),
     (lambda r: r["array"].pop("v_read"), "missing field array.v_read"),
@@ -54,6 +92,12 @@ def test_adc_models_closed_forms():
     (lambda r: r["static"]["core_power"].update(value=-1.0), "static.core_power = -1.0 nW is not physical"),
     (lambda r: r["adc"].update(gain={"value": 1, "unit": "1", "source": "x"}), "unknown field(s) ['adc.gain']"),
     (lambda r: r["adc"].update(overlaps_input="yes"), "adc.overlaps_input must be true or false"),
+    (lambda r: r["dac"]["pulse_energy"].update(at_node=45), "dac.pulse_energy has at_node"),
+    (lambda r: r["array"]["cell_area"].update(at_node=45), "array.cell_area has at_node"),
+    (lambda r: r["dac"]["area"].update(at_node=0), "dac.area has at_node = 0"),
+    (lambda r: r["digital"]["area"].update(at_node="45nm"), "digital.area has at_node = '45nm'"),
+    (lambda r: r["digital"].update(units={"value": 1.5, "unit": "1", "source": "x"}),
+     "digital.units = 1.5 must be a whole number"),
 ])
 def test_bad_cards_name_the_problem(edit, message):
     r = copy.deepcopy(raw())

@@ -39,9 +39,12 @@ def test_pwm_core_closed_form():
     assert lc.energy["digital"] == 0.0               # no NM/BM, no scales, one tile
     assert lc.latency == pytest.approx(127e-9)       # the CCO ADC (76.8 ns) converts within the window
     assert lc.tops == pytest.approx(2 * 256 * 256 / 127e-9 / 1e12)
-    area = 256 * 256 * 2 * 96 * 14e-9 ** 2 + 256 * 1200e-12  # 2 devices of 96 F2 (8T4R: 2T per device)
+    drivers = 256 * 117.3e-12 * (14 / 40) ** 2    # one PWM modulator per row, 40 nm gate areas scaled
+    digital = 2 * 3000e-12 * (14 / 45) ** 2        # two FP16 affine units, 45 nm areas scaled
+    area = 256 * 256 * 2 * 96 * 14e-9 ** 2 + 256 * 3021e-12 + drivers + digital  # 2 devices of 96 F2 each
     assert lc.area == pytest.approx(area)
-    assert lc.area_parts["adcs"] == pytest.approx(256 * 1200e-12) and lc.area_parts["drivers"] == 0.0
+    assert lc.area_parts["adcs"] == pytest.approx(256 * 3021e-12)
+    assert lc.area_parts["drivers"] == pytest.approx(drivers) and lc.area_parts["digital"] == pytest.approx(digital)
     assert lc.tops_per_mm2 == pytest.approx(lc.tops / (area * 1e6))
     assert lc.tops_per_w == pytest.approx(2 * 256 * 256 / lc.energy_total / 1e12)
     assert lc.utilisation == 1.0
@@ -278,8 +281,9 @@ def test_columns_per_adc_from_the_config():
     ta.forward(np.ones((1, 256), np.float32))
     lc = cost.report({"fc": ta}, 1, PCM).layers[0]
     assert lc.latency == pytest.approx(4 * 0.3e-9 * 256)        # 4 conversions of 76.8 ns > the 127 ns window
-    assert lc.area_parts["adcs"] == pytest.approx(64 * 1200e-12)
+    assert lc.area_parts["adcs"] == pytest.approx(64 * 3021e-12)
     assert any("4 columns per ADC from the config columns_per_adc" in n for n in lc.notes)
     assert cost.columns_per_adc(PCM, io8()) == (1, "card")
     assert cost.columns_per_adc(RRAM, io8()) == (8, "card")
     assert cost.columns_per_adc(RRAM, io8(columns_per_adc=2)) == (2, "config columns_per_adc")
+

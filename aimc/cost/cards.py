@@ -10,6 +10,14 @@ unit and its source, never a bare number::
     v_read = { value = 0.2, unit = "V", source = "..." }
     encoding = "pwm"                    # pwm | amplitude | bit_serial
 
+An area published at another node carries that node, ``at_node`` (nm), and is scaled to the card's node by
+``scale_area``, the ideal rule area ~ (node / at_node)^2 (constant-field scaling, Dennard et al., IEEE JSSC 9(5),
+1974: every dimension shrinks with the feature size). For digital logic only: analog blocks (an ADC) do not
+shrink that way and are given at the card's node::
+
+    [digital]
+    area = { value = 3000, unit = "um2", at_node = 45, source = "Horowitz ISSCC 2014: FP16 mult + add" }
+
 Component-level numbers only (a circuit paper, the ADC survey, a device paper): a card is never fitted to
 the chip-level figure it is checked against (``benchmarks/cost_anchors.py``). ``load_card`` validates: a
 missing field, a unit that does not fit the quantity, or a non-physical value raises ``CardError`` naming it.
@@ -66,7 +74,8 @@ _SCHEMA = {
     ("digital", "mult_energy"): ("energy", -1e-30, 1e-9, True),  # one scaling multiply (scales, compensation)
     ("digital", "add_energy"): ("energy", -1e-30, 1e-9, True),   # one add (partial sums, shift-add)
     ("digital", "mac_energy"): ("energy", 0, 1e-9, True),        # one MAC of a digital (not converted) layer
-    ("digital", "area"): ("area", -1e-30, 1e-3, True),           # digital unit per core
+    ("digital", "area"): ("area", -1e-30, 1e-3, True),           # one digital unit (area per unit)
+    ("digital", "units"): ("count", 0, 1e6, False),              # digital units per core (default 1)
     ("static", "column_power"): ("power", -1e-30, 1e-2, True),   # static/leakage power per output column
     ("static", "core_power"): ("power", -1e-30, 1.0, True),      # static/leakage power per core besides columns
     ("movement", "energy_per_byte"): ("energy_per_byte", -1e-30, 1e-9, True),  # buffer <-> core, per byte
@@ -86,6 +95,14 @@ _NEEDS = {  # a choice -> the quantities it needs
     ("adc", "time_model", "per_bit"): [("adc", "t_cycle")],
 }
 _FLAGS = {("adc", "overlaps_input"): False}  # a CCO ADC integrates during the input window
+
+
+def scale_area(area: float, from_node: float, to_node: float) -> float:
+    """An area published at ``from_node`` scaled to ``to_node`` (both in m) by the ideal rule
+    (to_node / from_node)^2 (constant-field scaling: Dennard et al., IEEE JSSC 9(5), 1974). The ideal rule; the
+    Stillmaker-Baas factors fitted to real processes (Integration 58, 2017) shrink less below ~32 nm
+    (45 -> 14 nm: 0.17 against 0.097), so below that node this is a lower bound on the area."""
+    return area * (to_node / from_node) ** 2
 
 
 class CardError(ValueError):
@@ -213,7 +230,7 @@ def parse_card(raw: dict, where: str = "card") -> TechCard:
                 raise CardError(f"technology card {where}: missing field {name} ({kind}, units "
                                 f"{', '.join(UNITS[kind])})")
             continue
-        if not isinstance(entry, dict) or set(entry) - {"value", "unit", "source", "note"} or \
+        if not isinstance(entry, dict) or set(entry) - {"value", "unit", "source", "note", "at_node"} or \
                 not {"value", "unit", "source"} <= set(entry):
             raise CardError(f"technology card {where}: {name} must be a table {{ value = ..., unit = \"...\", "
                             f"source = \"...\" }}, got {entry!r}")
@@ -231,6 +248,15 @@ def parse_card(raw: dict, where: str = "card") -> TechCard:
             si = float(v) * node ** 2
         else:
             si = float(v) * UNITS[kind][unit]
+        if "at_node" in entry:
+            at = entry["at_node"]
+            if kind != "area" or unit == "F2":
+                raise CardError(f"technology card {where}: {name} has at_node, which only an area in um2/nm2/mm2 "
+                                f"may carry (the node it was published at, scaled to the card's node)")
+            if isinstance(at, bool) or not isinstance(at, (int, float)) or not (1 <= at <= 1000):
+                raise CardError(f"technology card {where}: {name} has at_node = {at!r}; give the node the area "
+                                f"was published at in nm (1 to 1000)")
+            si = scale_area(si, at * 1e-9, node)
         if not (lo < si <= hi):
             raise CardError(f"technology card {where}: {name} = {v} {unit} is not physical (allowed: "
                             f"{'>=' if lo < 0 else '>'} {max(lo, 0):g} and <= {hi:g} in SI units)")

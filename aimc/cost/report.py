@@ -44,7 +44,7 @@ ASSUMPTIONS = (
     "static power: every core of the model leaks for the whole inference (no power gating); data movement: each "
     "MVM reads its inputs from the buffer into the core and writes its outputs back (one buffer access and one "
     "bus transfer per byte; router hops between tiles not counted)",
-    "area: each tile occupies one full core of the card (array + ADCs + drivers + digital unit)",
+    "area: each tile occupies one full core of the card (array + ADCs + drivers + digital units)",
     "ops = 2 per multiply-accumulate of the weight matrices (re-reads are not ops)",
 )
 
@@ -178,11 +178,12 @@ def core_static_power(card: TechCard) -> float:
 
 def core_area_parts(card: TechCard, devices_per_weight: int, cols_per_adc: int | None = None) -> dict:
     """Area (m^2) of one core by part: cells (rows x cols x devices), ADCs (ceil(cols / columns per ADC),
-    the card's unless ``cols_per_adc`` is given), row drivers, digital unit."""
+    the card's unless ``cols_per_adc`` is given), row drivers (rows x ``dac.area``), digital units
+    (``digital.units`` x ``digital.area``)."""
     n_adc = max(1, math.ceil(card.cols / (cols_per_adc or card["adc.columns_per_adc"])))
     return {"cells": card.rows * card.cols * devices_per_weight * card["array.cell_area"],
             "adcs": n_adc * card["adc.area"], "drivers": card.rows * card["dac.area"],
-            "digital": card["digital.area"]}
+            "digital": card.get("digital.units", 1.0) * card["digital.area"]}
 
 
 def core_area(card: TechCard, devices_per_weight: int, cols_per_adc: int | None = None) -> float:
