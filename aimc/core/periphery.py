@@ -655,12 +655,24 @@ def draw_calls(stream: Stream, io: IOConfig) -> tuple:
     return k0, k1, cu, cn, cn2, cu2, cw
 
 
-def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int, sw: int, off, row0: int,
-               R: int, io: IOConfig, calls: tuple, v: np.ndarray, yin: np.ndarray, y: np.ndarray,
-               counts=None, g=None, clip_counts=None, *, inp_range: float | None = None,
-               adc: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+def patch_geometry(img_size: int, oh: int, ow: int, h: int, w: int, stride: tuple, pad: tuple, eh: int,
+                   ew: int) -> np.ndarray:
+    """The geometry array of ``patch_pass`` (``kernels.periphery.patch_input_stage``'s ``geo``): the flat size
+    of one image, the output size (oh, ow), the input size (h, w), the stride and the zero padding (rows,
+    columns) and the flat steps of one input row and column."""
+    g = np.empty(11, np.int64)
+    g[[_k.GEO_IMG, _k.GEO_OH, _k.GEO_OW, _k.GEO_H, _k.GEO_W]] = img_size, oh, ow, h, w
+    g[[_k.GEO_SY, _k.GEO_SX, _k.GEO_PY, _k.GEO_PX, _k.GEO_EH, _k.GEO_EW]] = *stride, *pad, eh, ew
+    return g
+
+
+def patch_pass(view: WeightView, xflat, geo: np.ndarray, koff: np.ndarray, row0: int, R: int, io: IOConfig,
+               calls: tuple, v: np.ndarray, yin: np.ndarray, y: np.ndarray, counts=None, g=None, clip_counts=None, *,
+               inp_range: float | None = None, adc: tuple[np.ndarray, np.ndarray] | None = None,
+               col_scale: np.ndarray | None = None) -> None:
     """``mvm`` of rows row0 .. row0 + R - 1 of a convolution's patch matrix into y (R x out), the patches
-    gathered from the padded input on the fly (``kernels.periphery.patch_input_stage``).
+    gathered from the (unpadded) input on the fly, zero outside it (``kernels.periphery.patch_input_stage``:
+    ``geo`` from :func:`patch_geometry`, ``koff`` (3, in) the columns' offsets).
 
     Same stages and the same random counters per element as ``mvm`` on the full patch matrix (``calls`` =
     ``draw_calls`` once per forward and tile; random numbers are keyed by the global row), so element-wise
@@ -668,7 +680,9 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     ``v`` (>= R rows x in) and ``yin`` (>= R rows x out, 2 out with IR drop) are reused buffers; y is R x out.
     ``counts``/``g``/``clip_counts`` and a calibrated tile's ``inp_range`` (static DAC range: the constant
     noise-management scale inp_range / inp_bound, no zero-row guard, as in ``mvm``) and ``adc`` (per-tile or
-    per-column ADC steps and bounds) as in ``mvm``. Needs ``fusable(io)`` and a plain view (no circuit).
+    per-column ADC steps and bounds) as in ``mvm``. ``mvm``'s rescale (alpha out_scale, zero rows) and then
+    ``col_scale`` (float32 (out,): the tile's digital output factors, ``Tile._forward``'s y *= _out) are applied
+    in the output stage's sweep. Needs ``fusable(io)`` and a plain view (no circuit).
     """
     W = view.W
     m, n = W.shape
@@ -695,8 +709,7 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
             counts.dig_in += R * n
         cargs = counts.fused_pass(R, n, m, g, io.inp_step)  # the input stage adds the sums of the applied inputs
     with kernel_threads(R * (n + m)):
-        _k.patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm,
-                             thres, guard, io.inp_step, io.inp_bound, io.inp_sto_round,
+        _k.patch_input_stage(xflat, geo, koff, row0, nm, thres, guard, io.inp_step, io.inp_bound, io.inp_sto_round,
                              io.inp_noise, k0, k1, cu, cn, v, v2 if additive else _EMPTY1, alpha, zero, aux,
                              0 if pcm else -1, R * pcm if ir else -1, *cargs)
         yin = dot(v, (view.Wpos if ir else W).T, out=yin[:R])
@@ -707,17 +720,18 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
         else:
             s_el = a_mat = _EMPTY2
         nl, sig2, sw_row = _noise_sigmas(io, v2)
-        clipped = np.empty(R, np.int8)
-        nclip = np.empty(R, np.int32)
+        clipped = np.empty((R, 1), np.int8)
+        nclip = np.empty((R, 1), np.int32)
         steps, bounds = adc if adc is not None else adc_arrays(io)
-        _k.output_stage(yin, np.arange(R, dtype=np.int64), np.sqrt(sig2), s_el,
-                        np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0), np.float32(io.ir_drop),
-                        np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl), steps, bounds,
-                        io.out_sto_round, io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y, sw_row, cw,
-                        nclip, row0)
+        # mvm's y *= alpha * out_scale (alpha * f with f = 1), then its zero rows, then the tile's factors
+        scale = alpha if io.out_scale == 1.0 else alpha * np.float32(io.out_scale)
+        _k.output_stage_tiles(yin, _arange(R), np.sqrt(sig2), s_el,
+                              np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0), np.float32(io.ir_drop),
+                              np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl), steps, bounds,
+                              io.out_sto_round, io.bm_test_negative_bound,
+                              np.array([[k0, k1, cu, cn, cn2, cu2, cw]], np.uint64), clipped, y, sw_row, nclip, row0,
+                              _segments((m,)), scale, zero if guard else _EMPTY_I8,
+                              _EMPTY1 if col_scale is None else col_scale, _EMPTY1, _EMPTY2)
         if clip_counts is not None:
             clip_counts[0] += int(nclip.sum())
             clip_counts[1] += R * m
-    y *= (alpha * np.float32(io.out_scale))[:, None]  # mvm's alpha * f * out_scale with f = 1
-    if guard:
-        y[zero != 0] = 0.0
