@@ -60,7 +60,10 @@ def test_input_stages_take_the_sums_of_the_separate_sweep(rng, bits):
     g = rng.uniform(0, 50, n).astype(np.float32)
     v = np.empty((R, n), np.float32)
     csum, cacc = np.empty((R + 3, 5)), np.zeros(5)
-    K.patch_input_stage(x.reshape(-1), 270, oh, ow, 10, 1, off, 0, K.NM_ABS_MAX, np.float32(0), True, 2 / 254, 1.0,
+    from aimc.core.periphery import patch_geometry
+    geo = patch_geometry(270, oh, ow, 9, 10, (1, 1), (0, 0), 10, 1)
+    koff = np.stack([off, ki.reshape(-1), kj.reshape(-1)]).astype(np.int64)
+    K.patch_input_stage(x.reshape(-1), geo, koff, 0, K.NM_ABS_MAX, np.float32(0), True, 2 / 254, 1.0,
                         False, 0.0, 1, 2, 3, 4, v, np.empty(R, np.float32), np.empty(R, np.float32),
                         np.empty(R, np.int8), np.empty((0, n), np.float32), -1, -1, g, csum, cacc, step)
     out, acc = np.empty((R, 5)), np.zeros(5)

@@ -61,3 +61,30 @@ def test_state_round_trip():
 def test_bad_seed(bad):
     with pytest.raises((TypeError, ValueError), match="seed"):
         check_seed(bad)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m", [1, 3, 16, 18, 63, 64, 100])
+def test_output_stage_noise_is_normals_row_of_each_row(m, threads):
+    """The output stage's noise of a row is ``normals_row`` of its counter row, whether the row is long (drawn
+    alone) or short (drawn with other rows in one generator loop, ``rng.normals_rows``), for any row order,
+    key offset, block border and thread count."""
+    from aimc.kernels import periphery as kp
+    from aimc.kernels.rng import fill_normal
+    rng = np.random.default_rng(0)
+    B, key_off, k0, k1, call = 700, 37, 11, 22, 2 ** 33 + 5
+    rows = rng.permutation(B)[:500].astype(np.int64)            # > 1 block of short rows, not in order
+    ref = np.empty((B + key_off, m), np.float32)
+    fill_normal(ref, k0, k1, call)                              # row r: normals_row(key r)
+    y = np.full((B, m), np.nan, np.float32)
+    e1, e2 = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        kp.output_stage(np.zeros((len(rows), m), np.float32), rows, np.ones(len(rows), np.float32), e2,
+                        np.float32(0), np.float32(0), np.float32(0), e2, m, np.float32(0), np.zeros(1, np.float32),
+                        np.zeros(1, np.float32), False, False, k0, k1, call, 1, np.empty(len(rows), np.int8), y, e1,
+                        3, np.empty(len(rows), np.int32), key_off)
+    finally:
+        numba.set_num_threads(old)
+    assert (y[rows] == ref[rows + key_off]).all()

@@ -94,3 +94,60 @@ def test_lstm_with_shared_reads_equals_one_read_per_tile(monkeypatch, f64_produc
         outs.append((y, h, c))
     for p, q in zip(*outs):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("io", IOS)
+def test_shared_read_with_scratch_equals_fresh_arrays(f64_product, io):
+    """A hidden read that reuses its working arrays and result between calls (``scratch``, an RNN's time
+    steps) gives the values, counts and stream positions of reads with fresh arrays, read after read and
+    when the batch changes between reads."""
+    rng = np.random.default_rng(1)
+    W = rng.uniform(-1, 1, (13, 20)).astype(np.float32)
+    b = rng.uniform(-1, 1, 13).astype(np.float32)
+    reads = [(rng.uniform(-1, 1, (B, 20)).astype(np.float32), rng.uniform(-1, 1, (B, 13)).astype(np.float32))
+             for B in (9, 9, 4, 9)]
+    cfg = TileConfig(forward=io, mapping=MappingConfig(max_out=5, weight_scaling_omega=1.0,
+                                                      weight_scaling_columnwise=True),
+                     inference=InferenceConfig(device="pcm-joshi2020", compensation="global"))
+    out = {}
+    for reuse in (True, False):
+        arr = TileArray(13, 20, cfg, seed=3)
+        arr.program(W)
+        arr.drift(3600.0)
+        scratch = {} if reuse else None
+        ys, ids = [], []
+        for x, add in reads:
+            y = arr._forward_add(x, b, add, scratch)
+            ys.append(y.copy())
+            ids.append(id(y))
+        out[reuse] = (ys, arr.counts().to_dict(), arr.clip_counts(), [t.stream.call for t in arr.all_tiles()])
+        if reuse:
+            assert ids[0] == ids[1] and ids[2] != ids[1]   # reused while the shape stays, remade when it changes
+    for a, c in zip(out[True][0], out[False][0]):
+        np.testing.assert_array_equal(a, c)
+    assert out[True][1:] == out[False][1:]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_rnn_inference_loop_with_shared_reads_equals_autograd_loop(kind):
+    """With the hidden read shared by several tiles (its arrays reused from step to step), the no-autograd
+    step loop gives the autograd loop's numbers bit for bit."""
+    torch = pytest.importorskip("torch")
+    from aimc import nn as ann
+    from aimc.nn.bench import DEPLOY_CONFIG
+    cfg = {**DEPLOY_CONFIG, "mapping": {**DEPLOY_CONFIG["mapping"], "max_out": 8}}   # 3-4 x 6 gates: 3 tiles
+    outs = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        m = getattr(ann, "Analog" + kind)(5, 6, num_layers=2, config=cfg, seed=2).eval()
+        m.program()
+        m.drift(60.0)
+        assert m.slots["hh_l0"].tiles.grid[0] == 3
+        x = torch.randn(7, 3, 5, generator=torch.Generator().manual_seed(1))
+        if fast:
+            with torch.no_grad():
+                outs.append(m(x))
+        else:
+            outs.append(m(x.requires_grad_(True)))
+    for a, c in zip(torch.utils._pytree.tree_leaves(outs[0]), torch.utils._pytree.tree_leaves(outs[1])):
+        torch.testing.assert_close(a, c.detach(), rtol=0, atol=0)

@@ -291,3 +291,22 @@ def test_fused_conv_counts_what_the_unfused_read_counts(monkeypatch):
     for k, v in counts[1].items():
         assert counts[0][k] == pytest.approx(v, rel=1e-5), k
     assert counts[0]["mvms"] == 2 * 36 * 2  # rows x input tiles
+
+
+def test_fused_conv_reads_channels_last_inputs_and_padding_in_place():
+    """The fused gather reads a channels-last input through its strides and the zero padding as zeros: the
+    same values as from the NCHW input (two layers of the same seed: the same programmed chip and noise)."""
+    torch = pytest.importorskip("torch")
+    from aimc.nn import AnalogConv2d
+    x = torch.randn(2, 16, 9, 11, generator=torch.Generator().manual_seed(4))
+    xl = x.to(memory_format=torch.channels_last)
+    assert not xl.is_contiguous()
+    ys = []
+    for inp in (x, xl):
+        torch.manual_seed(0)
+        conv = AnalogConv2d(16, 8, 3, stride=2, padding=(2, 1), config=_configs()["deploy"], seed=3).eval()
+        conv.program()
+        with torch.no_grad():
+            ys.append(conv(inp))
+    assert ys[0].shape == (2, 8, 6, 6) and bool(ys[0].abs().sum() > 0)
+    assert (ys[0] == ys[1]).all()

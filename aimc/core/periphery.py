@@ -289,10 +289,11 @@ def _arange(B: int) -> np.ndarray:
     return r
 
 
-def _nm_scales(x, io, p: _Plan, inp_range):
+def _nm_scales(x, io, p: _Plan, inp_range, alpha=None):
     """(alpha, zero_rows): the noise-management scale per row (a static DAC range when ``inp_range`` is set),
-    and the rows whose scale is zero or subnormal (they read as zeros; their alpha is set to 1), or None."""
-    alpha = np.empty(x.shape[0], np.float32)
+    and the rows whose scale is zero or subnormal (they read as zeros; their alpha is set to 1), or None.
+    ``alpha``: a float32 (B,) array to write the scales into (else a new one)."""
+    alpha = np.empty(x.shape[0], np.float32) if alpha is None else alpha
     zero_rows = None
     if inp_range is not None:
         alpha.fill(np.float32(inp_range / io.inp_bound))
@@ -397,17 +398,17 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     return _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls, y, steps, bounds, conv, x.shape[1])
 
 
-def _input_pass(x, rows, scale, p: _Plan, conv, calls, counts=None, g=None, m: int = 0):
+def _input_pass(x, rows, scale, p: _Plan, conv, calls, counts=None, g=None, m: int = 0, scratch=None):
     """The input stage of one pass (DAC, with the chip's DAC levels when ``conv`` has them): the applied inputs
     v (R x n), their squared sums v2 and the aux rows (v^2 for PCM read noise, |v| for IR drop). With ``counts``
     the pass is counted (``m`` output lines, ``g`` as in ``mvm``): by the input stage itself while it writes v,
-    or, after the chip's DAC levels, by a sweep over v."""
+    or, after the chip's DAC levels, by a sweep over v. ``scratch``: reused arrays (``_scratch``)."""
     R, n = rows.shape[0], x.shape[1]
     k0, k1, cu, cn = calls[:4]
     pcm, ir = p.pcm, p.ir
-    v = np.empty((R, n), np.float32)
-    v2 = np.empty(R, np.float32)
-    aux = np.empty(((pcm + ir) * R, n), np.float32)
+    v = _scratch(scratch, "v", (R, n))
+    v2 = _scratch(scratch, "v2", (R,))
+    aux = _scratch(scratch, "aux", ((pcm + ir) * R, n))
     dac = conv.get("dac") if conv is not None else None
     if dac is None:
         cargs = ()
@@ -427,18 +428,33 @@ def _input_pass(x, rows, scale, p: _Plan, conv, calls, counts=None, g=None, m: i
     return v, v2, aux
 
 
+def _scratch(scratch: dict | None, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+    """An uninitialised array: a new one, or, with ``scratch`` (a dict the caller keeps between reads of one
+    shape, e.g. an RNN's time steps), the one stored there under ``name`` (made when missing or of another
+    shape). Reusing them spares the allocations and the page faults of fresh buffers on every small read."""
+    if scratch is None:
+        return np.empty(shape, dtype)
+    a = scratch.get(name)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = scratch[name] = np.empty(shape, dtype)
+    return a
+
+
 def _count_pass(counts, p: _Plan, v, g, m: int) -> None:
     if p.managed:
         counts.dig_in += v.size     # x / (alpha f) before the DAC
     counts.add_pass(v, None, g, p.inp_step, m)
 
 
-def _products(view: WeightView, v, aux, p: _Plan):
+def _products(view: WeightView, v, aux, p: _Plan, scratch=None):
     """(yin, s_el, a_mat) of one pass: W v (with IR drop [W v, (W*pos) v] in one BLAS call), and |W| v^2
-    (read-noise variance) / |W| |v| (IR-drop load) in one more when PCM read noise or IR drop is on."""
+    (read-noise variance) / |W| |v| (IR-drop load) in one more when PCM read noise or IR drop is on.
+    ``scratch``: W v of a linear array goes into a reused array (``_scratch``)."""
     R = v.shape[0]
     if p.ir:
         yin = dot(v, view.Wpos.T)
+    elif scratch is not None and view.circuit is None:
+        yin = dot(v, view.W.T, _scratch(scratch, "yin", (R, view.W.shape[0])))
     else:
         yin = view.product(v)
     if p.pcm or p.ir:
@@ -552,7 +568,7 @@ def shared_fusable(io: IOConfig) -> bool:
 def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams: list, counts: list, gs: list,
                clips: list, *, inp_range: float | None = None, adc: tuple | None = None,
                col_scale: np.ndarray | None = None, col_add: np.ndarray | None = None,
-               row_add: np.ndarray | None = None) -> np.ndarray:
+               row_add: np.ndarray | None = None, scratch: dict | None = None) -> np.ndarray:
     """``mvm`` of several tiles that read the same inputs x (B x in), their outputs side by side: B x sum(ms).
 
     ``stack``: a WeightView of the tiles' matrices stacked (tile k in rows sum(ms[:k]) ..), ``streams``,
@@ -565,27 +581,31 @@ def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams
     as its own ``mvm``, and applies ``mvm``'s rescale and then ``col_scale`` (float32 (sum(ms),), the tiles'
     digital output factors, ``Tile._forward``'s y *= _out) in the same sweep, then y += ``col_add`` (float32
     (sum(ms),)) and y += ``row_add`` (float32 C-contiguous (B, sum(ms))), the caller's digital additions
-    (an RNN step's bias and input part). Per-tile counts and clip counts as ``mvm`` records them."""
+    (an RNN step's bias and input part). Per-tile counts and clip counts as ``mvm`` records them.
+
+    ``scratch``: a dict the caller keeps between reads of one shape (an RNN's time steps): the working arrays
+    and the returned y are reused from it (``_scratch``), so y is overwritten by the next read with the same
+    ``scratch``; the values are those of fresh arrays."""
     B, n = x.shape
     M = stack.W.shape[0]
     with kernel_threads(B * (n + M)):
         p = _plan(io)
-        alpha, zero_rows = _nm_scales(x, io, p, inp_range)
+        alpha, zero_rows = _nm_scales(x, io, p, inp_range, _scratch(scratch, "alpha", (B,)))
         steps, bounds = adc if adc is not None else (p.steps, p.bounds)
         calls = [draw_calls(s, io) for s in streams]
         rows = _arange(B)
-        v, v2, aux = _input_pass(x, rows, alpha, p, None, calls[0])
+        v, v2, aux = _input_pass(x, rows, alpha, p, None, calls[0], scratch=scratch)
         for c, g, m in zip(counts, gs, ms):
             if c is not None:
                 c.mvms += B
                 c.dig_out += B * m if p.dig_out else 0
                 _count_pass(c, p, v, g, m)
-        yin, s_el, a_mat = _products(stack, v, aux, p)
+        yin, s_el, a_mat = _products(stack, v, aux, p, scratch)
         sig, sw = _row_sigmas(io, p, v2)
         S = len(ms)
-        clipped = np.empty((B, S), np.int8)
-        nclip = np.empty((B, S), np.int32)
-        y = np.empty((B, M), np.float32)
+        clipped = _scratch(scratch, "clipped", (B, S), np.int8)
+        nclip = _scratch(scratch, "nclip", (B, S), np.int32)
+        y = _scratch(scratch, "y", (B, M))
         _k.output_stage_tiles(yin, rows, sig, s_el, p.w_noise2, p.ir_drop, np.float32(n / io.ir_drop_g_ratio),
                               a_mat, M, np.float32(p.nl), steps, bounds, p.out_sto, p.test_neg,
                               np.array(calls, np.uint64), clipped, y, sw, nclip, 0, _segments(ms),
@@ -635,12 +655,24 @@ def draw_calls(stream: Stream, io: IOConfig) -> tuple:
     return k0, k1, cu, cn, cn2, cu2, cw
 
 
-def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int, sw: int, off, row0: int,
-               R: int, io: IOConfig, calls: tuple, v: np.ndarray, yin: np.ndarray, y: np.ndarray,
-               counts=None, g=None, clip_counts=None, *, inp_range: float | None = None,
-               adc: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+def patch_geometry(img_size: int, oh: int, ow: int, h: int, w: int, stride: tuple, pad: tuple, eh: int,
+                   ew: int) -> np.ndarray:
+    """The geometry array of ``patch_pass`` (``kernels.periphery.patch_input_stage``'s ``geo``): the flat size
+    of one image, the output size (oh, ow), the input size (h, w), the stride and the zero padding (rows,
+    columns) and the flat steps of one input row and column."""
+    g = np.empty(11, np.int64)
+    g[[_k.GEO_IMG, _k.GEO_OH, _k.GEO_OW, _k.GEO_H, _k.GEO_W]] = img_size, oh, ow, h, w
+    g[[_k.GEO_SY, _k.GEO_SX, _k.GEO_PY, _k.GEO_PX, _k.GEO_EH, _k.GEO_EW]] = *stride, *pad, eh, ew
+    return g
+
+
+def patch_pass(view: WeightView, xflat, geo: np.ndarray, koff: np.ndarray, row0: int, R: int, io: IOConfig,
+               calls: tuple, v: np.ndarray, yin: np.ndarray, y: np.ndarray, counts=None, g=None, clip_counts=None, *,
+               inp_range: float | None = None, adc: tuple[np.ndarray, np.ndarray] | None = None,
+               col_scale: np.ndarray | None = None) -> None:
     """``mvm`` of rows row0 .. row0 + R - 1 of a convolution's patch matrix into y (R x out), the patches
-    gathered from the padded input on the fly (``kernels.periphery.patch_input_stage``).
+    gathered from the (unpadded) input on the fly, zero outside it (``kernels.periphery.patch_input_stage``:
+    ``geo`` from :func:`patch_geometry`, ``koff`` (3, in) the columns' offsets).
 
     Same stages and the same random counters per element as ``mvm`` on the full patch matrix (``calls`` =
     ``draw_calls`` once per forward and tile; random numbers are keyed by the global row), so element-wise
@@ -648,7 +680,9 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
     ``v`` (>= R rows x in) and ``yin`` (>= R rows x out, 2 out with IR drop) are reused buffers; y is R x out.
     ``counts``/``g``/``clip_counts`` and a calibrated tile's ``inp_range`` (static DAC range: the constant
     noise-management scale inp_range / inp_bound, no zero-row guard, as in ``mvm``) and ``adc`` (per-tile or
-    per-column ADC steps and bounds) as in ``mvm``. Needs ``fusable(io)`` and a plain view (no circuit).
+    per-column ADC steps and bounds) as in ``mvm``. ``mvm``'s rescale (alpha out_scale, zero rows) and then
+    ``col_scale`` (float32 (out,): the tile's digital output factors, ``Tile._forward``'s y *= _out) are applied
+    in the output stage's sweep. Needs ``fusable(io)`` and a plain view (no circuit).
     """
     W = view.W
     m, n = W.shape
@@ -675,8 +709,7 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
             counts.dig_in += R * n
         cargs = counts.fused_pass(R, n, m, g, io.inp_step)  # the input stage adds the sums of the applied inputs
     with kernel_threads(R * (n + m)):
-        _k.patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm,
-                             thres, guard, io.inp_step, io.inp_bound, io.inp_sto_round,
+        _k.patch_input_stage(xflat, geo, koff, row0, nm, thres, guard, io.inp_step, io.inp_bound, io.inp_sto_round,
                              io.inp_noise, k0, k1, cu, cn, v, v2 if additive else _EMPTY1, alpha, zero, aux,
                              0 if pcm else -1, R * pcm if ir else -1, *cargs)
         yin = dot(v, (view.Wpos if ir else W).T, out=yin[:R])
@@ -687,17 +720,18 @@ def patch_pass(view: WeightView, xflat, img_size: int, oh: int, ow: int, sh: int
         else:
             s_el = a_mat = _EMPTY2
         nl, sig2, sw_row = _noise_sigmas(io, v2)
-        clipped = np.empty(R, np.int8)
-        nclip = np.empty(R, np.int32)
+        clipped = np.empty((R, 1), np.int8)
+        nclip = np.empty((R, 1), np.int32)
         steps, bounds = adc if adc is not None else adc_arrays(io)
-        _k.output_stage(yin, np.arange(R, dtype=np.int64), np.sqrt(sig2), s_el,
-                        np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0), np.float32(io.ir_drop),
-                        np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl), steps, bounds,
-                        io.out_sto_round, io.bm_test_negative_bound, k0, k1, cn2, cu2, clipped, y, sw_row, cw,
-                        nclip, row0)
+        # mvm's y *= alpha * out_scale (alpha * f with f = 1), then its zero rows, then the tile's factors
+        scale = alpha if io.out_scale == 1.0 else alpha * np.float32(io.out_scale)
+        _k.output_stage_tiles(yin, _arange(R), np.sqrt(sig2), s_el,
+                              np.float32(io.w_noise) ** 2 if pcm else np.float32(0.0), np.float32(io.ir_drop),
+                              np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(nl), steps, bounds,
+                              io.out_sto_round, io.bm_test_negative_bound,
+                              np.array([[k0, k1, cu, cn, cn2, cu2, cw]], np.uint64), clipped, y, sw_row, nclip, row0,
+                              _segments((m,)), scale, zero if guard else _EMPTY_I8,
+                              _EMPTY1 if col_scale is None else col_scale, _EMPTY1, _EMPTY2)
         if clip_counts is not None:
             clip_counts[0] += int(nclip.sum())
             clip_counts[1] += R * m
-    y *= (alpha * np.float32(io.out_scale))[:, None]  # mvm's alpha * f * out_scale with f = 1
-    if guard:
-        y[zero != 0] = 0.0

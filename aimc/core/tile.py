@@ -996,10 +996,11 @@ class TileArray(_Reads):
             e = cache[c] = (views, WeightView(np.concatenate([v.W for v in views], axis=0)))
         return e[1]
 
-    def _forward_shared(self, c: int, stack: WeightView, x: np.ndarray, col_add=None, row_add=None) -> np.ndarray:
+    def _forward_shared(self, c: int, stack: WeightView, x: np.ndarray, col_add=None, row_add=None,
+                        scratch=None) -> np.ndarray:
         """The tiles of input split ``c`` read x in one ``mvm_shared`` (B x out): the values of their
         ``Tile._forward`` side by side, digital output factors included, plus ``col_add``/``row_add``
-        (``mvm_shared``'s)."""
+        and ``scratch`` (``mvm_shared``'s)."""
         col = [row[c] for row in self.tiles]
         t0 = col[0]
         f = self._col_scale(col)
@@ -1007,7 +1008,7 @@ class TileArray(_Reads):
         y = mvm_shared(stack, self.out_splits, x, self.config.forward, [t.stream for t in col],
                        [t.counts for t in col], [t.line_conductance("forward") for t in col],
                        [t._clip for t in col], inp_range=t0._cal_inp, adc=t0._adc, col_scale=f,
-                       col_add=col_add if fused else None, row_add=row_add if fused else None)
+                       col_add=col_add if fused else None, row_add=row_add if fused else None, scratch=scratch)
         for r, t in enumerate(col):
             if t._out is not None:
                 if f is None:   # factors that are not float32: numpy's multiply, as Tile._forward does
@@ -1017,14 +1018,17 @@ class TileArray(_Reads):
             _add(y, col_add, row_add)
         return y
 
-    def _forward_add(self, x: np.ndarray, col_add: np.ndarray | None, row_add: np.ndarray | None) -> np.ndarray:
+    def _forward_add(self, x: np.ndarray, col_add: np.ndarray | None, row_add: np.ndarray | None,
+                     scratch: dict | None = None) -> np.ndarray:
         """``_forward(x)`` + ``col_add`` (float32 (out,)) + ``row_add`` (float32 C-contiguous (B, out)), added in
         this order (either may be None): an RNN step's hidden read with its bias and input part. A read of
-        tiles that share their inputs adds them in its output-stage sweep (``periphery.mvm_shared``)."""
+        tiles that share their inputs adds them in its output-stage sweep (``periphery.mvm_shared``), with
+        ``scratch`` (a dict kept by the caller between steps) its working arrays and its result are reused:
+        the returned array is then overwritten by the next call with the same ``scratch``."""
         if len(self.in_splits) == 1 and len(self.tiles) > 1:
             stack = self._shared_stack(0)
             if stack is not None:
-                return self._forward_shared(0, stack, x, col_add, row_add)
+                return self._forward_shared(0, stack, x, col_add, row_add, scratch)
         y = self._forward(x)
         _add(y, col_add, row_add)
         return y
@@ -1055,13 +1059,14 @@ class TileArray(_Reads):
                    and t._cal_pending is None and (t._cal_inp is None or np.float32(t._cal_inp / self.config.forward.inp_bound) > 0)
                    for t in self.all_tiles())
 
-    def forward_patches(self, xflat: np.ndarray, img_size: int, oh: int, ow: int, sh: int, sw: int,
-                        off: np.ndarray, n_rows: int, chunk: int | None = None) -> np.ndarray:
+    def forward_patches(self, xflat: np.ndarray, geo: np.ndarray, koff: np.ndarray, n_rows: int,
+                        chunk: int | None = None) -> np.ndarray:
         """``_forward`` of a convolution's (n_rows x in) patch matrix without building it: (n_rows, out) float32.
 
-        Patch row g, column j is ``xflat[(g // (oh*ow)) * img_size + py*sh + px*sw + off[j]]`` with
-        (py, px) the output position of g (``xflat``: the padded input, flat float32; ``sh``/``sw``: the flat
-        steps of one output row/column; ``off`` (in,) int64: each column's offset). Rows go through the tiles
+        ``xflat``: the convolution's input (not padded), flat float32; ``geo`` (``periphery.patch_geometry``):
+        where its patches lie (image size, output and input sizes, stride, zero padding, flat steps); ``koff``
+        (int64 (3, in)): each patch column's flat offset and kernel row and column offsets
+        (``kernels.periphery.patch_input_stage``; padding reads as 0). Rows go through the tiles
         in chunks of about ``chunk`` (default ``PATCH_CHUNK``) patch elements with reused buffers, so the working memory is bounded by
         the chunk. Element-wise stages give the values of ``_forward`` (same random counters per element);
         products agree within float32 rounding (``periphery.patch_pass``): BLAS may sum a chunk's dot products in
@@ -1078,22 +1083,26 @@ class TileArray(_Reads):
         plan = []
         for rs, cs, tile in blocks:
             m_t, n_t = tile.shape
-            plan.append((rs, tile, np.ascontiguousarray(off[cs], dtype=np.int64), draw_calls(tile.stream, io),
+            o = tile._out  # the tile's digital output factors: in the output stage's sweep when float32 (out,)
+            fold = (isinstance(o, np.ndarray) and o.dtype == np.float32 and o.shape == (m_t,)
+                    and o.flags.c_contiguous)
+            plan.append((rs, tile, np.ascontiguousarray(koff[:, cs], dtype=np.int64), draw_calls(tile.stream, io),
                          np.empty((rows, n_t), np.float32), np.empty((rows, m_t * (2 if ir else 1)), np.float32),
-                         None if single else np.empty((rows, m_t), np.float32)))
+                         None if single else np.empty((rows, m_t), np.float32), o if fold else None))
         out = np.empty((n_rows, self.out_size), np.float32)
         for row0 in range(0, n_rows, rows):
             R = min(rows, n_rows - row0)
             yc = out[row0:row0 + R]
             if not single:
                 yc[:] = 0.0
-            for rs, tile, off_t, calls, v, yin, ybuf in plan:
+            for rs, tile, koff_t, calls, v, yin, ybuf, folded in plan:
                 yt = yc if single else ybuf[:R]
-                patch_pass(tile._fwd, xflat, img_size, oh, ow, sh, sw, off_t, row0, R, io, calls, v, yin, yt,
-                           tile.counts, tile.line_conductance("forward"), tile._clip, inp_range=tile._cal_inp,
-                           adc=tile._adc)
+                patch_pass(tile._fwd, xflat, geo, koff_t, row0, R, io, calls, v, yin, yt, tile.counts,
+                           tile.line_conductance("forward"), tile._clip, inp_range=tile._cal_inp, adc=tile._adc,
+                           col_scale=folded)
                 if tile._out is not None:
-                    yt *= tile._out
+                    if folded is None:
+                        yt *= tile._out
                     tile.counts.dig_comp += yt.size
                 if not single:
                     yc[:, rs] += yt

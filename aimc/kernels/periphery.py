@@ -21,7 +21,7 @@ from numba import prange, uint32
 
 from . import njit, variant  # numba.njit; parallel kernels bind per aimc.kernels.mode()
 from .cost import add_rows, row_sums
-from .rng import _bits_f32, _f32_bits, normals_row, uniforms_row
+from .rng import _bits_f32, _f32_bits, normals_row, normals_rows, uniforms_row
 
 NM_NONE, NM_ABS_MAX, NM_MAX, NM_CONSTANT = 0, 1, 2, 3
 
@@ -171,34 +171,52 @@ def _input_stage(STO, NOISY):
     return input_stage
 
 
-def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound,
+# the layout of ``patch_input_stage``'s geometry array ``geo`` (int64): where the patches of a convolution lie
+GEO_IMG, GEO_OH, GEO_OW, GEO_H, GEO_W, GEO_SY, GEO_SX, GEO_PY, GEO_PX, GEO_EH, GEO_EW = range(11)
+
+
+def patch_input_stage(xflat, geo, koff, row0, nm_kind, nm_thres, zero_guard, step, bound,
                       sto, noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at,
                       g=None, csum=None, cacc=None, cstep=0.0):
-    """im2col + noise management + ``input_stage`` in one sweep over rows row0 .. row0 + len(alpha) - 1 of the
-    patch matrix of a convolution, never writing the patch matrix itself.
+    """im2col + zero padding + noise management + ``input_stage`` in one sweep over rows row0 .. row0 +
+    len(alpha) - 1 of the patch matrix of a convolution, never writing the patch matrix (nor a padded input).
 
-    Patch row g (image g // (oh*ow), output position (py, px)) column j is
-    ``xflat[image * img_size + py*sh*W + px*sw + off[j]]`` (``off`` holds channel, kernel row and column
-    offsets of the tile's columns in the padded input, ``sh``/``sw`` already multiplied by the row stride).
-    Per row: alpha = the NM scale of ``nm_alpha``; if ``zero_guard`` and alpha < tiny, alpha = 1 and zero = 1
-    (``periphery.mvm``'s guard); then the row body of ``input_stage`` keyed by the global row g, so every
-    value equals the unfused path's. ``v2`` empty: not summed; ``g``/``csum``/``cacc``/``cstep``: the cost
-    counters' sums, as in ``input_stage``.
+    ``geo`` (int64, ``GEO_*`` layout): the flat size of one image, the output size (oh, ow), the input size
+    (H, W), the stride (sy, sx), the zero padding (py, px) and the flat steps (eh, ew) of one input row and
+    column. ``koff`` (int64 (3, n)): per patch column j its flat offset off_j (channel, kernel row and column)
+    and its kernel row and column offsets ky_j, kx_j in input pixels (dilation included). Patch row g (image
+    g // (oh*ow), output position (oy, ox)) column j is the input pixel (iy, ix) = (oy sy - py + ky_j,
+    ox sx - px + kx_j) of its channel, ``xflat[image * img + iy eh + ix ew + ...]``, or 0 outside the input
+    (what a zero-padded input holds). Per row: alpha = the NM scale of ``nm_alpha``; if ``zero_guard`` and
+    alpha < tiny, alpha = 1 and zero = 1 (``periphery.mvm``'s guard); then the row body of ``input_stage``
+    keyed by the global row g, so every value equals the unfused path's. ``v2`` empty: not summed;
+    ``g``/``csum``/``cacc``/``cstep``: the cost counters' sums, as in ``input_stage``.
     """
     g, csum, cacc = _count_args(g, csum, cacc)
     _patch_input_stage(bool(sto), bool(np.float32(noise) > 0))(
-        xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound, noise, k0, k1,
+        xflat, geo, koff, row0, nm_kind, nm_thres, zero_guard, step, bound, noise, k0, k1,
         call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at, g, csum, cacc, cstep)
 
 
 @_variant
 def _patch_input_stage(STO, NOISY):
     @njit(parallel=True, fastmath=False, cache=True)
-    def patch_input_stage(xflat, img_size, oh, ow, sh, sw, off, row0, nm_kind, nm_thres, zero_guard, step, bound,
+    def patch_input_stage(xflat, geo, koff, row0, nm_kind, nm_thres, zero_guard, step, bound,
                           noise, k0, k1, call_u, call_n, v, v2, alpha, zero, aux, sq_at, abs_at, g, csum, cacc,
                           cstep):
+        off = koff[0]
+        ky = koff[1]
+        kx = koff[2]
         n = off.shape[0]
         R = alpha.shape[0]
+        img_size, oh, ow = geo[GEO_IMG], geo[GEO_OH], geo[GEO_OW]
+        H, W, sy, sx = geo[GEO_H], geo[GEO_W], geo[GEO_SY], geo[GEO_SX]
+        pad_y, pad_x, eh, ew = geo[GEO_PY], geo[GEO_PX], geo[GEO_EH], geo[GEO_EW]
+        ky_max = 0
+        kx_max = 0
+        for j in range(n):
+            ky_max = max(ky_max, ky[j])
+            kx_max = max(kx_max, kx[j])
         step = np.float32(step)
         inv_step = np.float32(1.0 / step) if step > 0 else np.float32(0.0)
         bound = np.float32(bound)
@@ -212,11 +230,18 @@ def _patch_input_stage(STO, NOISY):
             gr = row0 + r
             img = gr // npos
             p = gr - img * npos
-            py = p // ow
-            base = img * img_size + py * sh + (p - py * ow) * sw
+            oy = p // ow
+            iy = oy * sy - pad_y
+            ix = (p - oy * ow) * sx - pad_x
+            base = img * img_size + iy * eh + ix * ew
             row = v[r]
-            for j in range(n):  # an unsigned index: no negative-index wrap test per element (1.5x faster)
-                row[j] = xflat[np.uint64(base + off[j])]
+            if iy >= 0 and ix >= 0 and iy + ky_max < H and ix + kx_max < W:  # the patch lies inside the input
+                for j in range(n):  # an unsigned index: no negative-index wrap test per element (1.5x faster)
+                    row[j] = xflat[np.uint64(base + off[j])]
+            else:  # at the border: 0 where the padding lies
+                for j in range(n):
+                    inside = np.uint64(iy + ky[j]) < np.uint64(H) and np.uint64(ix + kx[j]) < np.uint64(W)
+                    row[j] = xflat[np.uint64(base + off[j])] if inside else np.float32(0.0)
             a = _nm_row(row, nm_kind, nm_thres)
             z = 0
             if zero_guard and a < tiny:
@@ -290,6 +315,10 @@ def output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, 
         clipped, y, sw_row, nclip, key_off, seg, row_scale, zero, col_scale, col_add, row_add)
 
 
+SHORT_ROW = 64      # rows (of one tile) below this many outputs draw their output noise in blocks of rows
+SHORT_BLOCKS = 512  # counter blocks (4 normals each) per such block of rows: 8 kB of normals, in L1
+
+
 @_variant
 def _output_stage(W_FIRST, STO):
     @njit(parallel=True, fastmath=False, cache=True)
@@ -306,98 +335,128 @@ def _output_stage(W_FIRST, STO):
         w_noise2 = np.float32(w_noise2)
         per_col = bounds.shape[0] > 1
         per_el = s_el.shape[0] > 0 and not W_FIRST
-        for r in prange(rows.shape[0]):
-            b = rows[r]
-            key = b + key_off  # the random counters' row (a chunk of a larger batch passes its first row)
-            row = y[b]
-            for i in range(m):
-                row[i] = yin[r, i]
-            if ir_drop > 0:
+        R = rows.shape[0]
+        # rows of one tile shorter than SHORT_ROW outputs: the output noise of BLK rows drawn in one generator
+        # loop (``rng.normals_rows``: the same numbers as ``normals_row`` per row); longer rows vectorise alone
+        nb = (m + 3) // 4
+        blocked = seg.shape[0] == 2 and 0 < m < SHORT_ROW
+        BLK = SHORT_BLOCKS // nb if blocked else 1
+        nq = BLK * nb if blocked else 0
+        qi = np.empty(nq, np.uint32)
+        qr = np.empty(nq, np.int64)
+        for q in range(nq):
+            qr[q] = q // nb
+            qi[q] = uint32(q - (q // nb) * nb)
+        for bk in prange((R + BLK - 1) // BLK):
+            r0 = bk * BLK
+            rb = min(BLK, R - r0)
+            zb = np.empty(4 * nb * BLK, np.float32)
+            if blocked:
+                kq = np.empty(rb * nb, np.uint32)
+                for q in range(rb * nb):
+                    kq[q] = uint32(rows[r0 + qr[q]] + key_off)
+                normals_rows(zb, uint32(calls[0, 0]), uint32(calls[0, 1]), calls[0, 4], kq, qi, rb * nb)
+            z = zb[:m]
+            for r in range(r0, r0 + rb):
+                if blocked:
+                    z = zb[4 * nb * (r - r0):4 * nb * (r - r0) + m]
+                b = rows[r]
+                key = b + key_off  # the random counters' row (a chunk of a larger batch passes its first row)
+                row = y[b]
                 for i in range(m):
-                    a = ir_a_scale * a_mat[r, i]
-                    row[i] -= (ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a)
-                               * yin[r, p_off + i])
-            if W_FIRST:
-                zw = np.empty(m, np.float32)
+                    row[i] = yin[r, i]
+                if ir_drop > 0:
+                    for i in range(m):
+                        a = ir_a_scale * a_mat[r, i]
+                        row[i] -= (ir_drop * a * (np.float32(0.5) - np.float32(0.2) * a + np.float32(0.05) * a * a)
+                                   * yin[r, p_off + i])
+                if W_FIRST:
+                    zw = np.empty(m, np.float32)
+                    for s in range(seg.shape[0] - 1):
+                        normals_row(zw[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 6],
+                                    key)
+                    if s_el.shape[0] > 0:
+                        for i in range(m):
+                            row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
+                    else:
+                        for i in range(m):
+                            row[i] += sw_row[r] * zw[i]
+                if nl > 0:
+                    for i in range(m):
+                        row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
+                if not blocked:
+                    for s in range(seg.shape[0] - 1):
+                        normals_row(z[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 4], key)
+                s0 = sig_row[r] * sig_row[r]
+                if per_el:
+                    for i in range(m):
+                        row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
+                elif s0 > 0:
+                    sg = np.sqrt(s0)
+                    for i in range(m):
+                        row[i] += sg * z[i]
                 for s in range(seg.shape[0] - 1):
-                    normals_row(zw[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 6], key)
-                if s_el.shape[0] > 0:
-                    for i in range(m):
-                        row[i] += np.sqrt(w_noise2 * s_el[r, i]) * zw[i]
-                else:
-                    for i in range(m):
-                        row[i] += sw_row[r] * zw[i]
-            if nl > 0:
-                for i in range(m):
-                    row[i] = row[i] / (np.float32(1.0) + abs(nl * row[i]))
-            z = np.empty(m, np.float32)
-            for s in range(seg.shape[0] - 1):
-                normals_row(z[seg[s]:seg[s + 1]], uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 4], key)
-            s0 = sig_row[r] * sig_row[r]
-            if per_el:
-                for i in range(m):
-                    row[i] += np.sqrt(s0 + w_noise2 * s_el[r, i]) * z[i]
-            elif s0 > 0:
-                sg = np.sqrt(s0)
-                for i in range(m):
-                    row[i] += sg * z[i]
-            for s in range(seg.shape[0] - 1):
-                c0 = seg[s]
-                c1 = seg[s + 1]
-                flag = 0
-                cnt = 0
-                if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
-                    u = np.zeros(c1 - c0, np.float32)
-                    if STO:
-                        uniforms_row(u, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5], key)
-                    for i in range(c0, c1):
-                        st = np.float32(steps[i])
-                        if st > 0:
-                            shift = u[i - c0] - np.float32(0.5) if STO else np.float32(0.0)
-                            row[i] = np.rint(row[i] / st + shift) * st
-                        v = row[i]
-                        bd = np.float32(bounds[i])
-                        if bd > 0:
-                            if v > bd or v < -bd:
-                                cnt += 1
-                                if v > bd or test_neg:
-                                    flag = 1
-                            row[i] = min(max(v, -bd), bd)
-                else:
-                    _quantise_row(row[c0:c1], step, inv_step, STO, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5],
-                                  key)
-                    if bound > 0:
-                        # counts, not a running max/min: integer sums vectorise, a float max reduction
-                        # does not (it cost a third of the stage); max > bound iff some v > bound
-                        n_hi = 0
-                        n_lo = 0
+                    c0 = seg[s]
+                    c1 = seg[s + 1]
+                    flag = 0
+                    cnt = 0
+                    if per_col:   # calibrated per-column ADC ranges (aimc.calibration)
+                        u = np.zeros(c1 - c0, np.float32)
+                        if STO:
+                            uniforms_row(u, uint32(calls[s, 0]), uint32(calls[s, 1]), calls[s, 5], key)
                         for i in range(c0, c1):
+                            st = np.float32(steps[i])
+                            if st > 0:
+                                shift = u[i - c0] - np.float32(0.5) if STO else np.float32(0.0)
+                                row[i] = np.rint(row[i] / st + shift) * st
                             v = row[i]
-                            n_hi += v > bound
-                            n_lo += v < -bound
-                            row[i] = min(max(v, -bound), bound)
-                        cnt = n_hi + n_lo
-                        flag = 1 if (n_hi > 0 or (test_neg and n_lo > 0)) else 0
-                clipped[r, s] = flag
-                nclip[r, s] = cnt
-            if row_scale.shape[0] > 0:
-                a = row_scale[b]
-                for i in range(m):
-                    row[i] *= a
-            if zero.shape[0] > 0 and zero[b] != 0:
-                for i in range(m):
-                    row[i] = np.float32(0.0)
-            if col_scale.shape[0] > 0:
-                for i in range(m):
-                    row[i] *= col_scale[i]
-            if col_add.shape[0] > 0:
-                for i in range(m):
-                    row[i] += col_add[i]
-            if row_add.shape[0] > 0:
-                for i in range(m):
-                    row[i] += row_add[b, i]
+                            bd = np.float32(bounds[i])
+                            if bd > 0:
+                                if v > bd or v < -bd:
+                                    cnt += 1
+                                    if v > bd or test_neg:
+                                        flag = 1
+                                row[i] = min(max(v, -bd), bd)
+                    else:
+                        _quantise_row(row[c0:c1], step, inv_step, STO, uint32(calls[s, 0]), uint32(calls[s, 1]),
+                                      calls[s, 5], key)
+                        if bound > 0:
+                            # counts, not a running max/min: integer sums vectorise, a float max reduction
+                            # does not (it cost a third of the stage); max > bound iff some v > bound.
+                            # The loop runs over the slice from 0: with range(c0, c1) Numba's wraparound check of
+                            # a possibly negative index kept it scalar (5x slower: 0.11 vs 0.023 ms on 64 x 1024)
+                            rs = row[c0:c1]
+                            n_hi = 0
+                            n_lo = 0
+                            for i in range(rs.shape[0]):
+                                v = rs[i]
+                                n_hi += v > bound
+                                n_lo += v < -bound
+                                rs[i] = min(max(v, -bound), bound)
+                            cnt = n_hi + n_lo
+                            flag = 1 if (n_hi > 0 or (test_neg and n_lo > 0)) else 0
+                    clipped[r, s] = flag
+                    nclip[r, s] = cnt
+                if row_scale.shape[0] > 0:
+                    a = row_scale[b]
+                    for i in range(m):
+                        row[i] *= a
+                if zero.shape[0] > 0 and zero[b] != 0:
+                    for i in range(m):
+                        row[i] = np.float32(0.0)
+                if col_scale.shape[0] > 0:
+                    for i in range(m):
+                        row[i] *= col_scale[i]
+                if col_add.shape[0] > 0:
+                    for i in range(m):
+                        row[i] += col_add[i]
+                if row_add.shape[0] > 0:
+                    for i in range(m):
+                        row[i] += row_add[b, i]
+
 
     return output_stage
+
 
 
 ADC_UNIFORM, ADC_SAR, ADC_RAMP = 0, 1, 2

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.config import TileConfig
+from ..core.periphery import patch_geometry
 from .base import AnalogModule
 
 
@@ -270,14 +271,14 @@ class _AnalogConvNd(AnalogModule):
         if oh < 1 or ow < 1:
             raise ValueError(f"{type(self).__name__}: input of spatial size {tuple(x.shape[2:])} is smaller than "
                              f"the (dilated) kernel {self.kernel_size}")
-        if unfold_pad[0] or unfold_pad[1]:
-            x = F.pad(x, (unfold_pad[1], unfold_pad[1], unfold_pad[0], unfold_pad[0]))
         if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             readers = [self] if self.group_tiles is None else list(self.group_tiles)
             tiles = [m._fused_tiles() for m in readers]
             if all(t is not None for t in tiles):
-                y = self._forward_fused(x, tiles, oh, ow, k, d, s)
+                y = self._forward_fused(x, unfold_pad, tiles, oh, ow, k, d, s)
                 return self._finish(y, n, oh, ow)
+        if unfold_pad[0] or unfold_pad[1]:
+            x = F.pad(x, (unfold_pad[1], unfold_pad[1], unfold_pad[0], unfold_pad[0]))
         x = x.contiguous()
         # im2col as a strided view (N, oh, ow, C, kh, kw) and one copy into the (N*oh*ow, C*kh*kw) patch
         # matrix the tiles read (F.unfold plus a transpose is several times slower on CPU); autograd keeps it
@@ -293,11 +294,12 @@ class _AnalogConvNd(AnalogModule):
                            for g, slot in enumerate(self.group_tiles)], dim=1)
         return self._finish(y, n, oh, ow)
 
-    def _forward_fused(self, x, tiles, oh, ow, k, d, s) -> torch.Tensor:
-        """Inference without a patch matrix: every group's tiles gather their patches from the padded input
-        chunk by chunk (``TileArray.forward_patches``; working memory bounded by ``aimc.tile.PATCH_CHUNK``).
-        The input is read through its strides, in NCHW or channels-last layout (the layout of this layer's own
-        output and of torch's element-wise ops on it), so no copy into NCHW precedes the gather."""
+    def _forward_fused(self, x, pad, tiles, oh, ow, k, d, s) -> torch.Tensor:
+        """Inference without a patch matrix: every group's tiles gather their patches from the input chunk by
+        chunk (``TileArray.forward_patches``; working memory bounded by ``aimc.tile.PATCH_CHUNK``), reading the
+        zero padding ``pad`` (rows, columns) as zeros instead of padding the input. The input is read through
+        its strides, in NCHW or channels-last layout (the layout of this layer's own output and of torch's
+        element-wise ops on it), so no copy into NCHW precedes the gather."""
         n, c, h, w = x.shape
         cg = c // self.groups
         x = x.detach()
@@ -312,10 +314,14 @@ class _AnalogConvNd(AnalogModule):
             xflat = x.numpy().reshape(-1)
         sn, sc, sh, sw = x.stride()
         ci, ki, kj = np.meshgrid(np.arange(cg), np.arange(k[0]), np.arange(k[1]), indexing="ij")
-        local = (ci * sc + ki * (d[0] * sh) + kj * (d[1] * sw)).reshape(-1).astype(np.int64)
+        ky, kx = (ki * d[0]).reshape(-1), (kj * d[1]).reshape(-1)
+        off = ci.reshape(-1) * sc + ky * sh + kx * sw
+        geo = patch_geometry(sn, oh, ow, h, w, s, pad, sh, sw)
         rows = n * oh * ow
-        outs = [t.forward_patches(xflat, sn, oh, ow, s[0] * sh, s[1] * sw, local + g * cg * sc, rows)
-                for g, t in enumerate(tiles)]
+        outs = []
+        for g, t in enumerate(tiles):
+            koff = np.stack([off + g * cg * sc, ky, kx]).astype(np.int64)
+            outs.append(t.forward_patches(xflat, geo, koff, rows))
         y = torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1))
         return y.to(x.dtype)
 

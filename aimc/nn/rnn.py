@@ -245,8 +245,9 @@ class _AnalogRNNBase(AnalogContainer):
             return self._step_loop(xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn)
 
     def _step_loop(self, xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn):
+        scratch = {}   # the hidden read's working arrays, reused from step to step (g is consumed by the cell)
         for t in steps:
-            g = hh_tiles._forward_add(hn, b, xin[t] if xin is not None else None)   # a fresh (B, gates) array
+            g = hh_tiles._forward_add(hn, b, xin[t] if xin is not None else None, scratch)   # (B, gates)
             if xin is not None:
                 h, c = self._cell(None, torch.from_numpy(g), h, c, sfx)
             else:
