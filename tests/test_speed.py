@@ -1,4 +1,9 @@
 """The thread-pool policy (aimc.threads) and the fused convolution path change speed only, never results."""
+import json
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -19,13 +24,53 @@ def test_kernel_threads_serial_below_threshold_and_restores():
     n0 = numba.get_num_threads()
     try:
         numba.set_num_threads(_two_threads())
-        with threads.kernel_threads(threads.SMALL_WORK - 1):
+        small = threads.small_work()
+        assert small in (threads.SMALL_WORK, threads.SMALL_WORK_SHARED)
+        with threads.kernel_threads(small - 1):
             assert numba.get_num_threads() == 1
         assert numba.get_num_threads() == _two_threads()
-        with threads.kernel_threads(threads.SMALL_WORK):
+        with threads.kernel_threads(small):
             assert numba.get_num_threads() == _two_threads()
     finally:
         numba.set_num_threads(n0)
+
+
+_POOL_PROBE = """
+import os, json, torch, numpy as np
+torch.set_num_threads(2)
+a = torch.randn(1500, 1500); (a @ a).sum(); torch.tanh(a)   # torch's pool is up
+import numba, aimc
+from aimc.core import threads
+n0 = len(os.listdir("/proc/self/task"))
+numba.set_num_threads(2)   # launches numba's threading layer
+tile = aimc.Tile(256, 256)
+for _ in range(3):
+    tile.forward(np.ones((512, 256), np.float32)); (a @ a).sum()
+print(json.dumps({"new_threads": len(os.listdir("/proc/self/task")) - n0, "shared": threads.shared_pool(),
+                  "layer": numba.threading_layer()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or numba.config.NUMBA_NUM_THREADS < 2,
+                    reason="counts threads in /proc; needs 2 numba threads")
+@pytest.mark.parametrize("layer", ["default", "workqueue"])
+def test_shared_pool_means_no_second_pool(layer):
+    """``threads.shared_pool`` claims numba's kernels run on torch's OpenMP workers: then numba's parallel
+    kernels start no thread of their own; numba's workqueue layer (a pool of its own) is not shared."""
+    pytest.importorskip("torch")
+    env = dict(os.environ)
+    env.pop("NUMBA_THREADING_LAYER", None)
+    if layer != "default":
+        env["NUMBA_THREADING_LAYER"] = layer
+    out = subprocess.run([sys.executable, "-c", _POOL_PROBE], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    if layer == "workqueue":
+        assert not r["shared"] and r["new_threads"] >= 1
+    else:
+        assert r["shared"] == (r["layer"] == "omp")
+        if r["shared"]:
+            assert r["new_threads"] == 0
 
 
 @pytest.mark.parametrize("io", [DEPLOY_IO, aimc.presets.default().forward, aimc.presets.standard_hwa().forward])

@@ -14,7 +14,11 @@ with the same products in torch's pool. So aimc does not add pools where the pro
 * **element-wise kernels** (numba) run on the calling thread when a call has less than ``SMALL_WORK``
   elements (``kernel_threads``): waking a pool costs more than it saves there, and nothing spins against
   torch's pool. Larger calls use numba's pool (its workers wait passively: ``aimc/__init__.py`` sets
-  ``OMP_WAIT_POLICY=PASSIVE`` for the pool numba starts, unless the user set it).
+  ``OMP_WAIT_POLICY=PASSIVE`` for the pool numba starts, unless the user set it). Where numba's pool *is*
+  torch's (``shared_pool``: numba's OpenMP layer and torch's OpenMP build load one GNU OpenMP runtime -- on
+  Linux torch puts its libgomp in the global symbol scope, or binds by soname to the one numba loaded first),
+  no second pool spins against the first and the threshold is ``SMALL_WORK_SHARED``: an analog LSTM's
+  64 x 1024 time-step reads then use both cores (``python -m aimc bench lstm``).
 
 Results do not depend on these choices: the kernels' randomness is counter-based (keyed by element, not
 by thread), so 1 and 2 threads give identical numbers.
@@ -29,6 +33,10 @@ import numpy as np
 SMALL_WORK = 1 << 16
 """Below this many elements per kernel call numba's kernels run on the calling thread (a parallel region
 costs ~10-50 us on an idle machine and milliseconds when another pool spins on the same cores)."""
+
+SMALL_WORK_SHARED = 1 << 13
+"""The threshold where numba's and torch's pools are one runtime (``shared_pool``): a region then wakes the
+workers torch's own ops keep warm (~10 us)."""
 
 _product = None
 
@@ -67,11 +75,32 @@ def set_product(fn) -> None:
     _product = fn
 
 
+def shared_pool() -> bool:
+    """Whether numba's thread pool is torch's: numba's threading layer is OpenMP (known once a parallel kernel
+    ran), torch is loaded and built with OpenMP, on Linux (one GNU OpenMP runtime serves both there: torch's
+    libgomp is loaded RTLD_GLOBAL, so numba's ``omppool`` binds to it, or torch binds by soname to the libgomp
+    numba loaded first). Not where numba runs TBB or its workqueue, or on other systems (separate pools)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not sys.platform.startswith("linux") or not getattr(torch._C, "has_openmp", False):
+        return False
+    try:
+        import numba
+        return numba.threading_layer() == "omp"
+    except ValueError:   # no parallel kernel ran yet: the layer is not chosen
+        return False
+
+
+def small_work() -> int:
+    """The element count below which ``kernel_threads`` runs numba's kernels on the calling thread."""
+    return SMALL_WORK_SHARED if shared_pool() else SMALL_WORK
+
+
 _serial = threading.local()   # .on: this thread is inside a kernel_threads context that made it serial
 
 
 class kernel_threads:
-    """Context: numba kernels inside run on the calling thread if ``work`` (elements) < ``SMALL_WORK``.
+    """Context: numba kernels inside run on the calling thread if ``work`` (elements) < ``SMALL_WORK``
+    (``SMALL_WORK_SHARED`` where numba's pool is torch's, ``shared_pool``).
 
     Nested small contexts cost nothing (a loop of small reads, e.g. an RNN's time steps, enters one
     context around the loop); a large context inside a small one stays serial."""
@@ -79,7 +108,7 @@ class kernel_threads:
     __slots__ = ("small", "old", "outer")
 
     def __init__(self, work: int):
-        self.small = work < SMALL_WORK
+        self.small = work < small_work()
         self.old = None
         self.outer = False
 
