@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -151,9 +152,7 @@ class _AnalogRNNBase(AnalogContainer):
             outs = []
             for d in range(ndir):
                 sfx = f"_l{k}" + ("_reverse" if d else "")
-                xi = self.slots["ih" + sfx].analog_matmul(layer_in.reshape(T * B, -1)).reshape(T, B, -1)
-                if self.bias:
-                    xi = xi + getattr(self, "bias_ih" + sfx)
+                xi = self._ih(layer_in.reshape(T * B, -1), sfx, fast).reshape(T, B, -1)
                 idx = k * ndir + d
                 h = h0[idx]
                 c = c0[idx] if c0 is not None else None
@@ -208,6 +207,17 @@ class _AnalogRNNBase(AnalogContainer):
             c0 = c0.unsqueeze(1) if c0 is not None else None
         return h0, c0
 
+    def _ih(self, x2d, sfx, fast):
+        """The input read of all time steps, (T*B, gates) plus the input bias: through ``analog_matmul``, or in
+        inference (``fast``) by the tiles on numpy with the bias added in the read's output-stage sweep
+        (``TileArray._forward_add``; float32 y + b, torch's xi + b bit for bit)."""
+        tiles = fast.get("ih" + sfx) if fast is not None else None
+        if tiles is None:
+            y = self.slots["ih" + sfx].analog_matmul(x2d)
+            return y + getattr(self, "bias_ih" + sfx) if self.bias else y
+        b = as_numpy(getattr(self, "bias_ih" + sfx)) if self.bias else None
+        return torch.from_numpy(tiles._forward_add(np.ascontiguousarray(as_numpy(x2d)), b, None))
+
     def _hh(self, h, sfx):
         g = self.slots["hh" + sfx].analog_matmul(h)
         return g + getattr(self, "bias_hh" + sfx) if self.bias else g
@@ -224,11 +234,10 @@ class _AnalogRNNBase(AnalogContainer):
             return None
         tiles = {}
         for name, slot in self.slots.items():
-            if not name.startswith("ih"):   # the input reads are one analog_matmul per layer and direction
-                t = slot._inference_tiles()
-                if t is None:
-                    return None
-                tiles[name] = t
+            t = slot._inference_tiles()
+            if t is None:
+                return None
+            tiles[name] = t
         return tiles
 
     def _steps_inference(self, xi, h, c, sfx, steps, seq, tiles):
