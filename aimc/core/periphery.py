@@ -594,12 +594,14 @@ def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams
         steps, bounds = adc if adc is not None else (p.steps, p.bounds)
         calls = [draw_calls(s, io) for s in streams]
         rows = _arange(B)
-        v, v2, aux = _input_pass(x, rows, alpha, p, None, calls[0], scratch=scratch)
-        for c, g, m in zip(counts, gs, ms):
+        # the first tile's pass is counted by the input stage while it writes v, the others by a sweep over v
+        v, v2, aux = _input_pass(x, rows, alpha, p, None, calls[0], counts[0], gs[0], ms[0], scratch=scratch)
+        for k, (c, g, m) in enumerate(zip(counts, gs, ms)):
             if c is not None:
                 c.mvms += B
                 c.dig_out += B * m if p.dig_out else 0
-                _count_pass(c, p, v, g, m)
+                if k:
+                    _count_pass(c, p, v, g, m)
         yin, s_el, a_mat = _products(stack, v, aux, p, scratch)
         sig, sw = _row_sigmas(io, p, v2)
         S = len(ms)
