@@ -319,8 +319,10 @@ class ArrayCircuit:
             V = np.zeros((drive.shape[0], self.rows))
             V[:, self.r0:] = drive * vr
             J = np.empty((self.D, R, self.out))
+            I = None
             for d in range(self.D):
-                I = self.arrays[0 if self.inter else d].solve(V, self.acfg.solver)  # (R', cols)
+                if I is None or not self.inter:  # interleaved: one array, one solve, every device's columns
+                    I = self.arrays[0 if self.inter else d].solve(V, self.acfg.solver)  # (R', cols)
                 J[d] = _integrate(I[:, self._dev_cols(d)], owner, dt, R) / vr
             return _combine(J, v, self.params, self.mcfg).astype(np.float32)
         # transposed: one read per device (its columns driven, the others at 0 V), currents on the rows
