@@ -75,19 +75,26 @@ def set_product(fn) -> None:
     _product = fn
 
 
+_shared = False
+
+
 def shared_pool() -> bool:
     """Whether numba's thread pool is torch's: numba's threading layer is OpenMP (known once a parallel kernel
     ran), torch is loaded and built with OpenMP, on Linux (one GNU OpenMP runtime serves both there: torch's
     libgomp is loaded RTLD_GLOBAL, so numba's ``omppool`` binds to it, or torch binds by soname to the libgomp
     numba loaded first). Not where numba runs TBB or its workqueue, or on other systems (separate pools)."""
+    global _shared
+    if _shared:          # once true it stays true: the layer is fixed once chosen, torch is never unloaded
+        return True
     torch = sys.modules.get("torch")
     if torch is None or not sys.platform.startswith("linux") or not getattr(torch._C, "has_openmp", False):
         return False
     try:
         import numba
-        return numba.threading_layer() == "omp"
+        _shared = numba.threading_layer() == "omp"
     except ValueError:   # no parallel kernel ran yet: the layer is not chosen
         return False
+    return _shared
 
 
 def small_work() -> int:
