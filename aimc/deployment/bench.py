@@ -150,8 +150,13 @@ def bench_resnet(args) -> dict:
     return out
 
 
-def make_lstm(args, kind: str):
-    """A zero-argument forward of the 2-layer LSTM (128 -> 256, seq 50, batch 64): 'digital' or 'deploy'."""
+def make_lstm(args, kind: str, shared_threshold: int | None = None):
+    """A zero-argument forward of the 2-layer LSTM (128 -> 256, seq 50, batch 64): 'digital' or 'deploy'.
+    ``shared_threshold``: ``aimc.core.threads.SMALL_WORK_SHARED`` for this process (benchmarks/lstm_threads.py
+    compares thresholds)."""
+    if shared_threshold is not None:
+        from ..core import threads
+        threads.SMALL_WORK_SHARED = int(shared_threshold)
     torch.manual_seed(0)
     model = nn.LSTM(128, 256, num_layers=2).eval()
     x = torch.randn(50, 64, 128, generator=torch.Generator().manual_seed(1))
