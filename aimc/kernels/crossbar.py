@@ -84,52 +84,55 @@ def _take(typingctx, counter):
 
 
 @njit(cache=True, fastmath=True)
-def _sinh_cell_row(g, v, ks, m, c, k):
-    """c = g sinh(ks v) / ks (cell currents) and k = g cosh(ks v) (small-signal conductances)."""
-    n = g.shape[0]
+def _sinh_cells(G, v, K, a, t, i, ks, m):
+    """t[i] = g sinh(ks v) / ks (cell currents) and K[a] = g cosh(ks v) (small-signal conductances) of row a
+    (g = G[a], v = v[a]). Rows are indexed in the 2-D arrays, not sliced: a row view costs a reference count
+    update (an atomic add and a call) each time it is made, which at one view per array and row was a large
+    part of a sweep (see the module docstring)."""
+    n = G.shape[1]
     sc = np.float32(ks * 0.5 ** m)
     for b in range(n):
-        z = sc * v[b]
+        z = sc * v[a, b]
         z2 = z * z
-        c[b] = z * (np.float32(1.0) + z2 * (np.float32(1 / 6) + z2 * (np.float32(1 / 120) + z2 * (
+        t[i, b] = z * (np.float32(1.0) + z2 * (np.float32(1 / 6) + z2 * (np.float32(1 / 120) + z2 * (
             np.float32(1 / 5040) + z2 * (np.float32(1 / 362880) + z2 * np.float32(1 / 39916800))))))
-        k[b] = np.float32(1.0) + z2 * (np.float32(0.5) + z2 * (np.float32(1 / 24) + z2 * (np.float32(1 / 720) + z2 * (
+        K[a, b] = np.float32(1.0) + z2 * (np.float32(0.5) + z2 * (np.float32(1 / 24) + z2 * (np.float32(1 / 720) + z2 * (
             np.float32(1 / 40320) + z2 * np.float32(1 / 3628800)))))
     for _ in range(m):
         for b in range(n):
-            sh = c[b]
-            ch = k[b]
-            c[b] = np.float32(2.0) * sh * ch
-            k[b] = np.float32(1.0) + np.float32(2.0) * sh * sh
+            sh = t[i, b]
+            ch = K[a, b]
+            t[i, b] = np.float32(2.0) * sh * ch
+            K[a, b] = np.float32(1.0) + np.float32(2.0) * sh * sh
     ik = np.float32(1.0 / ks)
     for b in range(n):
-        c[b] = g[b] * c[b] * ik
-        k[b] = g[b] * k[b]
+        t[i, b] = G[a, b] * t[i, b] * ik
+        K[a, b] = G[a, b] * K[a, b]
 
 
 @njit(cache=True, fastmath=True)
-def _row_drop(t, dq, out):
-    """out[b] = sum_l t_l Q_min(b, l) (the drop along one input line for cell currents t): the drop grows by
-    dq_b = Q_b - Q_(b-1) times the current through segment b, sum_(l>=b) t_l (2 flops per cell)."""
-    n = t.shape[0]
+def _row_drop(T, i, dq, W, a):
+    """W[a, b] = sum_l T[i, l] Q_min(b, l) (the drop along one input line for cell currents T[i]): the drop grows
+    by dq_b = Q_b - Q_(b-1) times the current through segment b, sum_(l>=b) T[i, l] (2 flops per cell)."""
+    n = T.shape[1]
     s = np.float32(0.0)
     for b in range(n):
-        s += t[b]
+        s += T[i, b]
     c = np.float32(0.0)
     for b in range(n):
         c += dq[b] * s
-        out[b] = c
-        s -= t[b]
+        W[a, b] = c
+        s -= T[i, b]
 
 
 @njit(cache=True, fastmath=True)
-def _col_step(t, pa, acc, accp, out):
-    """Column rise without its constant term: out[b] += P_a sum_{l<=a} t_l - sum_{l<=a} t_l P_l."""
-    for b in range(t.shape[0]):
-        x = t[b]
+def _col_step(T, i, pa, acc, accp, W, a):
+    """Column rise without its constant term: W[a, b] += P_a sum_{l<=a} t_l - sum_{l<=a} t_l P_l (t = T[i])."""
+    for b in range(T.shape[1]):
+        x = T[i, b]
         acc[b] += x
         accp[b] += x * pa
-        out[b] += pa * acc[b] - accp[b]
+        W[a, b] += pa * acc[b] - accp[b]
 
 
 @njit(cache=True, fastmath=True)
@@ -138,10 +141,9 @@ def _row_drop4(T, dq, W, a0):
     latency-bound; four fill the pipeline)."""
     S = np.empty(4, np.float32)
     for i in range(4):
-        ti = T[i]
         s = np.float32(0.0)
         for b in range(T.shape[1]):
-            s += ti[b]
+            s += T[i, b]
         S[i] = s
     _row_drop4s(T, S, dq, W, a0)
 
@@ -150,24 +152,22 @@ def _row_drop4(T, dq, W, a0):
 def _row_drop4s(T, S, dq, W, a0):
     """``_row_drop4`` with the row totals S[0..3] already summed (by the loop that wrote T)."""
     n = T.shape[1]
-    t0, t1, t2, t3 = T[0], T[1], T[2], T[3]
-    o0, o1, o2, o3 = W[a0], W[a0 + 1], W[a0 + 2], W[a0 + 3]
     s0, s1, s2, s3 = S[0], S[1], S[2], S[3]
     c0 = c1 = c2 = c3 = np.float32(0.0)
     for b in range(n):
-        d = dq[b]
-        c0 += d * s0
-        c1 += d * s1
-        c2 += d * s2
-        c3 += d * s3
-        o0[b] = c0
-        o1[b] = c1
-        o2[b] = c2
-        o3[b] = c3
-        s0 -= t0[b]
-        s1 -= t1[b]
-        s2 -= t2[b]
-        s3 -= t3[b]
+        e = dq[b]
+        c0 += e * s0
+        c1 += e * s1
+        c2 += e * s2
+        c3 += e * s3
+        W[a0, b] = c0
+        W[a0 + 1, b] = c1
+        W[a0 + 2, b] = c2
+        W[a0 + 3, b] = c3
+        s0 -= T[0, b]
+        s1 -= T[1, b]
+        s2 -= T[2, b]
+        s3 -= T[3, b]
 
 
 @njit(cache=True, fastmath=True)
@@ -178,9 +178,9 @@ def _block_L(T, nr, a0, dq, p, acc, accp, W):
         _row_drop4(T, dq, W, a0)
     else:
         for i in range(nr):
-            _row_drop(T[i], dq, W[a0 + i])
+            _row_drop(T, i, dq, W, a0 + i)
     for i in range(nr):
-        _col_step(T[i], p[a0 + i], acc, accp, W[a0 + i])
+        _col_step(T, i, p[a0 + i], acc, accp, W, a0 + i)
 
 
 @njit(cache=True, fastmath=True)
@@ -218,7 +218,6 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
         if newton == 0:
             # v = V: every cell of input line a sits at V_a, so c = G F(V_a) and K = G F'(V_a) scale row a of G
             # and the row drops of c are F(V_a) times those of G (``RG``, once per array): no row scans
-            ti = t[0]
             for a in range(n_in):
                 va64 = Vi[a]
                 if linear:
@@ -228,45 +227,37 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                     fa = np.float32(math.sinh(ks64 * va64) / ks64)
                     fpa = np.float32(math.cosh(ks64 * va64))
                     va = np.float32(va64)
-                    va_ = v[a]
                     for b in range(n_out):
-                        va_[b] = va
-                ga, ka, wa, rga = G[a], K[a], w[a], RG[a]
+                        v[a, b] = va
                 ksum = np.float32(0.0)
                 for b in range(n_out):
-                    cb = ga[b] * fa
-                    kb = ga[b] * fpa
-                    ti[b] = cb
-                    ka[b] = kb
+                    cb = G[a, b] * fa
+                    kb = G[a, b] * fpa
+                    t[0, b] = cb
+                    K[a, b] = kb
                     cur[b] += cb
                     cK[b] += kb
                     ksum += kb
-                    wa[b] = rga[b] * fa
+                    w[a, b] = RG[a, b] * fa
                 ref2 += ksum * va64 * va64
-                _col_step(ti, p[a], acc, accp, wa)
+                _col_step(t, 0, p[a], acc, accp, w, a)
         else:
             for a0 in range(0, n_in, 4):
                 nr = min(4, n_in - a0)
                 for i in range(nr):
                     a = a0 + i
-                    ti = t[i]
-                    va_ = v[a]
                     if jlast == 0:   # one CG sweep: the step is alpha r (d_0 = r_0 and x = 0 not stored)
-                        ra = r[a]
                         for b in range(n_out):
-                            step = min(max(alpha * ra[b], -dv_max), dv_max)
-                            va_[b] = min(max(va_[b] + step, -f32span), f32span)
+                            step = min(max(alpha * r[a, b], -dv_max), dv_max)
+                            v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
                     else:
-                        xa = x[a]
-                        da = d[a]
                         for b in range(n_out):
-                            step = min(max(xa[b] + alpha * da[b], -dv_max), dv_max)
-                            va_[b] = min(max(va_[b] + step, -f32span), f32span)
-                    _sinh_cell_row(G[a], va_, ks, m, ti, K[a])
-                    ka = K[a]
+                            step = min(max(x[a, b] + alpha * d[a, b], -dv_max), dv_max)
+                            v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
+                    _sinh_cells(G, v, K, a, t, i, ks, m)
                     for b in range(n_out):
-                        cur[b] += ti[b]
-                        cK[b] += ka[b]
+                        cur[b] += t[i, b]
+                        cK[b] += K[a, b]
                 _block_L(t, nr, a0, dq, p, acc, accp, w)
         accq[:] = accp                              # column-total term of L F(v)
         # CG sweeps. Sweep j forms r_j (the first: r_0 = V - v - L F(v), d_0 = r_0 and x = 0 left implicit, not
@@ -280,13 +271,10 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
             rr = 0.0
             for a in range(n_in):
                 va = np.float32(Vi[a])
-                va_ = v[a]
-                wa = w[a]
-                ka = K[a]
                 part = np.float32(0.0)
                 for b in range(n_out):
-                    rb = va - va_[b] - wa[b] - accq[b]
-                    part += ka[b] * rb * rb
+                    rb = va - v[a, b] - w[a, b] - accq[b]
+                    part += K[a, b] * rb * rb
                 rr += part
             if not math.isfinite(rr):
                 return NOT_FINITE, iters
@@ -306,48 +294,47 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
             s_dz = 0.0
             s_rz = 0.0
             s_zz = 0.0
+            D = r if j == 0 else d                  # the direction: d_0 = r_0 is not stored
             for a0 in range(0, n_in, 4):
                 nr = min(4, n_in - a0)
                 for i in range(nr):
                     a = a0 + i
-                    ra, da, xa, wa, ka, ti = r[a], d[a], x[a], w[a], K[a], t[i]
                     part = np.float32(0.0)
                     tsum = np.float32(0.0)
                     if j == 0:
                         va = np.float32(Vi[a])
-                        va_ = v[a]
                         for b in range(n_out):
-                            rb = (np.float32(0.0) if linear else va - va_[b]) - wa[b] - accq[b]
-                            ra[b] = rb
-                            tb = ka[b] * rb
-                            ti[b] = tb
+                            rb = (np.float32(0.0) if linear else va - v[a, b]) - w[a, b] - accq[b]
+                            r[a, b] = rb
+                            tb = K[a, b] * rb
+                            t[i, b] = tb
                             part += tb * rb
                             tsum += tb
                     elif j == 1:   # d_0 = r_0 (in r) and x = 0 were not stored: x = alpha d_0
                         for b in range(n_out):
-                            db = ra[b]
-                            xa[b] = alpha * db
-                            rb = db - alpha * (db + wa[b] + accq[b])
-                            ra[b] = rb
-                            kb = ka[b]
+                            db = r[a, b]
+                            x[a, b] = alpha * db
+                            rb = db - alpha * (db + w[a, b] + accq[b])
+                            r[a, b] = rb
+                            kb = K[a, b]
                             part += kb * rb * rb
                             db = rb + beta * db
-                            da[b] = db
+                            d[a, b] = db
                             tb = kb * db
-                            ti[b] = tb
+                            t[i, b] = tb
                             tsum += tb
                     else:
                         for b in range(n_out):
-                            db = da[b]
-                            xa[b] += alpha * db
-                            rb = ra[b] - alpha * (db + wa[b] + accq[b])
-                            ra[b] = rb
-                            kb = ka[b]
+                            db = d[a, b]
+                            x[a, b] += alpha * db
+                            rb = r[a, b] - alpha * (db + w[a, b] + accq[b])
+                            r[a, b] = rb
+                            kb = K[a, b]
                             part += kb * rb * rb
                             db = rb + beta * db
-                            da[b] = db
+                            d[a, b] = db
                             tb = kb * db
-                            ti[b] = tb
+                            t[i, b] = tb
                             tsum += tb
                     rr += part
                     rsum[i] = tsum
@@ -355,26 +342,26 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                     _row_drop4s(t, rsum, dq, w, a0)
                 else:
                     for i in range(nr):
-                        _row_drop(t[i], dq, w[a0 + i])
+                        _row_drop(t, i, dq, w, a0 + i)
                 for i in range(nr):   # column prefix terms, then the CG sums of this block's rows (L1):
                     # z = d + partial L K d
-                    ra, wa, ka, ti = r[a0 + i], w[a0 + i], K[a0 + i], t[i]
-                    da = r[a0 + i] if j == 0 else d[a0 + i]
-                    pa = p[a0 + i]
+                    a = a0 + i
+                    pa = p[a]
                     p1 = np.float32(0.0)
                     p2 = np.float32(0.0)
                     p3 = np.float32(0.0)
                     for b in range(n_out):
-                        tb = ti[b]
+                        tb = t[i, b]
                         cb = acc[b] + tb
                         cpb = accp[b] + tb * pa
                         acc[b] = cb
                         accp[b] = cpb
-                        wb = wa[b] + pa * cb - cpb
-                        wa[b] = wb
-                        zb = da[b] + wb
-                        kr = ka[b] * ra[b]
-                        kz = ka[b] * zb
+                        wb = w[a, b] + pa * cb - cpb
+                        w[a, b] = wb
+                        zb = D[a, b] + wb
+                        kb = K[a, b]
+                        kr = kb * r[a, b]
+                        kz = kb * zb
                         p1 += tb * zb
                         p2 += kr * zb
                         p3 += kz * zb
@@ -430,19 +417,16 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
             beta = np.float32(rho_next / rho)
         if linear:  # the one exact Newton step: currents G V (in cur) + K (x + alpha d); check |r|_K
             rr = 0.0
+            D = r if jlast == 0 else d
             for a in range(n_in):
-                ra = r[a]
-                da = r[a] if jlast == 0 else d[a]
-                xa = x[a]
-                wa = w[a]
-                ka = K[a]
                 part = np.float32(0.0)
                 for b in range(n_out):
-                    db = da[b]
-                    xb = alpha * db if jlast == 0 else xa[b] + alpha * db
-                    rb = ra[b] - alpha * (db + wa[b] + accq[b])
-                    part += ka[b] * rb * rb
-                    cur[b] += ka[b] * xb
+                    db = D[a, b]
+                    xb = alpha * db if jlast == 0 else x[a, b] + alpha * db
+                    rb = r[a, b] - alpha * (db + w[a, b] + accq[b])
+                    kb = K[a, b]
+                    part += kb * rb * rb
+                    cur[b] += kb * xb
                 rr += part
             return (CONVERGED if rr <= 1.0001 * eta2 else NOT_CONVERGED), iters
         if not done:
@@ -470,7 +454,7 @@ def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_thread
     nt = max(1, min(B, n_threads))
     RG = np.empty((n_in, n_out), np.float32)     # row drops of G itself: the first F sweep's (see _solve_one)
     for a in range(n_in):
-        _row_drop(G[a], dq, RG[a])
+        _row_drop(G, a, dq, RG, a)
     queue = np.zeros(1, np.int64)               # the next input to solve, shared by the work queues
     for ci in prange(nt):
         v = np.empty((n_in, n_out), np.float32)
