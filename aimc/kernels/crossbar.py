@@ -136,21 +136,9 @@ def _col_step(T, i, pa, acc, accp, W, a):
 
 
 @njit(cache=True, fastmath=True)
-def _row_drop4(T, dq, W, a0):
-    """``_row_drop`` of the 4 rows T[0..3] into W[a0..a0+3]: four independent scans interleaved (one scan is
-    latency-bound; four fill the pipeline)."""
-    S = np.empty(4, np.float32)
-    for i in range(4):
-        s = np.float32(0.0)
-        for b in range(T.shape[1]):
-            s += T[i, b]
-        S[i] = s
-    _row_drop4s(T, S, dq, W, a0)
-
-
-@njit(cache=True, fastmath=True)
 def _row_drop4s(T, S, dq, W, a0):
-    """``_row_drop4`` with the row totals S[0..3] already summed (by the loop that wrote T)."""
+    """``_row_drop`` of the 4 rows T[0..3] into W[a0..a0+3], with their row totals S[0..3] (summed by the loop
+    that wrote T): four independent scans interleaved (one scan is latency-bound; four fill the pipeline)."""
     n = T.shape[1]
     s0, s1, s2, s3 = S[0], S[1], S[2], S[3]
     c0 = c1 = c2 = c3 = np.float32(0.0)
@@ -171,11 +159,12 @@ def _row_drop4s(T, S, dq, W, a0):
 
 
 @njit(cache=True, fastmath=True)
-def _block_L(T, nr, a0, dq, p, acc, accp, W):
-    """Partial L of the cell currents T[:nr] of rows a0..a0+nr-1 into W (row drops, then the column prefix
-    terms row by row; the column-total term is left to the caller: it is ``accp`` after the last row)."""
+def _block_L(T, S, nr, a0, dq, p, acc, accp, W):
+    """Partial L of the cell currents T[:nr] (row totals S) of rows a0..a0+nr-1 into W (row drops, then the
+    column prefix terms row by row; the column-total term is left to the caller: it is ``accp`` after the last
+    row)."""
     if nr == 4:
-        _row_drop4(T, dq, W, a0)
+        _row_drop4s(T, S, dq, W, a0)
     else:
         for i in range(nr):
             _row_drop(T, i, dq, W, a0 + i)
@@ -230,17 +219,20 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                     for b in range(n_out):
                         v[a, b] = va
                 ksum = np.float32(0.0)
-                for b in range(n_out):
+                pa = p[a]
+                for b in range(n_out):   # c, K, their column sums, the row drop and the column prefix terms
                     cb = G[a, b] * fa
                     kb = G[a, b] * fpa
-                    t[0, b] = cb
                     K[a, b] = kb
                     cur[b] += cb
                     cK[b] += kb
                     ksum += kb
-                    w[a, b] = RG[a, b] * fa
+                    sb = acc[b] + cb
+                    spb = accp[b] + cb * pa
+                    acc[b] = sb
+                    accp[b] = spb
+                    w[a, b] = RG[a, b] * fa + (pa * sb - spb)
                 ref2 += ksum * va64 * va64
-                _col_step(t, 0, p[a], acc, accp, w, a)
         else:
             for a0 in range(0, n_in, 4):
                 nr = min(4, n_in - a0)
@@ -255,10 +247,14 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                             step = min(max(x[a, b] + alpha * d[a, b], -dv_max), dv_max)
                             v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
                     _sinh_cells(G, v, K, a, t, i, ks, m)
-                    for b in range(n_out):
-                        cur[b] += t[i, b]
+                    tsum = np.float32(0.0)
+                    for b in range(n_out):   # column sums of c and K, row total of c (for the row drops)
+                        tb = t[i, b]
+                        cur[b] += tb
                         cK[b] += K[a, b]
-                _block_L(t, nr, a0, dq, p, acc, accp, w)
+                        tsum += tb
+                    rsum[i] = tsum
+                _block_L(t, rsum, nr, a0, dq, p, acc, accp, w)
         accq[:] = accp                              # column-total term of L F(v)
         # CG sweeps. Sweep j forms r_j (the first: r_0 = V - v - L F(v), d_0 = r_0 and x = 0 left implicit, not
         # stored -- sweep 1 reads d_0 from r and writes x = alpha d_0, a step after one sweep is alpha r_0; later ones:
