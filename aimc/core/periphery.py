@@ -8,6 +8,8 @@ equal distribution (one normal per output), so the cost is a few BLAS products p
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .config import ADCKind, BoundManagement, IOConfig, NoiseManagement, WeightNoiseType
@@ -438,6 +440,30 @@ def _scratch(scratch: dict | None, name: str, shape: tuple, dtype=np.float32) ->
     if a is None or a.shape != shape or a.dtype != dtype:
         a = scratch[name] = np.empty(shape, dtype)
     return a
+
+
+class ScratchPool:
+    """The ``scratch`` dicts a layer keeps between forwards (``pool.get(key)``: one per key and thread), so
+    that a read of the same shape reuses its arrays instead of faulting in fresh pages on every forward
+    (an analog LSTM's input read of a whole sequence: 13 MB of outputs per layer). One set per thread, so
+    concurrent forwards never share arrays; a pickled or deep-copied layer starts with an empty pool."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def get(self, key) -> dict:
+        d = self._local.__dict__.setdefault("d", {})
+        return d.setdefault(key, {})
+
+    def clear(self) -> None:
+        """Drop this thread's arrays (they are made again on the next read)."""
+        self._local.__dict__.pop("d", None)
+
+    def __reduce__(self):
+        return ScratchPool, ()
+
+    def __deepcopy__(self, memo):
+        return ScratchPool()
 
 
 def _count_pass(counts, p: _Plan, v, g, m: int) -> None:
