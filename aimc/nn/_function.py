@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..core.threads import kernel_threads
+from ..kernels import cells
+
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:
     """A float32 C-contiguous numpy view of a CPU tensor (a copy only if dtype/layout/device demand it)."""
@@ -50,10 +53,11 @@ _NO_ACT = np.empty((1, 0), np.float32)
 
 def lstm_cell_numpy(gates: np.ndarray, c: np.ndarray, act: np.ndarray | None = None):
     """(h, c') of one LSTM step from float32 C-contiguous gate pre-activations (B, 4H) and cell state (B, H),
-    by one vectorised kernel (``kernels.cells.lstm_cell``); ``act`` (B, 5H) receives what the backward needs."""
-    from ..kernels import cells
+    by one vectorised kernel (``kernels.cells.lstm_cell``, on the calling thread when small: ``kernel_threads``);
+    ``act`` (B, 5H) receives what the backward needs."""
     h, cn = np.empty_like(c), np.empty_like(c)
-    cells.lstm_cell(gates, c, h, cn, _NO_ACT if act is None else act)
+    with kernel_threads(gates.size):
+        cells.lstm_cell(gates, c, h, cn, _NO_ACT if act is None else act)
     return h, cn
 
 
