@@ -134,18 +134,18 @@ def test_kept_arrays_change_no_value_and_are_never_saved():
     assert not torch.equal(ya[0], ya[1])    # two reads, two draws of the noise
     for p, q in zip(ya, yb):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
-    kept = a._scratch_pool().get("ih_l0")
+    kept = a._scratch_pool().get("ih")
     assert kept and all(isinstance(v, np.ndarray) for v in kept.values())
     size = len(pickle.dumps(a))
     a._scratch_pool().clear()
     assert len(pickle.dumps(a)) == size     # the kept arrays are not in the pickle
     with torch.no_grad():
         a(x)
-    assert not pickle.loads(pickle.dumps(a))._scratch_pool().get("ih_l0")
-    assert not copy.deepcopy(a)._scratch_pool().get("ih_l0")
+    assert not pickle.loads(pickle.dumps(a))._scratch_pool().get("ih")
+    assert not copy.deepcopy(a)._scratch_pool().get("ih")
     other = []
-    assert a._scratch_pool().get("ih_l0")
-    th = threading.Thread(target=lambda: other.append(a._scratch_pool().get("ih_l0")))
+    assert a._scratch_pool().get("ih")
+    th = threading.Thread(target=lambda: other.append(a._scratch_pool().get("ih")))
     th.start()
     th.join()
     assert other == [{}]

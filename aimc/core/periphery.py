@@ -431,14 +431,20 @@ def _input_pass(x, rows, scale, p: _Plan, conv, calls, counts=None, g=None, m: i
 
 
 def _scratch(scratch: dict | None, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
-    """An uninitialised array: a new one, or, with ``scratch`` (a dict the caller keeps between reads of one
-    shape, e.g. an RNN's time steps), the one stored there under ``name`` (made when missing or of another
-    shape). Reusing them spares the allocations and the page faults of fresh buffers on every small read."""
+    """An uninitialised array: a new one, or, with ``scratch`` (a dict the caller keeps between reads, e.g. an
+    RNN's time steps), the one stored there under ``name`` -- itself when the shape is the same, else the
+    leading part of it when it is large enough (a smaller read after a larger one), else a new one stored in
+    its place. Reusing them spares the allocations and the page faults of fresh buffers on every small read."""
     if scratch is None:
         return np.empty(shape, dtype)
     a = scratch.get(name)
-    if a is None or a.shape != shape or a.dtype != dtype:
-        a = scratch[name] = np.empty(shape, dtype)
+    if a is not None and a.dtype == dtype:
+        if a.shape == shape:
+            return a
+        n = int(np.prod(shape))
+        if a.size >= n:
+            return a.reshape(-1)[:n].reshape(shape)
+    a = scratch[name] = np.empty(shape, dtype)
     return a
 
 

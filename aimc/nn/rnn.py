@@ -213,13 +213,14 @@ class _AnalogRNNBase(AnalogContainer):
         """The input read of all time steps, (T*B, gates) plus the input bias: through ``analog_matmul``, or in
         inference (``fast``) by the tiles on numpy with the bias added in the read's output-stage sweep
         (``TileArray._forward_add``; float32 y + b, torch's xi + b bit for bit), into the layer's kept arrays
-        (``_scratch_pool``: the next forward overwrites them)."""
+        (``_scratch_pool``; one set for all layers and directions: each one's time steps consume its ``xi``
+        before the next input read overwrites it)."""
         tiles = fast.get("ih" + sfx) if fast is not None else None
         if tiles is None:
             y = self.slots["ih" + sfx].analog_matmul(x2d)
             return y + getattr(self, "bias_ih" + sfx) if self.bias else y
         b = as_numpy(getattr(self, "bias_ih" + sfx)) if self.bias else None
-        y = tiles._forward_add(np.ascontiguousarray(as_numpy(x2d)), b, None, self._scratch_pool().get("ih" + sfx))
+        y = tiles._forward_add(np.ascontiguousarray(as_numpy(x2d)), b, None, self._scratch_pool().get("ih"))
         return torch.from_numpy(y)
 
     def _scratch_pool(self) -> ScratchPool:
