@@ -8,6 +8,8 @@ equal distribution (one normal per output), so the cost is a few BLAS products p
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .config import ADCKind, BoundManagement, IOConfig, NoiseManagement, WeightNoiseType
@@ -429,15 +431,45 @@ def _input_pass(x, rows, scale, p: _Plan, conv, calls, counts=None, g=None, m: i
 
 
 def _scratch(scratch: dict | None, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
-    """An uninitialised array: a new one, or, with ``scratch`` (a dict the caller keeps between reads of one
-    shape, e.g. an RNN's time steps), the one stored there under ``name`` (made when missing or of another
-    shape). Reusing them spares the allocations and the page faults of fresh buffers on every small read."""
+    """An uninitialised array: a new one, or, with ``scratch`` (a dict the caller keeps between reads, e.g. an
+    RNN's time steps), the one stored there under ``name`` -- itself when the shape is the same, else the
+    leading part of it when it is large enough (a smaller read after a larger one), else a new one stored in
+    its place. Reusing them spares the allocations and the page faults of fresh buffers on every small read."""
     if scratch is None:
         return np.empty(shape, dtype)
     a = scratch.get(name)
-    if a is None or a.shape != shape or a.dtype != dtype:
-        a = scratch[name] = np.empty(shape, dtype)
+    if a is not None and a.dtype == dtype:
+        if a.shape == shape:
+            return a
+        n = int(np.prod(shape))
+        if a.size >= n:
+            return a.reshape(-1)[:n].reshape(shape)
+    a = scratch[name] = np.empty(shape, dtype)
     return a
+
+
+class ScratchPool:
+    """The ``scratch`` dicts a layer keeps between forwards (``pool.get(key)``: one per key and thread), so
+    that a read of the same shape reuses its arrays instead of faulting in fresh pages on every forward
+    (an analog LSTM's input read of a whole sequence: 13 MB of outputs per layer). One set per thread, so
+    concurrent forwards never share arrays; a pickled or deep-copied layer starts with an empty pool."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def get(self, key) -> dict:
+        d = self._local.__dict__.setdefault("d", {})
+        return d.setdefault(key, {})
+
+    def clear(self) -> None:
+        """Drop this thread's arrays (they are made again on the next read)."""
+        self._local.__dict__.pop("d", None)
+
+    def __reduce__(self):
+        return ScratchPool, ()
+
+    def __deepcopy__(self, memo):
+        return ScratchPool()
 
 
 def _count_pass(counts, p: _Plan, v, g, m: int) -> None:

@@ -3,7 +3,7 @@
 ``rng`` counter-based random numbers; ``periphery`` fused DAC/ADC/noise passes of the analog MVM;
 ``drift`` fused programming/drift/read noise of power-law devices; ``pulsed`` pulse-train updates;
 ``nodal`` nodal analysis of resistive networks with diodes (float64); ``cost`` the input sums of the
-cost counters (``aimc.cost``); ``background`` (plain Python) the compiles of a first run.
+cost counters (``aimc.cost``); ``cells`` the LSTM cell's gate arithmetic; ``background`` (plain Python) the compiles of a first run.
 Kernels trust their inputs: validation happens at the public entry points.
 
 First run: kernels compile on first use (``cache=True`` keeps them on disk afterwards);

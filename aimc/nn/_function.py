@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..core.threads import kernel_threads
+from ..kernels import cells
+
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:
     """A float32 C-contiguous numpy view of a CPU tensor (a copy only if dtype/layout/device demand it)."""
@@ -43,3 +46,51 @@ class AnalogMatmul(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = grad_y.t() @ x2d
         return grad_x, grad_w, None, None
+
+
+_NO_ACT = np.empty((1, 0), np.float32)
+
+
+def lstm_cell_numpy(gates: np.ndarray, c: np.ndarray, act: np.ndarray | None = None):
+    """(h, c') of one LSTM step from float32 C-contiguous gate pre-activations (B, 4H) and cell state (B, H),
+    by one vectorised kernel (``kernels.cells.lstm_cell``, on the calling thread when small: ``kernel_threads``);
+    ``act`` (B, 5H) receives what the backward needs."""
+    h, cn = np.empty_like(c), np.empty_like(c)
+    with kernel_threads(gates.size):
+        cells.lstm_cell(gates, c, h, cn, _NO_ACT if act is None else act)
+    return h, cn
+
+
+def fast_lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> bool:
+    """Whether ``LSTMCell`` computes this step: CPU float32 tensors, no forward-mode or functorch tracing."""
+    return (gates.dtype == torch.float32 and c.dtype == torch.float32 and gates.device.type == "cpu"
+            and c.device.type == "cpu" and gates.dim() == 2 and c.shape[0] == gates.shape[0]
+            and gates.shape[1] == 4 * c.shape[1])
+
+
+class LSTMCell(torch.autograd.Function):
+    """(h, c') = one LSTM step from gate pre-activations (B, 4H) and cell state (B, H), forward by
+    ``lstm_cell_numpy`` (the numbers of an analog LSTM's no-autograd time steps, bit for bit), backward by the
+    LSTM's derivatives from the saved activations (once differentiable)."""
+
+    @staticmethod
+    def forward(ctx, gates: torch.Tensor, c: torch.Tensor):
+        g, cn = as_numpy(gates), as_numpy(c)
+        act = np.empty((g.shape[0], 5 * cn.shape[1]), np.float32)
+        h, c2 = lstm_cell_numpy(g, cn, act)
+        ctx.save_for_backward(torch.from_numpy(act), c)
+        return torch.from_numpy(h), torch.from_numpy(c2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dh, dc):
+        act, c = ctx.saved_tensors
+        i, f, g, o, tc = act.chunk(5, dim=1)
+        dh = torch.zeros_like(tc) if dh is None else dh
+        dct = dh * o * (1 - tc * tc)
+        if dc is not None:
+            dct = dct + dc
+        do = dh * tc
+        dgates = torch.cat([dct * g * i * (1 - i), dct * c * f * (1 - f), dct * i * (1 - g * g),
+                            do * o * (1 - o)], dim=1)
+        return dgates, dct * f

@@ -9,8 +9,9 @@ Reads: the input products of a whole sequence are one batched analog read (rows 
 so this equals T separate reads); the hidden product is one analog read per time step. A forward that
 builds no autograd graph (eval under ``torch.no_grad``, float32 CPU tensors, no HWA hook) runs the time
 steps on numpy arrays (``_steps_inference``): the same reads and the same numbers, without an autograd node
-and torch ops over the full gate width per step. Biases and the
-gate non-linearities are digital. With the ideal preset the layers equal ``torch.nn.LSTM`` / ``GRU`` /
+and torch ops over the full gate width per step, its working arrays kept between forwards (``ScratchPool``).
+Biases and the gate non-linearities are digital; an LSTM's cell on CPU float32 tensors is one vectorised
+kernel (``_function.LSTMCell`` with autograd, ``lstm_cell_numpy`` without: the same numbers). With the ideal preset the layers equal ``torch.nn.LSTM`` / ``GRU`` /
 ``RNN`` within float32 rounding. ``PackedSequence`` inputs are not supported (pad instead).
 """
 from __future__ import annotations
@@ -23,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.config import as_config
+from ..core.periphery import ScratchPool
 from ..threads import kernel_threads
-from ._function import as_numpy
+from ._function import LSTMCell, as_numpy, fast_lstm_cell, lstm_cell_numpy
 from .conv import AnalogContainer, TileSlot
 
 
@@ -210,13 +212,24 @@ class _AnalogRNNBase(AnalogContainer):
     def _ih(self, x2d, sfx, fast):
         """The input read of all time steps, (T*B, gates) plus the input bias: through ``analog_matmul``, or in
         inference (``fast``) by the tiles on numpy with the bias added in the read's output-stage sweep
-        (``TileArray._forward_add``; float32 y + b, torch's xi + b bit for bit)."""
+        (``TileArray._forward_add``; float32 y + b, torch's xi + b bit for bit), into the layer's kept arrays
+        (``_scratch_pool``; one set for all layers and directions: each one's time steps consume its ``xi``
+        before the next input read overwrites it)."""
         tiles = fast.get("ih" + sfx) if fast is not None else None
         if tiles is None:
             y = self.slots["ih" + sfx].analog_matmul(x2d)
             return y + getattr(self, "bias_ih" + sfx) if self.bias else y
         b = as_numpy(getattr(self, "bias_ih" + sfx)) if self.bias else None
-        return torch.from_numpy(tiles._forward_add(np.ascontiguousarray(as_numpy(x2d)), b, None))
+        y = tiles._forward_add(np.ascontiguousarray(as_numpy(x2d)), b, None, self._scratch_pool().get("ih"))
+        return torch.from_numpy(y)
+
+    def _scratch_pool(self) -> ScratchPool:
+        """The inference reads' working arrays, kept between forwards (``ScratchPool``): the input read's result
+        ``xi`` lives in them until the layer's time steps have consumed it."""
+        pool = self.__dict__.get("_pool")
+        if pool is None:
+            pool = self.__dict__["_pool"] = ScratchPool()
+        return pool
 
     def _hh(self, h, sfx):
         g = self.slots["hh" + sfx].analog_matmul(h)
@@ -245,7 +258,7 @@ class _AnalogRNNBase(AnalogContainer):
 
         Same numbers as the ``analog_matmul`` loop: the same tile reads on the same arrays, the hidden bias
         and (LSTM, RNN) the input part added in numpy in place (float32 additions: hh + b + xi equals
-        torch's xi + (hh + b) bit for bit), the gate non-linearities by the same torch ops."""
+        torch's xi + (hh + b) bit for bit), the cell by ``_cell_inference`` (``_cell``'s numbers)."""
         hh_tiles, hr_tiles = tiles["hh" + sfx], tiles.get("hr" + sfx)
         b = as_numpy(getattr(self, "bias_hh" + sfx)) if self.bias else None
         xin = as_numpy(xi) if self._sum_gates else None
@@ -254,18 +267,20 @@ class _AnalogRNNBase(AnalogContainer):
             return self._step_loop(xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn)
 
     def _step_loop(self, xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn):
-        scratch = {}   # the hidden read's working arrays, reused from step to step (g is consumed by the cell)
+        scratch = self._scratch_pool().get("hh" + sfx)   # the hidden read's arrays, reused (g is consumed by the cell)
         for t in steps:
             g = hh_tiles._forward_add(hn, b, xin[t] if xin is not None else None, scratch)   # (B, gates)
-            if xin is not None:
-                h, c = self._cell(None, torch.from_numpy(g), h, c, sfx)
-            else:
-                h, c = self._cell(xi[t], torch.from_numpy(g), h, c, sfx)
+            h, c = self._cell_inference(None if xin is not None else xi[t], g, h, c, sfx)
             if hr_tiles is not None:
                 h = torch.from_numpy(hr_tiles._forward(as_numpy(h)))
             seq[t] = h
             hn = as_numpy(h)
         return h, c
+
+    def _cell_inference(self, xi_t, g: np.ndarray, h, c, sfx):
+        """``_cell`` in the no-autograd loop, ``g`` the hidden read (numpy, with the input part when ``xi_t`` is
+        None): the same numbers as ``_cell``."""
+        return self._cell(xi_t, torch.from_numpy(g), h, c, sfx)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -286,10 +301,19 @@ class AnalogLSTM(_AnalogRNNBase):
                          proj_size, "tanh", config, seed, name)
 
     def _cell(self, xi_t, hh, h, c, sfx):
-        i, f, g, o = (hh if xi_t is None else xi_t + hh).chunk(4, dim=1)
+        gates = hh if xi_t is None else xi_t + hh
+        if fast_lstm_cell(gates, c):   # CPU float32: one kernel (``LSTMCell``), the inference loop's numbers
+            return LSTMCell.apply(gates, c)
+        i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
+
+    def _cell_inference(self, xi_t, g, h, c, sfx):
+        if xi_t is not None:
+            g = g + as_numpy(xi_t)
+        h, c = lstm_cell_numpy(g, as_numpy(c))
+        return torch.from_numpy(h), torch.from_numpy(c)
 
 
 class AnalogGRU(_AnalogRNNBase):
