@@ -89,30 +89,32 @@ def _take(typingctx, counter):
 
 
 @njit(cache=True, fastmath=True)
-def _sinh_cells(G, v, K, a, t, i, ks, m):
-    """t[i] = g sinh(ks v) / ks (cell currents) and K[a] = g cosh(ks v) (small-signal conductances) of row a
-    (g = G[a], v = v[a]). Rows are indexed in the 2-D arrays, not sliced: a row view costs a reference count
-    update (an atomic add and a call) each time it is made, which at one view per array and row was a large
-    part of a sweep (see the module docstring)."""
+def _sinh_cells(G, v, K, a0, nr, t, ks, m):
+    """t[i] = g sinh(ks v) / ks (cell currents) and K[a] = g cosh(ks v) (small-signal conductances) of the rows
+    a = a0 + i, i < nr (g = G[a], v = v[a]). Rows are indexed in the 2-D arrays, not sliced, and a block of rows
+    is one call: a row view, and an array passed to a call, cost a reference count update (an atomic add and a
+    call) each (see the module docstring)."""
     n = G.shape[1]
     sc = np.float32(ks * 0.5 ** m)
-    for b in range(n):
-        z = sc * v[a, b]
-        z2 = z * z
-        t[i, b] = z * (np.float32(1.0) + z2 * (np.float32(1 / 6) + z2 * (np.float32(1 / 120) + z2 * (
-            np.float32(1 / 5040) + z2 * (np.float32(1 / 362880) + z2 * np.float32(1 / 39916800))))))
-        K[a, b] = np.float32(1.0) + z2 * (np.float32(0.5) + z2 * (np.float32(1 / 24) + z2 * (np.float32(1 / 720) + z2 * (
-            np.float32(1 / 40320) + z2 * np.float32(1 / 3628800)))))
-    for _ in range(m):
-        for b in range(n):
-            sh = t[i, b]
-            ch = K[a, b]
-            t[i, b] = np.float32(2.0) * sh * ch
-            K[a, b] = np.float32(1.0) + np.float32(2.0) * sh * sh
     ik = np.float32(1.0 / ks)
-    for b in range(n):
-        t[i, b] = G[a, b] * t[i, b] * ik
-        K[a, b] = G[a, b] * K[a, b]
+    for i in range(nr):
+        a = a0 + i
+        for b in range(n):
+            z = sc * v[a, b]
+            z2 = z * z
+            t[i, b] = z * (np.float32(1.0) + z2 * (np.float32(1 / 6) + z2 * (np.float32(1 / 120) + z2 * (
+                np.float32(1 / 5040) + z2 * (np.float32(1 / 362880) + z2 * np.float32(1 / 39916800))))))
+            K[a, b] = np.float32(1.0) + z2 * (np.float32(0.5) + z2 * (np.float32(1 / 24) + z2 * (np.float32(1 / 720) + z2 * (
+                np.float32(1 / 40320) + z2 * np.float32(1 / 3628800)))))
+        for _ in range(m):
+            for b in range(n):
+                sh = t[i, b]
+                ch = K[a, b]
+                t[i, b] = np.float32(2.0) * sh * ch
+                K[a, b] = np.float32(1.0) + np.float32(2.0) * sh * sh
+        for b in range(n):
+            t[i, b] = G[a, b] * t[i, b] * ik
+            K[a, b] = G[a, b] * K[a, b]
 
 
 @njit(cache=True, fastmath=True)
@@ -128,16 +130,6 @@ def _row_drop(T, i, dq, W, a):
         c += dq[b] * s
         W[a, b] = c
         s -= T[i, b]
-
-
-@njit(cache=True, fastmath=True)
-def _col_step(T, i, pa, acc, accp, W, a):
-    """Column rise without its constant term: W[a, b] += P_a sum_{l<=a} t_l - sum_{l<=a} t_l P_l (t = T[i])."""
-    for b in range(T.shape[1]):
-        x = T[i, b]
-        acc[b] += x
-        accp[b] += x * pa
-        W[a, b] += pa * acc[b] - accp[b]
 
 
 @njit(cache=True, fastmath=True)
@@ -173,8 +165,14 @@ def _block_L(T, S, nr, a0, dq, p, acc, accp, W):
     else:
         for i in range(nr):
             _row_drop(T, i, dq, W, a0 + i)
-    for i in range(nr):
-        _col_step(T, i, p[a0 + i], acc, accp, W, a0 + i)
+    for i in range(nr):   # column prefix terms: W[a, b] += P_a sum_{l<=a} t_l - sum_{l<=a} t_l P_l
+        a = a0 + i
+        pa = p[a]
+        for b in range(T.shape[1]):
+            x = T[i, b]
+            acc[b] += x
+            accp[b] += x * pa
+            W[a, b] += pa * acc[b] - accp[b]
 
 
 @njit(cache=True, fastmath=True)
@@ -251,7 +249,9 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                         for b in range(n_out):
                             step = min(max(x[a, b] + alpha * d[a, b], -dv_max), dv_max)
                             v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
-                    _sinh_cells(G, v, K, a, t, i, ks, m)
+                _sinh_cells(G, v, K, a0, nr, t, ks, m)
+                for i in range(nr):
+                    a = a0 + i
                     tsum = np.float32(0.0)
                     for b in range(n_out):   # column sums of c and K, row total of c (for the row drops)
                         tb = t[i, b]
