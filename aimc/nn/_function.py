@@ -62,7 +62,8 @@ def lstm_cell_numpy(gates: np.ndarray, c: np.ndarray, act: np.ndarray | None = N
 
 
 def fast_lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> bool:
-    """Whether ``LSTMCell`` computes this step: CPU float32 tensors, no forward-mode or functorch tracing."""
+    """Whether ``LSTMCell`` computes this step: CPU float32 gates (B, 4H) and cell state (B, H) (other dtypes
+    and devices take torch's ops)."""
     return (gates.dtype == torch.float32 and c.dtype == torch.float32 and gates.device.type == "cpu"
             and c.device.type == "cpu" and gates.dim() == 2 and c.shape[0] == gates.shape[0]
             and gates.shape[1] == 4 * c.shape[1])

@@ -11,8 +11,9 @@ builds no autograd graph (eval under ``torch.no_grad``, float32 CPU tensors, no 
 steps on numpy arrays (``_steps_inference``): the same reads and the same numbers, without an autograd node
 and torch ops over the full gate width per step, its working arrays kept between forwards (``ScratchPool``).
 Biases and the gate non-linearities are digital; an LSTM's cell on CPU float32 tensors is one vectorised
-kernel (``_function.LSTMCell`` with autograd, ``lstm_cell_numpy`` without: the same numbers). With the ideal preset the layers equal ``torch.nn.LSTM`` / ``GRU`` /
-``RNN`` within float32 rounding. ``PackedSequence`` inputs are not supported (pad instead).
+kernel (``_function.LSTMCell`` with autograd, ``lstm_cell_numpy`` without: the same numbers). With the
+ideal preset the layers equal ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` within float32 rounding.
+``PackedSequence`` inputs are not supported (pad instead).
 """
 from __future__ import annotations
 
@@ -267,7 +268,7 @@ class _AnalogRNNBase(AnalogContainer):
             return self._step_loop(xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn)
 
     def _step_loop(self, xi, h, c, sfx, steps, seq, hh_tiles, hr_tiles, b, xin, hn):
-        scratch = self._scratch_pool().get("hh" + sfx)   # the hidden read's arrays, reused (g is consumed by the cell)
+        scratch = self._scratch_pool().get("hh")   # the hidden read's arrays, reused (g is consumed by the cell)
         for t in steps:
             g = hh_tiles._forward_add(hn, b, xin[t] if xin is not None else None, scratch)   # (B, gates)
             h, c = self._cell_inference(None if xin is not None else xi[t], g, h, c, sfx)
