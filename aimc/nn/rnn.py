@@ -310,9 +310,7 @@ class AnalogLSTM(_AnalogRNNBase):
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
 
-    def _cell_inference(self, xi_t, g, h, c, sfx):
-        if xi_t is not None:
-            g = g + as_numpy(xi_t)
+    def _cell_inference(self, xi_t, g, h, c, sfx):   # _sum_gates: g holds the input part (xi_t is None)
         h, c = lstm_cell_numpy(g, as_numpy(c))
         return torch.from_numpy(h), torch.from_numpy(c)
 
