@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import aimc.core.tile as tile_mod
-from aimc import InferenceConfig, IOConfig, MappingConfig, TileArray, TileConfig
+from aimc import InferenceConfig, IOConfig, MappingConfig, Tile, TileArray, TileConfig
 from aimc.core import threads
 
 IOS = [
@@ -61,6 +61,34 @@ def test_shared_reads_equal_one_read_per_tile(monkeypatch, f64_product, io, max_
                        [t.stream.call for t in arr.all_tiles()])
     assert arr.grid == (3, 20 // max_in + (20 % max_in > 0))
     assert len(calls) == 2 * arr.grid[1]                # both reads of the shared run went through mvm_shared
+    for a, c in zip(out[True], out[False]):
+        np.testing.assert_array_equal(a, c) if isinstance(a, np.ndarray) else (a == c or pytest.fail(f"{a} != {c}"))
+
+
+@pytest.mark.parametrize("io", IOS)
+@pytest.mark.parametrize("omega", [0.0, 1.0])   # no digital factor; per-column factors (omega x compensation)
+def test_single_tile_forward_equals_its_mvm_read(monkeypatch, io, omega):
+    """A plain Tile forward is one ``mvm_shared`` read whose output stage applies ``mvm``'s rescale and the
+    tile's digital factor: the values, counts, clip counts and stream position of ``mvm`` plus y *= factor
+    (the same product: exact equality)."""
+    rng = np.random.default_rng(1)
+    W = rng.uniform(-1, 1, (13, 20)).astype(np.float32)
+    x = rng.uniform(-1, 1, (9, 20)).astype(np.float32)
+    x[4] = 0.0
+    cfg = TileConfig(forward=io, mapping=MappingConfig(weight_scaling_omega=omega, weight_scaling_columnwise=True),
+                     inference=InferenceConfig(device="pcm-joshi2020", compensation="global"))
+    calls = []
+    real = tile_mod.mvm_shared
+    monkeypatch.setattr(tile_mod, "mvm_shared", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = {}
+    for fused in (True, False):
+        monkeypatch.setattr(tile_mod, "shared_fusable", (lambda io: True) if fused else (lambda io: False))
+        t = Tile(13, 20, cfg, seed=5)
+        t.program(W)
+        t.drift(3600.0)
+        assert t._out is not None
+        out[fused] = (t.forward(x), t.forward(x[:3]), t.counts.to_dict(), t.clip_counts(), t.stream.call)
+    assert len(calls) == 2
     for a, c in zip(out[True], out[False]):
         np.testing.assert_array_equal(a, c) if isinstance(a, np.ndarray) else (a == c or pytest.fail(f"{a} != {c}"))
 

@@ -377,13 +377,14 @@ def _noise_sigmas(io: IOConfig, v2: np.ndarray) -> tuple:
     return nl, sig2, sw
 
 
-def _row_sigmas(io: IOConfig, p: _Plan, v2: np.ndarray) -> tuple:
-    """(sigma of the output noise per row, sw) of ``_noise_sigmas``; without additive weight noise the row
-    sigmas are one constant (``_Plan.sig``: the same float32 sqrt of the same square)."""
+def _row_sigmas(io: IOConfig, p: _Plan, v2: np.ndarray, R: int) -> tuple:
+    """(sigma of the output noise per row, sw) of ``_noise_sigmas`` for R rows; without additive weight noise
+    the row sigmas are one constant (``_Plan.sig``: the same float32 sqrt of the same square) and ``v2`` is
+    not read (``_input_pass`` leaves it empty)."""
     if p.additive:
         _, sig2, sw = _noise_sigmas(io, v2)
         return np.sqrt(sig2), sw
-    return np.full(v2.shape[0], p.sig, np.float32), (np.ones(v2.shape[0], np.float32) if p.w_first else _EMPTY1)
+    return np.full(R, p.sig, np.float32), (np.ones(R, np.float32) if p.w_first else _EMPTY1)
 
 
 def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g, steps, bounds,
@@ -402,14 +403,14 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
 
 def _input_pass(x, rows, scale, p: _Plan, conv, calls, counts=None, g=None, m: int = 0, scratch=None):
     """The input stage of one pass (DAC, with the chip's DAC levels when ``conv`` has them): the applied inputs
-    v (R x n), their squared sums v2 and the aux rows (v^2 for PCM read noise, |v| for IR drop). With ``counts``
+    v (R x n), their squared sums v2 (only for additive weight noise, else empty) and the aux rows (v^2 for PCM read noise, |v| for IR drop). With ``counts``
     the pass is counted (``m`` output lines, ``g`` as in ``mvm``): by the input stage itself while it writes v,
     or, after the chip's DAC levels, by a sweep over v. ``scratch``: reused arrays (``_scratch``)."""
     R, n = rows.shape[0], x.shape[1]
     k0, k1, cu, cn = calls[:4]
     pcm, ir = p.pcm, p.ir
     v = _scratch(scratch, "v", (R, n))
-    v2 = _scratch(scratch, "v2", (R,))
+    v2 = _scratch(scratch, "v2", (R,)) if p.additive else _EMPTY1  # summed only for its one reader
     aux = _scratch(scratch, "aux", ((pcm + ir) * R, n))
     dac = conv.get("dac") if conv is not None else None
     if dac is None:
@@ -503,7 +504,7 @@ def _output_pass(yin, s_el, a_mat, v2, rows, io: IOConfig, p: _Plan, calls, y, s
     them). Returns the per-row clip flags and counts of clipped outputs."""
     R, m = rows.shape[0], y.shape[1]
     k0, k1, _, _, cn2, cu2, cw = calls
-    sig, sw = _row_sigmas(io, p, v2)
+    sig, sw = _row_sigmas(io, p, v2, R)
     clipped = np.empty(R, np.int8)
     nclip = np.empty(R, np.int32)
     drawn = conv is not None and "gain" in conv
@@ -635,7 +636,7 @@ def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams
                 if k:
                     _count_pass(c, p, v, g, m)
         yin, s_el, a_mat = _products(stack, v, aux, p, scratch)
-        sig, sw = _row_sigmas(io, p, v2)
+        sig, sw = _row_sigmas(io, p, v2, B)
         S = len(ms)
         clipped = _scratch(scratch, "clipped", (B, S), np.int8)
         nclip = _scratch(scratch, "nclip", (B, S), np.int32)

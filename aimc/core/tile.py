@@ -676,10 +676,28 @@ class Tile(_Reads):
         return self._Gref
 
     # ------------------------------------------------------------------ reads
+    def _plain(self) -> bool:
+        """Whether the forward is one plain read: one weight slice at factor 1, no bit-serial inputs, no array
+        circuit, no offset removal or reference column, no calibration pending."""
+        return (self._cal_pending is None and self.config.mapping.input_bits == 0 and len(self._fwd_parts) == 1
+                and self._fwd_parts[0][1] is self._fwd and self._fwd_parts[0][0] == 1.0
+                and self._fwd.circuit is None and not self._offset["forward"] and not self._reference())
+
     def _forward(self, x: np.ndarray) -> np.ndarray:
         if self._cal_pending is not None:
             cal, self._cal_pending = self._cal_pending, None
             self.calibrate(x, cal, keep_sample=cal.out_granularity == CalibrationGranularity.LAYER)
+        f = self._out
+        if (self._plain() and shared_fusable(self.config.forward) and not isinstance(self._adc, list)
+                and (f is None or (f.dtype == np.float32 and f.shape == (self.out_size,)))):
+            # one read whose output stage also applies mvm's rescale and the digital factor (same values,
+            # one sweep in place of two numpy passes over y)
+            y = mvm_shared(self._fwd, [self.out_size], x, self.config.forward, [self.stream], [self.counts],
+                           [self.line_conductance("forward")], [self._clip], inp_range=self._cal_inp,
+                           adc=self._adc, col_scale=None if f is None else np.ascontiguousarray(f))
+            if f is not None:
+                self.counts.dig_comp += y.size
+            return y
         y = self._read(self._fwd_parts, x, "forward", counts=self.counts, inp_range=self._cal_inp, adc=self._adc,
                        clip_counts=self._clip)
         if self._out is not None:
@@ -983,11 +1001,7 @@ class TileArray(_Reads):
         col = [row[c] for row in self.tiles]
         t0 = col[0]
         for t in col:
-            if (t._cal_pending is not None or len(t._fwd_parts) != 1 or t._fwd_parts[0][1] is not t._fwd
-                    or t._fwd_parts[0][0] != 1.0 or t._fwd.circuit is not None or t._offset["forward"]
-                    or t._reference()):
-                return None
-            if t._cal_inp != t0._cal_inp or not _same_adc(t._adc, t0._adc):
+            if not t._plain() or t._cal_inp != t0._cal_inp or not _same_adc(t._adc, t0._adc):
                 return None
         views = tuple(t._fwd for t in col)
         cache = self.__dict__.setdefault("_stacks", {})

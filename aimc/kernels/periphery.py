@@ -533,7 +533,8 @@ def adc_stage(y, rows, gain, offset, steps, bounds, kind, bits, caps, comp, grou
 def dac_stage(v, rows, table, step, noise, k0, k1, call_n, v2, aux, sq_at, abs_at):
     """The DAC's per-chip level errors, in place on v (R x n: quantised and clipped inputs, no noise yet):
     magnitude code c = rint(|v| / step) of line j becomes table[j, c] steps (sign kept: a sign-magnitude
-    DAC), then + noise * xi (keyed by rows[r], as ``input_stage``), v2[r] = sum v^2 and the aux rows."""
+    DAC), then + noise * xi (keyed by rows[r], as ``input_stage``), v2[r] = sum v^2 (``v2`` empty: not summed) and
+    the aux rows."""
     n = v.shape[1]
     top = table.shape[1] - 1
     step = np.float32(step)
@@ -550,8 +551,9 @@ def dac_stage(v, rows, table, step, noise, k0, k1, call_n, v2, aux, sq_at, abs_a
             normals_row(z, k0, k1, call_n, rows[r])
             for j in range(n):
                 row[j] += noise * z[j]
-        acc = np.float32(0.0)
-        for j in range(n):
-            acc += row[j] * row[j]
-        v2[r] = acc
+        if v2.shape[0] > 0:
+            acc = np.float32(0.0)
+            for j in range(n):
+                acc += row[j] * row[j]
+            v2[r] = acc
         _aux_row(row, aux, r, sq_at, abs_at)
