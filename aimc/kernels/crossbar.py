@@ -26,7 +26,8 @@ to pass and is checked without applying L first. At 256 x 256, 1 Ohm, g_max 25 u
 inputs) and the default tol 1e-4 (``ArrayConfig.tol``) that is 2 Newton steps of 2 and 1 CG iterations, 6 sweeps
 per input: 3 F evaluations and 3 CG (tol 1e-5: 4 CG). The first F sweep needs no row scans: at v = V every cell of input line a sits at V_a, so its currents and
 K are row a of G times F(V_a) and F'(V_a), and their row drops F(V_a) times those of G itself (``RG``, computed
-once per array and call).
+once per array and call); v = V is not stored (the first CG sweep's residual is -L F(V), the next F sweep adds
+the Newton step to V_a).
 
 L is applied in one forward sweep over the rows (no reverse pass): along a row the drop grows by the segment
 resistance dq_b times the current through the segment, sum_(l>=b) c_l (two flops per cell, after the row
@@ -41,6 +42,9 @@ beta and the stopping test -- is assembled at the end of the sweep from per-colu
 x += alpha d, r -= alpha A d, d = r + beta d runs at the start of the next sweep on rows still in L1: one
 sweep per CG iteration, no separate update pass. The loop that writes K d also sums its rows (the row scans'
 totals), and the column prefix terms are added in the loop that forms the CG sums (one pass over a block less).
+An F sweep's column loop takes a block's 4 rows at once (the column sums of c and K and the column prefix sums
+are read and written once per block, not once per row); the CG sweep's column loop stays row by row (with the
+4 rows in one loop a solve took 1.5x as long; not analysed further).
 
 One input per thread at a time: work arrays (n_in, n_out) float32 with the output lines contiguous, so every
 pass streams row by row (the column prefix sums vectorise over the output lines; the row prefix sums are
@@ -89,9 +93,9 @@ def _take(typingctx, counter):
 
 
 @njit(cache=True, fastmath=True)
-def _sinh_cells(G, v, K, a0, nr, t, ks, m):
-    """t[i] = g sinh(ks v) / ks (cell currents) and K[a] = g cosh(ks v) (small-signal conductances) of the rows
-    a = a0 + i, i < nr (g = G[a], v = v[a]). Rows are indexed in the 2-D arrays, not sliced, and a block of rows
+def _sinh_cells(G, v, K, a0, nr, t, S, ks, m):
+    """t[i] = g sinh(ks v) / ks (cell currents), their row totals S[i], and K[a] = g cosh(ks v) (small-signal
+    conductances) of the rows a = a0 + i, i < nr (g = G[a], v = v[a]). Rows are indexed in the 2-D arrays, not sliced, and a block of rows
     is one call: a row view, and an array passed to a call, cost a reference count update (an atomic add and a
     call) each (see the module docstring)."""
     n = G.shape[1]
@@ -112,9 +116,13 @@ def _sinh_cells(G, v, K, a0, nr, t, ks, m):
                 ch = K[a, b]
                 t[i, b] = np.float32(2.0) * sh * ch
                 K[a, b] = np.float32(1.0) + np.float32(2.0) * sh * sh
+        tsum = np.float32(0.0)
         for b in range(n):
-            t[i, b] = G[a, b] * t[i, b] * ik
+            tb = G[a, b] * t[i, b] * ik
+            t[i, b] = tb
+            tsum += tb
             K[a, b] = G[a, b] * K[a, b]
+        S[i] = tsum
 
 
 @njit(cache=True, fastmath=True)
@@ -153,26 +161,6 @@ def _row_drop4s(T, S, dq, W, a0):
         s1 -= T[1, b]
         s2 -= T[2, b]
         s3 -= T[3, b]
-
-
-@njit(cache=True, fastmath=True)
-def _block_L(T, S, nr, a0, dq, p, acc, accp, W):
-    """Partial L of the cell currents T[:nr] (row totals S) of rows a0..a0+nr-1 into W (row drops, then the
-    column prefix terms row by row; the column-total term is left to the caller: it is ``accp`` after the last
-    row)."""
-    if nr == 4:
-        _row_drop4s(T, S, dq, W, a0)
-    else:
-        for i in range(nr):
-            _row_drop(T, i, dq, W, a0 + i)
-    for i in range(nr):   # column prefix terms: W[a, b] += P_a sum_{l<=a} t_l - sum_{l<=a} t_l P_l
-        a = a0 + i
-        pa = p[a]
-        for b in range(T.shape[1]):
-            x = T[i, b]
-            acc[b] += x
-            accp[b] += x * pa
-            W[a, b] += pa * acc[b] - accp[b]
 
 
 @njit(cache=True, fastmath=True)
@@ -215,12 +203,9 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                 if linear:
                     fa = np.float32(va64)
                     fpa = np.float32(1.0)
-                else:
+                else:   # v = V is not stored: the next two sweeps read V_a (``newton == 1`` below)
                     fa = np.float32(math.sinh(ks64 * va64) / ks64)
                     fpa = np.float32(math.cosh(ks64 * va64))
-                    va = np.float32(va64)
-                    for b in range(n_out):
-                        v[a, b] = va
                 ksum = np.float32(0.0)
                 pa = p[a]
                 for b in range(n_out):   # c, K, their column sums, the row drop and the column prefix terms
@@ -241,25 +226,80 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                 nr = min(4, n_in - a0)
                 for i in range(nr):
                     a = a0 + i
+                    va = np.float32(Vi[a])
                     if jlast == 0:   # one CG sweep: the step is alpha r (d_0 = r_0 and x = 0 not stored)
+                        if newton == 1:   # from v = V (not stored by the first F sweep)
+                            for b in range(n_out):
+                                step = min(max(alpha * r[a, b], -dv_max), dv_max)
+                                v[a, b] = min(max(va + step, -f32span), f32span)
+                        else:
+                            for b in range(n_out):
+                                step = min(max(alpha * r[a, b], -dv_max), dv_max)
+                                v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
+                    elif newton == 1:
                         for b in range(n_out):
-                            step = min(max(alpha * r[a, b], -dv_max), dv_max)
-                            v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
+                            step = min(max(x[a, b] + alpha * d[a, b], -dv_max), dv_max)
+                            v[a, b] = min(max(va + step, -f32span), f32span)
                     else:
                         for b in range(n_out):
                             step = min(max(x[a, b] + alpha * d[a, b], -dv_max), dv_max)
                             v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
-                _sinh_cells(G, v, K, a0, nr, t, ks, m)
-                for i in range(nr):
-                    a = a0 + i
-                    tsum = np.float32(0.0)
-                    for b in range(n_out):   # column sums of c and K, row total of c (for the row drops)
-                        tb = t[i, b]
-                        cur[b] += tb
-                        cK[b] += K[a, b]
-                        tsum += tb
-                    rsum[i] = tsum
-                _block_L(t, rsum, nr, a0, dq, p, acc, accp, w)
+                _sinh_cells(G, v, K, a0, nr, t, rsum, ks, m)
+                if nr == 4:   # row drops, then the column prefix terms and the column sums of c and K, the
+                    # 4 rows in one loop (the column sums read and written once per block)
+                    _row_drop4s(t, rsum, dq, w, a0)
+                    pa0 = p[a0]
+                    pa1 = p[a0 + 1]
+                    pa2 = p[a0 + 2]
+                    pa3 = p[a0 + 3]
+                    for b in range(n_out):
+                        c = acc[b]
+                        cp = accp[b]
+                        cu = cur[b]
+                        ck = cK[b]
+                        tb = t[0, b]
+                        c += tb
+                        cp += tb * pa0
+                        w[a0 + 0, b] += pa0 * c - cp
+                        cu += tb
+                        ck += K[a0 + 0, b]
+                        tb = t[1, b]
+                        c += tb
+                        cp += tb * pa1
+                        w[a0 + 1, b] += pa1 * c - cp
+                        cu += tb
+                        ck += K[a0 + 1, b]
+                        tb = t[2, b]
+                        c += tb
+                        cp += tb * pa2
+                        w[a0 + 2, b] += pa2 * c - cp
+                        cu += tb
+                        ck += K[a0 + 2, b]
+                        tb = t[3, b]
+                        c += tb
+                        cp += tb * pa3
+                        w[a0 + 3, b] += pa3 * c - cp
+                        cu += tb
+                        ck += K[a0 + 3, b]
+                        acc[b] = c
+                        accp[b] = cp
+                        cur[b] = cu
+                        cK[b] = ck
+                else:
+                    for i in range(nr):
+                        _row_drop(t, i, dq, w, a0 + i)
+                    for i in range(nr):   # the same, row by row
+                        a = a0 + i
+                        pa = p[a]
+                        for b in range(n_out):
+                            tb = t[i, b]
+                            c = acc[b] + tb
+                            cp = accp[b] + tb * pa
+                            acc[b] = c
+                            accp[b] = cp
+                            w[a, b] += pa * c - cp
+                            cur[b] += tb
+                            cK[b] += K[a, b]
         accq[:] = accp                              # column-total term of L F(v)
         # CG sweeps. Sweep j forms r_j (the first: r_0 = V - v - L F(v), d_0 = r_0 and x = 0 left implicit, not
         # stored -- sweep 1 reads d_0 from r and writes x = alpha d_0, a step after one sweep is alpha r_0; later ones:
@@ -305,7 +345,7 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                     if j == 0:
                         va = np.float32(Vi[a])
                         for b in range(n_out):
-                            rb = (np.float32(0.0) if linear else va - v[a, b]) - w[a, b] - accq[b]
+                            rb = (np.float32(0.0) if linear or newton == 0 else va - v[a, b]) - w[a, b] - accq[b]
                             r[a, b] = rb
                             tb = K[a, b] * rb
                             t[i, b] = tb
