@@ -40,16 +40,20 @@ whose last column total is known only at the end of the sweep; it is constant al
 CG quantity that needs it -- (d, A d)_K, (r, A d)_K, (A d, A d)_K and through them alpha, the next |r|_K^2,
 beta and the stopping test -- is assembled at the end of the sweep from per-column sums, and the update
 x += alpha d, r -= alpha A d, d = r + beta d runs at the start of the next sweep on rows still in L1: one
-sweep per CG iteration, no separate update pass. The loop that writes K d also sums its rows (the row scans'
+sweep per CG iteration, no separate update pass. A Newton step's first CG sweep stores neither d_0 = r_0 nor
+x = 0, and for sinh cells its second not x = alpha_0 d_0 either (d_1 = r_1 + beta_0 d_0 gives it back as
+(alpha_0 / beta_0) (d_1 - r_1) where it is next needed: the step, or a third sweep; only while beta_0 >= 1e-4,
+where this amplifies d_1's float32 rounding at most 100x): a solve of the bench's 2 + 1 CG sweeps never
+touches x. The loop that writes K d also sums its rows (the row scans'
 totals), and the column prefix terms are added in the loop that forms the CG sums (one pass over a block less).
 An F sweep's column loop takes a block's 4 rows at once (the column sums of c and K and the column prefix sums
 are read and written once per block, not once per row); the CG sweep's column loop stays row by row (with the
-4 rows in one loop a solve took 1.5x as long; not analysed further).
+4 rows in one loop it was 1.5x slower: more arrays in one loop than LLVM's runtime alias checks allow, it seems).
 
 One input per thread at a time: work arrays (n_in, n_out) float32 with the output lines contiguous, so every
 pass streams row by row (the column prefix sums vectorise over the output lines; the row prefix sums are
 scans within a row held in L1, four rows interleaved to fill the pipeline) and one input's arrays stay in
-the caches (six 256 KiB arrays at 256 x 256: v, K, r, d, w = partial L K d, x = dv; an earlier layout with 8 inputs innermost streamed 8 inputs'
+the caches (six 256 KiB arrays at 256 x 256: v, K, r, d, w = partial L K d, x = dv (often untouched, above); an earlier layout with 8 inputs innermost streamed 8 inputs'
 arrays from memory and was 3.5x slower for linear cells, ~10x for sinh cells). sinh / cosh are a
 polynomial (it vectorises; libm exp does not) of z = k v / 2^m followed by m double-angle steps: a cell
 voltage is bounded by the input span (maximum principle of a passive network: every node voltage lies
@@ -189,6 +193,9 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
     jlast = 0                                       # the last CG sweep's j: 0 leaves d_0 = r_0 and x = 0 unstored
     final = False
     rho_prev = 1.0
+    ximp = False                                    # x = alpha_0 d_0 implicit in d_1 and r_1 (see the CG loop)
+    cx = np.float32(0.0)
+    cxa = np.float32(0.0)
     for newton in range(max_newton):
         # F sweep: apply the pending Newton step x + alpha d (clipped), then c = F(v), K, partial L c
         acc[:] = 0.0
@@ -222,27 +229,26 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                     w[a, b] = RG[a, b] * fa + (pa * sb - spb)
                 ref2 += ksum * va64 * va64
         else:
+            # the step x + alpha d as sa SA + sb SB: after one CG sweep alpha r_0; after two with x implicit
+            # (below) (cx + alpha) d_1 - cx r_1; else x + alpha d
+            if jlast == 0:
+                SA, sa, SB, sb = r, alpha, r, np.float32(0.0)
+            elif jlast == 1 and ximp:
+                SA, sa, SB, sb = d, cx + alpha, r, -cx
+            else:
+                SA, sa, SB, sb = d, alpha, x, np.float32(1.0)
             for a0 in range(0, n_in, 4):
                 nr = min(4, n_in - a0)
                 for i in range(nr):
                     a = a0 + i
                     va = np.float32(Vi[a])
-                    if jlast == 0:   # one CG sweep: the step is alpha r (d_0 = r_0 and x = 0 not stored)
-                        if newton == 1:   # from v = V (not stored by the first F sweep)
-                            for b in range(n_out):
-                                step = min(max(alpha * r[a, b], -dv_max), dv_max)
-                                v[a, b] = min(max(va + step, -f32span), f32span)
-                        else:
-                            for b in range(n_out):
-                                step = min(max(alpha * r[a, b], -dv_max), dv_max)
-                                v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
-                    elif newton == 1:
+                    if newton == 1:   # from v = V (not stored by the first F sweep)
                         for b in range(n_out):
-                            step = min(max(x[a, b] + alpha * d[a, b], -dv_max), dv_max)
+                            step = min(max(sa * SA[a, b] + sb * SB[a, b], -dv_max), dv_max)
                             v[a, b] = min(max(va + step, -f32span), f32span)
                     else:
                         for b in range(n_out):
-                            step = min(max(x[a, b] + alpha * d[a, b], -dv_max), dv_max)
+                            step = min(max(sa * SA[a, b] + sb * SB[a, b], -dv_max), dv_max)
                             v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
                 _sinh_cells(G, v, K, a0, nr, t, rsum, ks, m)
                 if nr == 4:   # row drops, then the column prefix terms and the column sums of c and K, the
@@ -351,6 +357,32 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                             t[i, b] = tb
                             part += tb * rb
                             tsum += tb
+                    elif j == 1 and ximp:   # x = alpha d_0 is not stored either (see ``ximp``)
+                        for b in range(n_out):
+                            db = r[a, b]
+                            rb = db - alpha * (db + w[a, b] + accq[b])
+                            r[a, b] = rb
+                            kb = K[a, b]
+                            part += kb * rb * rb
+                            db = rb + beta * db
+                            d[a, b] = db
+                            tb = kb * db
+                            t[i, b] = tb
+                            tsum += tb
+                    elif j == 2 and ximp:   # x_1 = cx (d_1 - r_1) (= alpha_0 d_0), plus alpha_1 d_1
+                        for b in range(n_out):
+                            db = d[a, b]
+                            ro = r[a, b]
+                            x[a, b] = cxa * db - cx * ro
+                            rb = ro - alpha * (db + w[a, b] + accq[b])
+                            r[a, b] = rb
+                            kb = K[a, b]
+                            part += kb * rb * rb
+                            db = rb + beta * db
+                            d[a, b] = db
+                            tb = kb * db
+                            t[i, b] = tb
+                            tsum += tb
                     elif j == 1:   # d_0 = r_0 (in r) and x = 0 were not stored: x = alpha d_0
                         for b in range(n_out):
                             db = r[a, b]
@@ -456,6 +488,14 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
             if iters >= max_cg:
                 break
             beta = np.float32(rho_next / rho)
+            if j == 0:
+                # x_1 = alpha_0 d_0 need not be stored: d_1 = r_1 + beta_0 d_0 gives d_0 = (d_1 - r_1) / beta_0, so
+                # x_1 = cx (d_1 - r_1) with cx = alpha_0 / beta_0; float32 rounding of d_1 grows by 1 / sqrt(beta_0)
+                # there, so only while beta_0 >= 1e-4 (<= 100 ulp of the step); linear cells store x
+                ximp = (not linear) and rho_next >= 1e-4 * rho
+                cx = np.float32(np.float64(alpha) / np.float64(beta))
+            elif j == 1:
+                cxa = cx + alpha
         if linear:  # the one exact Newton step: currents G V (in cur) + K (x + alpha d); check |r|_K
             rr = 0.0
             D = r if jlast == 0 else d
