@@ -602,7 +602,8 @@ def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams
                clips: list, *, inp_range: float | None = None, adc: tuple | None = None,
                col_scale: np.ndarray | None = None, col_add: np.ndarray | None = None,
                row_add: np.ndarray | None = None, scratch: dict | None = None) -> np.ndarray:
-    """``mvm`` of several tiles that read the same inputs x (B x in), their outputs side by side: B x sum(ms).
+    """``mvm`` of one or more tiles that read the same inputs x (B x in), their outputs side by side: B x sum(ms)
+    (one tile: a plain ``Tile`` forward, whose digital output factor the output stage applies in its sweep).
 
     ``stack``: a WeightView of the tiles' matrices stacked (tile k in rows sum(ms[:k]) ..), ``streams``,
     ``counts``, ``gs`` (line conductances), ``clips`` (clip counters): one per tile, as ``mvm``'s. Needs
