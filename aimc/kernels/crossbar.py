@@ -44,7 +44,7 @@ sweep per CG iteration, no separate update pass. A Newton step's first CG sweep 
 x = 0, and for sinh cells its second not x = alpha_0 d_0 either (d_1 = r_1 + beta_0 d_0 gives it back as
 (alpha_0 / beta_0) (d_1 - r_1) where it is next needed: the step, or a third sweep; only while beta_0 >= 1e-4,
 where this amplifies d_1's float32 rounding at most 100x): a solve of the bench's 2 + 1 CG sweeps never
-touches x. The loop that writes K d also sums its rows (the row scans'
+touches x. In that first sweep d = r, so (r, A d)_K is (d, A d)_K and its column loop forms no K r sums. The loop that writes K d also sums its rows (the row scans'
 totals), and the column prefix terms are added in the loop that forms the CG sums (one pass over a block less).
 An F sweep's column loop takes a block's 4 rows at once (the column sums of c and K and the column prefix sums
 are read and written once per block, not once per row); the CG sweep's column loop stays row by row (with the
@@ -423,6 +423,23 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                     p1 = np.float32(0.0)
                     p2 = np.float32(0.0)
                     p3 = np.float32(0.0)
+                    if j == 0:   # d_0 = r_0: (r, A d)_K is (d, A d)_K (no K r sums)
+                        for b in range(n_out):
+                            tb = t[i, b]
+                            cb = acc[b] + tb
+                            cpb = accp[b] + tb * pa
+                            acc[b] = cb
+                            accp[b] = cpb
+                            wb = w[a, b] + pa * cb - cpb
+                            w[a, b] = wb
+                            zb = D[a, b] + wb
+                            kz = K[a, b] * zb
+                            p1 += tb * zb
+                            p3 += kz * zb
+                            cKz[b] += kz
+                        s_dz += p1
+                        s_zz += p3
+                        continue
                     for b in range(n_out):
                         tb = t[i, b]
                         cb = acc[b] + tb
@@ -475,6 +492,8 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                 dad += cb * acc[b]
                 rad += cb * cKr[b]
                 adad += cb * (2.0 * cKz[b] + cb * cK[b])
+            if j == 0:
+                rad = dad
             if not (rho > eta2 and dad > 0.0):     # already solved (or breakdown): no further step
                 alpha = np.float32(0.0)
                 done = True
