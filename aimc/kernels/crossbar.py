@@ -308,7 +308,8 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                             cK[b] += K[a, b]
         accq[:] = accp                              # column-total term of L F(v)
         # CG sweeps. Sweep j forms r_j (the first: r_0 = V - v - L F(v), d_0 = r_0 and x = 0 left implicit, not
-        # stored -- sweep 1 reads d_0 from r and writes x = alpha d_0, a step after one sweep is alpha r_0; later ones:
+        # stored -- sweep 1 reads d_0 from r and writes x = alpha d_0 (sinh cells: not even that while ``ximp``),
+        # a step after one sweep is alpha r_0; later ones:
         # x += alpha d, r -= alpha A d with A d = d + L K d from the previous sweep's w and accq, then
         # d = r + beta d), t = K d and the partial L t into w, and the sums that give (d, A d), (r, A d)
         # and (A d, A d) in the K inner product once the column totals are known; so alpha and the next
