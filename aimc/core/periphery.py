@@ -499,9 +499,11 @@ def _products(view: WeightView, v, aux, p: _Plan, scratch=None):
     return yin, s_el, a_mat
 
 
-def _output_pass(yin, s_el, a_mat, v2, rows, io: IOConfig, p: _Plan, calls, y, steps, bounds, conv, n: int):
+def _output_pass(yin, s_el, a_mat, v2, rows, io: IOConfig, p: _Plan, calls, y, steps, bounds, conv, n: int,
+                 digital: tuple = ()):
     """The output stage of one pass into y[rows] (noise, nonlinearity, ADC; the chip's ADCs when ``conv`` has
-    them). Returns the per-row clip flags and counts of clipped outputs."""
+    them). Returns the per-row clip flags and counts of clipped outputs. ``digital``: (row_scale, zero,
+    col_scale, row_add) of ``output_stage_tiles``, applied in the same sweep (not with the chip's ADCs)."""
     R, m = rows.shape[0], y.shape[1]
     k0, k1, _, _, cn2, cu2, cw = calls
     sig, sw = _row_sigmas(io, p, v2, R)
@@ -511,7 +513,7 @@ def _output_pass(yin, s_el, a_mat, v2, rows, io: IOConfig, p: _Plan, calls, y, s
     _k.output_stage(yin, rows, sig, s_el, p.w_noise2, p.ir_drop,
                     np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(p.nl),
                     NO_ADC[0] if drawn else steps, NO_ADC[1] if drawn else bounds, p.out_sto,
-                    p.test_neg, k0, k1, cn2, cu2, clipped, y, sw, cw, nclip, 0)
+                    p.test_neg, k0, k1, cn2, cu2, clipped, y, sw, cw, nclip, 0, *digital)
     if drawn:
         _k.adc_stage(y, rows, conv["gain"], conv["offset"], steps, bounds, _ADC_CODE[io.adc], io.out_bits,
                      conv["caps"].astype(np.float64), conv["comp"], io.columns_per_adc,
@@ -552,8 +554,14 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
         calls = [draw_calls(stream, io) for _ in parts]
         rows = _arange(B)
         v, v2, aux = _input_pass(x, rows, alpha, p, conv, calls[0])
-        out_f = (alpha * p.out_scale)[:, None]
+        row_f = alpha * p.out_scale
+        out_f = row_f[:, None]
         yk = np.empty((B, m), np.float32)
+        # without the chip's ADCs the output stage also applies the rescale, the slice factor and the
+        # shift-and-add in its sweep (the same float32 operations in the same order; acc + c yk == c yk + acc)
+        fuse = conv is None or "gain" not in conv
+        acc_in = acc
+        zero8 = _EMPTY_I8 if zero_rows is None else zero_rows.view(np.int8)
         if stack is not None:
             yall, s_all, a_all = _products(stack, v, aux, p)
             yb = np.empty((B, 2 * m if p.ir else m), np.float32)   # slice k's product columns, reused
@@ -573,19 +581,26 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
                     np.copyto(yb[:, m:], yall[:, S * m + k * m:S * m + (k + 1) * m])
                 s_el = np.ascontiguousarray(s_all[:, cols]) if p.pcm else s_all
                 a_mat = np.ascontiguousarray(a_all[:, cols]) if p.ir else a_all
-            _, nclip = _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls[k], yk, steps, bounds, conv, n)
+            c = np.float32(cc * ck)
+            digital = (row_f, zero8, np.full(m, c, np.float32), _EMPTY2 if acc is None else acc) if fuse else ()
+            _, nclip = _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls[k], yk, steps, bounds, conv, n, digital)
             if clip_counts is not None:
                 clip_counts[0] += int(nclip.sum())
                 clip_counts[1] += B * m
+            if fuse:   # yk holds acc + c yk: it becomes acc, the old acc the next slice's output
+                yk, acc = (np.empty((B, m), np.float32) if acc is None or acc is acc_in else acc), yk
+                continue
             yk *= out_f
             if zero_rows is not None:
                 yk[zero_rows] = 0.0
-            c = np.float32(cc * ck)
             if acc is None:
                 acc = yk * c
             else:
                 np.multiply(yk, c, out=yk)
                 acc += yk
+    if acc_in is not None and acc is not acc_in:
+        acc_in[...] = acc
+        acc = acc_in
     return acc
 
 

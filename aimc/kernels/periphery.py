@@ -263,7 +263,8 @@ def _patch_input_stage(STO, NOISY):
 
 
 def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl,
-                 steps, bounds, sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off):
+                 steps, bounds, sto, test_neg, k0, k1, call_n, call_u, clipped, y, sw_row, call_w, nclip, key_off,
+                 row_scale=None, zero=None, col_scale=None, row_add=None):
     """From the product yin (R x M) into y[rows[r]] (B x M), for each row r, stage by stage over the row
     (each stage a simple loop over L1-resident data, so LLVM vectorises it):
 
@@ -277,12 +278,15 @@ def output_stage(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat,
     ADC: quantise with steps[i], clip to +-bounds[i] (per column; length-1 arrays: one for all columns;
     bound 0: no clip); clipped[r] = 1 if any output exceeded +bound (or -bound, if test_neg); nclip[r] = the
     number of outputs of row r beyond +-bound.
+    Then, each only if given: the digital steps of ``output_stage_tiles`` (row_scale, zero, col_scale, row_add).
     """
     calls = np.zeros((1, 7), np.uint64)
     calls[0, 0], calls[0, 1], calls[0, 4], calls[0, 5], calls[0, 6] = k0, k1, call_n, call_u, call_w
     output_stage_tiles(yin, rows, sig_row, s_el, w_noise2, ir_drop, ir_a_scale, a_mat, p_off, nl, steps, bounds,
                        sto, test_neg, calls, clipped.reshape(-1, 1), y, sw_row, nclip.reshape(-1, 1), key_off,
-                       _segs(y.shape[1]), _EMPTY_F, _EMPTY_I8, _EMPTY_F, _EMPTY_F, _EMPTY_F2)
+                       _segs(y.shape[1]), _EMPTY_F if row_scale is None else row_scale,
+                       _EMPTY_I8 if zero is None else zero, _EMPTY_F if col_scale is None else col_scale, _EMPTY_F,
+                       _EMPTY_F2 if row_add is None else row_add)
 
 
 _EMPTY_F = np.zeros(0, np.float32)
