@@ -8,7 +8,8 @@ v_read 0.2 V; every timing in a process of its own):
 * ``state_solve_speedup``: the exact baseline -- factorise the array's sparse nodal system once (scipy ``splu``)
   and solve it for every input line -- over the fast per-state solve (``Crossbar.effective``) of the same array.
 * ``nonlinear_ratio``: tile forward with sinh cells (a fast circuit solve per input) over the plain forward;
-  ``nonlinear_ms_per_input`` beside it.
+  ``nonlinear_ms_per_input`` beside it. Both forwards (and the fast state solve) are the best of two rounds
+  of processes, the median of the repeats in each.
 * ``max_error``: the fast solver's largest deviation from the exact solve over the largest exact output, for a
   batch of random inputs (``max_error_random``) and for all inputs on (``max_error_all_on``); sinh cells:
   ``nonlinear_max_error`` (two inputs, exact = sparse Newton; N <= 128).
@@ -125,7 +126,7 @@ def bench_ir_drop(args) -> dict:
     t.update(timeit_isolated({"sinh": ("aimc.circuit.bench:make_forward",
                                        {"n": n, "model": "circuit", "cell": "sinh"}),
                               "state_fast": ("aimc.circuit.bench:make_state_fast", {"n": n})},
-                             slow, rounds=1, warmup=1))
+                             slow, rounds=2, warmup=1))   # best of two rounds, as the plain forward's
     res = {"name": "ir-drop", "shape": [n, n], "batch": BATCH, "threads": args.threads,
            "wire_ohm_per_segment": 1.0, "g_max_uS": 25.0, "isolated_processes": True,
            "plain_ms": round(t["plain"], 3), "circuit_ms": round(t["circuit"], 3),
