@@ -34,6 +34,28 @@ def f64_product():
     threads.set_product(old)
 
 
+def _count_shared(monkeypatch) -> list:
+    """A list that gets one entry per ``mvm_shared`` call of ``aimc.core.tile``."""
+    calls = []
+    real = tile_mod.mvm_shared
+    monkeypatch.setattr(tile_mod, "mvm_shared", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def _both_ways(monkeypatch, run) -> dict:
+    """``run()``'s results with shared reads allowed (True) and not (False: one ``mvm`` read per tile)."""
+    out = {}
+    for shared in (True, False):
+        monkeypatch.setattr(tile_mod, "shared_fusable", (lambda io: True) if shared else (lambda io: False))
+        out[shared] = run()
+    return out
+
+
+def _assert_same(out: dict) -> None:
+    for a, c in zip(out[True], out[False]):
+        np.testing.assert_array_equal(a, c) if isinstance(a, np.ndarray) else (a == c or pytest.fail(f"{a} != {c}"))
+
+
 @pytest.mark.parametrize("io", IOS)
 @pytest.mark.parametrize("max_in", [64, 8])   # one input split, three
 def test_shared_reads_equal_one_read_per_tile(monkeypatch, f64_product, io, max_in):
@@ -46,23 +68,19 @@ def test_shared_reads_equal_one_read_per_tile(monkeypatch, f64_product, io, max_
     cfg = TileConfig(forward=io, mapping=MappingConfig(max_out=5, max_in=max_in, weight_scaling_omega=1.0,
                                                       weight_scaling_columnwise=True),
                      inference=InferenceConfig(device="pcm-joshi2020", compensation="global"))
-    calls = []
-    real = tile_mod.mvm_shared
-    monkeypatch.setattr(tile_mod, "mvm_shared", lambda *a, **k: calls.append(1) or real(*a, **k))
-    out = {}
-    for shared in (True, False):
-        monkeypatch.setattr(tile_mod, "shared_fusable", (lambda io: True) if shared else (lambda io: False))
+    calls = _count_shared(monkeypatch)
+
+    def run():
         arr = TileArray(13, 20, cfg, seed=3)
         arr.program(W)
         arr.drift(3600.0)                               # per-column output factors (omega scale x compensation)
         y = arr.forward(x)
         y2 = arr._forward_add(x, b, add)
-        out[shared] = (y, y2, arr.counts().to_dict(), arr.clip_counts(),
-                       [t.stream.call for t in arr.all_tiles()])
-    assert arr.grid == (3, 20 // max_in + (20 % max_in > 0))
-    assert len(calls) == 2 * arr.grid[1]                # both reads of the shared run went through mvm_shared
-    for a, c in zip(out[True], out[False]):
-        np.testing.assert_array_equal(a, c) if isinstance(a, np.ndarray) else (a == c or pytest.fail(f"{a} != {c}"))
+        assert arr.grid == (3, 20 // max_in + (20 % max_in > 0))
+        return y, y2, arr.counts().to_dict(), arr.clip_counts(), [t.stream.call for t in arr.all_tiles()]
+    out = _both_ways(monkeypatch, run)
+    assert len(calls) == 2 * (20 // max_in + (20 % max_in > 0))  # both reads of the shared run: mvm_shared
+    _assert_same(out)
 
 
 @pytest.mark.parametrize("io", IOS)
@@ -77,20 +95,17 @@ def test_single_tile_forward_equals_its_mvm_read(monkeypatch, io, omega):
     x[4] = 0.0
     cfg = TileConfig(forward=io, mapping=MappingConfig(weight_scaling_omega=omega, weight_scaling_columnwise=True),
                      inference=InferenceConfig(device="pcm-joshi2020", compensation="global"))
-    calls = []
-    real = tile_mod.mvm_shared
-    monkeypatch.setattr(tile_mod, "mvm_shared", lambda *a, **k: calls.append(1) or real(*a, **k))
-    out = {}
-    for fused in (True, False):
-        monkeypatch.setattr(tile_mod, "shared_fusable", (lambda io: True) if fused else (lambda io: False))
+    calls = _count_shared(monkeypatch)
+
+    def run():
         t = Tile(13, 20, cfg, seed=5)
         t.program(W)
         t.drift(3600.0)
         assert t._out is not None
-        out[fused] = (t.forward(x), t.forward(x[:3]), t.counts.to_dict(), t.clip_counts(), t.stream.call)
+        return t.forward(x), t.forward(x[:3]), t.counts.to_dict(), t.clip_counts(), t.stream.call
+    out = _both_ways(monkeypatch, run)
     assert len(calls) == 2
-    for a, c in zip(out[True], out[False]):
-        np.testing.assert_array_equal(a, c) if isinstance(a, np.ndarray) else (a == c or pytest.fail(f"{a} != {c}"))
+    _assert_same(out)
 
 
 def test_reads_that_cannot_share_fall_back_to_one_read_per_tile(monkeypatch):
