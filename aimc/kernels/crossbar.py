@@ -252,7 +252,8 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                             v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
                 _sinh_cells(G, v, K, a0, nr, t, rsum, ks, m)
                 if nr == 4:   # row drops, then the column prefix terms and the column sums of c and K, the
-                    # 4 rows in one loop (the column sums read and written once per block)
+                    # 4 rows in one loop (the column sums read and written once per block), written out: the same
+                    # with an inner ``for i in range(4)`` was 5-15 % slower per solve
                     _row_drop4s(t, rsum, dq, w, a0)
                     pa0 = p[a0]
                     pa1 = p[a0 + 1]
