@@ -321,15 +321,12 @@ def _mvm(view, x, io, stream, counts, g, inp_range, adc, clip_counts, raw, conv,
         counts.mvms += B
         counts.dig_out += B * m if p.dig_out else 0
     if not p.iterative:  # one pass; the scale alpha * f with f = 1 is alpha itself
-        _, nclip = _one_pass(view, x, rows, alpha, io, stream, y, counts, g, steps, bounds, conv, p)
+        # the rescale (and zero rows) in the output stage's sweep unless the raw outputs are asked for
+        digital = () if raw else (alpha * p.out_scale, _zero8(zero_rows), _EMPTY1, _EMPTY2)
+        _, nclip = _one_pass(view, x, rows, alpha, io, stream, y, counts, g, steps, bounds, conv, p, digital)
         if clip_counts is not None:
             clip_counts[0] += int(nclip.sum())
             clip_counts[1] += B * m
-        if raw:
-            return y
-        y *= (alpha * p.out_scale)[:, None]
-        if zero_rows is not None:
-            y[zero_rows] = 0.0
         return y
     f = np.ones(B, np.float32)
     max_f = p.max_f
@@ -388,8 +385,9 @@ def _row_sigmas(io: IOConfig, p: _Plan, v2: np.ndarray, R: int) -> tuple:
 
 
 def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y, counts, g, steps, bounds,
-              conv=None, p: _Plan | None = None):
-    """One analog read of the selected rows into y[rows]: input stage, product(s), output stage.
+              conv=None, p: _Plan | None = None, digital: tuple = ()):
+    """One analog read of the selected rows into y[rows]: input stage, product(s), output stage (with
+    ``digital`` as ``_output_pass``'s).
 
     Returns the per-row clip flags and counts of clipped outputs.
     """
@@ -398,7 +396,7 @@ def _one_pass(view: WeightView, x, rows, scale, io: IOConfig, stream: Stream, y,
     m = view.W.shape[0]
     v, v2, aux = _input_pass(x, rows, scale, p, conv, calls, counts, g, m)
     yin, s_el, a_mat = _products(view, v, aux, p)
-    return _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls, y, steps, bounds, conv, x.shape[1])
+    return _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls, y, steps, bounds, conv, x.shape[1], digital)
 
 
 def _input_pass(x, rows, scale, p: _Plan, conv, calls, counts=None, g=None, m: int = 0, scratch=None):
@@ -502,8 +500,9 @@ def _products(view: WeightView, v, aux, p: _Plan, scratch=None):
 def _output_pass(yin, s_el, a_mat, v2, rows, io: IOConfig, p: _Plan, calls, y, steps, bounds, conv, n: int,
                  digital: tuple = ()):
     """The output stage of one pass into y[rows] (noise, nonlinearity, ADC; the chip's ADCs when ``conv`` has
-    them). Returns the per-row clip flags and counts of clipped outputs. ``digital``: (row_scale, zero,
-    col_scale, row_add) of ``output_stage_tiles``, applied in the same sweep (not with the chip's ADCs)."""
+    them). Returns the per-row clip flags and counts of clipped outputs. ``digital`` (rows: all of y): the
+    digital steps (row_scale, zero, col_scale, row_add) of ``output_stage_tiles``, in the same sweep, or after
+    the chip's ADCs in numpy (same order, same float32 arithmetic)."""
     R, m = rows.shape[0], y.shape[1]
     k0, k1, _, _, cn2, cu2, cw = calls
     sig, sw = _row_sigmas(io, p, v2, R)
@@ -513,13 +512,27 @@ def _output_pass(yin, s_el, a_mat, v2, rows, io: IOConfig, p: _Plan, calls, y, s
     _k.output_stage(yin, rows, sig, s_el, p.w_noise2, p.ir_drop,
                     np.float32(n / io.ir_drop_g_ratio), a_mat, m, np.float32(p.nl),
                     NO_ADC[0] if drawn else steps, NO_ADC[1] if drawn else bounds, p.out_sto,
-                    p.test_neg, k0, k1, cn2, cu2, clipped, y, sw, cw, nclip, 0, *digital)
+                    p.test_neg, k0, k1, cn2, cu2, clipped, y, sw, cw, nclip, 0, *(() if drawn else digital))
     if drawn:
         _k.adc_stage(y, rows, conv["gain"], conv["offset"], steps, bounds, _ADC_CODE[io.adc], io.out_bits,
                      conv["caps"].astype(np.float64), conv["comp"], io.columns_per_adc,
                      conv["inl"].astype(np.float64) if "inl" in conv else _EMPTY1.astype(np.float64),
                      p.test_neg, clipped, nclip)
+        if digital:
+            row_scale, zero, col_scale, row_add = digital
+            y *= row_scale[:, None]
+            if zero.size:
+                y[zero.view(np.bool_)] = 0.0
+            if col_scale.size:
+                y *= col_scale
+            if row_add.size:
+                y += row_add
     return clipped, nclip
+
+
+def _zero8(zero_rows) -> np.ndarray:
+    """The zero-row flags of ``_nm_scales`` as the kernels take them (int8, empty for none)."""
+    return _EMPTY_I8 if zero_rows is None else zero_rows.view(np.int8)
 
 
 # ------------------------------------------------------------------ the reads of a sliced array
@@ -555,13 +568,11 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
         rows = _arange(B)
         v, v2, aux = _input_pass(x, rows, alpha, p, conv, calls[0])
         row_f = alpha * p.out_scale
-        out_f = row_f[:, None]
         yk = np.empty((B, m), np.float32)
-        # without the chip's ADCs the output stage also applies the rescale, the slice factor and the
-        # shift-and-add in its sweep (the same float32 operations in the same order; acc + c yk == c yk + acc)
-        fuse = conv is None or "gain" not in conv
+        # the output stage applies the rescale, the slice factor and the shift-and-add in its sweep (the same
+        # float32 operations as one mvm per slice, in the same order; acc + c yk == c yk + acc)
         acc_in = acc
-        zero8 = _EMPTY_I8 if zero_rows is None else zero_rows.view(np.int8)
+        zero8 = _zero8(zero_rows)
         if stack is not None:
             yall, s_all, a_all = _products(stack, v, aux, p)
             yb = np.empty((B, 2 * m if p.ir else m), np.float32)   # slice k's product columns, reused
@@ -582,22 +593,13 @@ def mvm_slices(parts: list, cc: float, x: np.ndarray, io: IOConfig, stream: Stre
                 s_el = np.ascontiguousarray(s_all[:, cols]) if p.pcm else s_all
                 a_mat = np.ascontiguousarray(a_all[:, cols]) if p.ir else a_all
             c = np.float32(cc * ck)
-            digital = (row_f, zero8, np.full(m, c, np.float32), _EMPTY2 if acc is None else acc) if fuse else ()
+            digital = (row_f, zero8, np.full(m, c, np.float32), _EMPTY2 if acc is None else acc)
             _, nclip = _output_pass(yin, s_el, a_mat, v2, rows, io, p, calls[k], yk, steps, bounds, conv, n, digital)
             if clip_counts is not None:
                 clip_counts[0] += int(nclip.sum())
                 clip_counts[1] += B * m
-            if fuse:   # yk holds acc + c yk: it becomes acc, the old acc the next slice's output
-                yk, acc = (np.empty((B, m), np.float32) if acc is None or acc is acc_in else acc), yk
-                continue
-            yk *= out_f
-            if zero_rows is not None:
-                yk[zero_rows] = 0.0
-            if acc is None:
-                acc = yk * c
-            else:
-                np.multiply(yk, c, out=yk)
-                acc += yk
+            # yk holds acc + c yk: it becomes acc, the old acc the next slice's output
+            yk, acc = (np.empty((B, m), np.float32) if acc is None or acc is acc_in else acc), yk
     if acc_in is not None and acc is not acc_in:
         acc_in[...] = acc
         acc = acc_in
@@ -660,7 +662,7 @@ def mvm_shared(stack: WeightView, ms: list, x: np.ndarray, io: IOConfig, streams
         _k.output_stage_tiles(yin, rows, sig, s_el, p.w_noise2, p.ir_drop, np.float32(n / io.ir_drop_g_ratio),
                               a_mat, M, np.float32(p.nl), steps, bounds, p.out_sto, p.test_neg,
                               np.array(calls, np.uint64), clipped, y, sw, nclip, 0, _segments(ms),
-                              alpha * p.out_scale, _EMPTY_I8 if zero_rows is None else zero_rows.view(np.int8),
+                              alpha * p.out_scale, _zero8(zero_rows),
                               _EMPTY1 if col_scale is None else col_scale, _EMPTY1 if col_add is None else col_add,
                               _EMPTY2 if row_add is None else row_add)
         if any(cc is not None for cc in clips):
