@@ -198,13 +198,18 @@ class Crossbar:
         B = V.shape[0]
         iters = np.zeros(B, np.int64)
         status = np.zeros(B, np.int64)
-        Gn = np.ascontiguousarray(self.G / g, np.float32)
+        order = _lane_order(self.n_out)
+        pad = order < 0                                 # zero cells and segments beyond the last output line
+        Gn = np.ascontiguousarray(self.G[:, np.where(pad, 0, order)] / g, np.float32)
+        Gn[:, pad] = 0.0
+        dq = np.where(pad, np.float32(0.0), dq[np.where(pad, 0, order)])
         Vf = np.ascontiguousarray(V, np.float32)
-        out = np.empty((B, self.n_out), np.float64)
+        out = np.empty((B, order.size), np.float64)
         kind = _k.CELL_LINEAR if self.linear else _k.CELL_SINH
         _k.solve_batch(Gn, Vf, dq, p, kind, np.float32(self.sinh_k), self.tol, 50, self.max_iter,
                        np.float32(0.5 / self.sinh_k), numba.get_num_threads(), out, iters, status)
-        res = out.astype(np.float64) * g
+        res = np.empty((B, self.n_out))
+        res[:, order[~pad]] = out[:, ~pad] * g
         bad = (status != _k.CONVERGED) | ~np.isfinite(res).all(axis=1)
         if info is not None:
             info.update(iterations=iters, status=status)
@@ -225,6 +230,16 @@ class Crossbar:
         if not self.linear:
             raise ValueError(f"array {self.name!r}: sinh cells have no effective matrix (use solve per input)")
         return self.solve(np.eye(self.n_in), solver).T
+
+
+def _lane_order(n: int) -> np.ndarray:
+    """The fast solver's lane order of n output lines (``aimc.kernels.crossbar._drops``): the line stored at each
+    position, -1 for padding; position k LANES + j holds line j C + k, C = ceil(n / LANES) lines per lane."""
+    lanes = _k.LANES
+    c = -(-n // lanes)
+    q = np.arange(c * lanes)
+    b = (q % lanes) * c + q // lanes
+    return np.where(b < n, b, -1)
 
 
 def _crossbars(G_phys, acfg: ArrayConfig, transposed: bool, name: str):

@@ -44,15 +44,17 @@ sweep per CG iteration, no separate update pass. A Newton step's first CG sweep 
 x = 0, and for sinh cells its second not x = alpha_0 d_0 either (d_1 = r_1 + beta_0 d_0 gives it back as
 (alpha_0 / beta_0) (d_1 - r_1) where it is next needed: the step, or a third sweep; only while beta_0 >= 1e-4,
 where this amplifies d_1's float32 rounding at most 100x): a solve of the bench's 2 + 1 CG sweeps never
-touches x. In that first sweep d = r, so (r, A d)_K is (d, A d)_K and its column loop forms no K r sums. The loop that writes K d also sums its rows (the row scans'
-totals), and the column prefix terms are added in the loop that forms the CG sums (one pass over a block less).
+touches x. In that first sweep d = r, so (r, A d)_K is (d, A d)_K and its column loop forms no K r sums. The
+column prefix terms are added in the loop that forms the CG sums (one pass over a block less).
 An F sweep's column loop takes a block's 4 rows at once (the column sums of c and K and the column prefix sums
 are read and written once per block, not once per row); the CG sweep's column loop stays row by row (with the
 4 rows in one loop it was 1.5x slower: more arrays in one loop than LLVM's runtime alias checks allow, it seems).
 
 One input per thread at a time: work arrays (n_in, n_out) float32 with the output lines contiguous, so every
-pass streams row by row (the column prefix sums vectorise over the output lines; the row prefix sums are
-scans within a row held in L1, four rows interleaved to fill the pipeline) and one input's arrays stay in
+pass streams row by row (the column prefix sums vectorise over the output lines; the row scans vectorise
+over 8 chunks of a row: the output lines are stored in lane order, ``_drops``, which ``Crossbar.fast`` maps to
+and from; scalar scans, four rows interleaved, were ~28 % of a solve and a solve took 1.35x as long, one thread,
+bench inputs) and one input's arrays stay in
 the caches (six 256 KiB arrays at 256 x 256: v, K, r, d, w = partial L K d, x = dv (often untouched, above); an earlier layout with 8 inputs innermost streamed 8 inputs'
 arrays from memory and was 3.5x slower for linear cells, ~10x for sinh cells). sinh / cosh are a
 polynomial (it vectorises; libm exp does not) of z = k v / 2^m followed by m double-angle steps: a cell
@@ -73,6 +75,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import njit  # numba.njit; parallel kernels bind per aimc.kernels.mode()
@@ -97,7 +100,7 @@ def _take(typingctx, counter):
 
 
 @njit(cache=True, fastmath=True)
-def _sinh_cells(G, v, K, a0, nr, t, S, ks, m):
+def _sinh_cells(G, v, K, a0, nr, t, ks, m):
     """t[i] = g sinh(ks v) / ks (cell currents), their row totals S[i], and K[a] = g cosh(ks v) (small-signal
     conductances) of the rows a = a0 + i, i < nr (g = G[a], v = v[a]). Rows are indexed in the 2-D arrays, not sliced, and a block of rows
     is one call: a row view, and an array passed to a call, cost a reference count update (an atomic add and a
@@ -120,55 +123,103 @@ def _sinh_cells(G, v, K, a0, nr, t, S, ks, m):
                 ch = K[a, b]
                 t[i, b] = np.float32(2.0) * sh * ch
                 K[a, b] = np.float32(1.0) + np.float32(2.0) * sh * sh
-        tsum = np.float32(0.0)
         for b in range(n):
-            tb = G[a, b] * t[i, b] * ik
-            t[i, b] = tb
-            tsum += tb
+            t[i, b] = G[a, b] * t[i, b] * ik
             K[a, b] = G[a, b] * K[a, b]
-        S[i] = tsum
+
+
+LANES = 8  # output lines in lane order: storage q = k LANES + j holds line j C + k (C = n_out / LANES; see _drops)
+
+
+def _drops(R):
+    """An intrinsic ``drops(T, i0, W, a0, dq, dqc)``: W[a0 + r, q] = sum_l T[i0 + r, l] Q_min(b, l) for the R rows
+    r < R -- the drops along R input lines for cell currents T (the row scans of L) -- with the output lines in
+    lane order (``LANES``): chunk j of the line (lines j C ... j C + C - 1) is lane j of one 8-wide vector, so the
+    scan along a line is C steps of one vector FMA (Q_min grows by dq_b times the current through segment b,
+    sum_(l>=b) T[l]) on all 8 chunks at once. Each lane starts from what the chunks before it and after it
+    contribute: the current entering chunk j is the sum of the chunk totals from j on, and its drop on entry
+    is sum_(j'<j) (that current beyond j') x (dq summed over chunk j') + sum_(l in j') T[l] dqc[l], with dqc the
+    prefix sums of dq within a chunk -- per-lane sums of one pass over the row (both lane sums: log2(8)
+    shuffle-and-add steps). R rows are interleaved (four chains of FMA latency fill the pipeline; the stores
+    bound it). Written in LLVM IR because neither of LLVM's vectorisers turns the eight scalar chains of a
+    numba loop into one vector (measured scalar: ~3x slower than this). ``T``, ``W`` (rows, n_out) float32
+    C-contiguous, ``dq``, ``dqc`` (n_out,) float32, n_out a multiple of ``LANES``."""
+    @intrinsic
+    def drops(typingctx, T, i0, W, a0, dq, dqc):
+        for name, arr, nd in (("T", T, 2), ("W", W, 2), ("dq", dq, 1), ("dqc", dqc, 1)):
+            if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == nd
+                    and arr.layout == "C"):
+                raise TypeError(f"drops: {name} must be a C-contiguous {nd}-D float32 array, not {arr}")
+
+        def codegen(context, builder, signature, args):
+            f32 = ir.FloatType()
+            vty = ir.VectorType(f32, LANES)
+            i32v = ir.VectorType(ir.IntType(32), LANES)
+            zero = ir.Constant(vty, [0.0] * LANES)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                                 f"llvm.fma.v{LANES}f32")
+            Ta, Wa, dqa, dca = (context.make_array(signature.args[k])(context, builder, args[k]) for k in (0, 2, 4, 5))
+            n = cgutils.unpack_tuple(builder, Wa.shape, 2)[1]
+            nchunk = builder.udiv(n, ir.Constant(n.type, LANES))
+
+            def rows(arr, first):   # vector pointers to rows first .. first + R - 1
+                return [builder.bitcast(builder.gep(arr.data, [builder.mul(builder.add(first, ir.Constant(n.type, r)), n)]),
+                                        vty.as_pointer()) for r in range(R)]
+
+            def at(vp, k):
+                return builder.load(builder.gep(vp, [k]), align=4)
+
+            def fadd(x, y, sub=False):
+                return (builder.fsub if sub else builder.fadd)(x, y, flags=("fast",))
+
+            def shift(v, k):        # lane j takes lane j + k (0 outside)
+                return builder.shuffle_vector(v, zero, ir.Constant(i32v, [j + k if 0 <= j + k < LANES else LANES
+                                                                          for j in range(LANES)]))
+            Tv, Wv = rows(Ta, args[1]), rows(Wa, args[3])
+            dqv = builder.bitcast(dqa.data, vty.as_pointer())
+            dcv = builder.bitcast(dca.data, vty.as_pointer())
+            tot = [cgutils.alloca_once_value(builder, zero) for _ in range(R)]   # per-lane chunk totals
+            dot = [cgutils.alloca_once_value(builder, zero) for _ in range(R)]   # per-lane sum T dqc
+            with cgutils.for_range(builder, nchunk) as loop:
+                dck = at(dcv, loop.index)
+                for r in range(R):
+                    tk = at(Tv[r], loop.index)
+                    builder.store(fadd(builder.load(tot[r]), tk), tot[r])
+                    builder.store(builder.call(fma, [tk, dck, builder.load(dot[r])]), dot[r])
+            dqsum = at(dcv, builder.sub(nchunk, ir.Constant(n.type, 1)))      # dq summed over each chunk
+            cur, drop = [], []
+            for r in range(R):
+                S = builder.load(tot[r])
+                k = 1
+                while k < LANES:    # current entering each chunk: suffix sums over the lanes
+                    S = fadd(S, shift(S, k))
+                    k *= 2
+                D = shift(builder.call(fma, [shift(S, 1), dqsum, builder.load(dot[r])]), -1)
+                k = 1
+                while k < LANES:    # drop on entering each chunk: prefix sums of the chunks before
+                    D = fadd(D, shift(D, -k))
+                    k *= 2
+                cur.append(cgutils.alloca_once_value(builder, S))
+                drop.append(cgutils.alloca_once_value(builder, D))
+            with cgutils.for_range(builder, nchunk) as loop:
+                dk = at(dqv, loop.index)
+                for r in range(R):
+                    s = builder.load(cur[r])
+                    c = builder.call(fma, [dk, s, builder.load(drop[r])])
+                    builder.store(c, drop[r])
+                    builder.store(c, builder.gep(Wv[r], [loop.index]), align=4)
+                    builder.store(fadd(s, at(Tv[r], loop.index), sub=True), cur[r])
+            return context.get_dummy_value()
+        return types.void(T, i0, W, a0, dq, dqc), codegen
+    return drops
+
+
+_drops4 = _drops(4)
+_drops1 = _drops(1)
 
 
 @njit(cache=True, fastmath=True)
-def _row_drop(T, i, dq, W, a):
-    """W[a, b] = sum_l T[i, l] Q_min(b, l) (the drop along one input line for cell currents T[i]): the drop grows
-    by dq_b = Q_b - Q_(b-1) times the current through segment b, sum_(l>=b) T[i, l] (2 flops per cell)."""
-    n = T.shape[1]
-    s = np.float32(0.0)
-    for b in range(n):
-        s += T[i, b]
-    c = np.float32(0.0)
-    for b in range(n):
-        c += dq[b] * s
-        W[a, b] = c
-        s -= T[i, b]
-
-
-@njit(cache=True, fastmath=True)
-def _row_drop4s(T, S, dq, W, a0):
-    """``_row_drop`` of the 4 rows T[0..3] into W[a0..a0+3], with their row totals S[0..3] (summed by the loop
-    that wrote T): four independent scans interleaved (one scan is latency-bound; four fill the pipeline)."""
-    n = T.shape[1]
-    s0, s1, s2, s3 = S[0], S[1], S[2], S[3]
-    c0 = c1 = c2 = c3 = np.float32(0.0)
-    for b in range(n):
-        e = dq[b]
-        c0 += e * s0
-        c1 += e * s1
-        c2 += e * s2
-        c3 += e * s3
-        W[a0, b] = c0
-        W[a0 + 1, b] = c1
-        W[a0 + 2, b] = c2
-        W[a0 + 3, b] = c3
-        s0 -= T[0, b]
-        s1 -= T[1, b]
-        s2 -= T[2, b]
-        s3 -= T[3, b]
-
-
-@njit(cache=True, fastmath=True)
-def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v, K, r, d, w, x, t, acc, accp, accq,
+def _solve_one(G, RG, Vi, dq, dqc, p, linear, ks, tol, max_newton, max_cg, dv_max, v, K, r, d, w, x, t, acc, accp, accq,
                cK, cKr, cKz, cur):
     """One input: Newton on v + L F(v) = Vi, each step by CG in the K inner product (module docstring);
     linear cells: one step, CG to ``tol``, currents G V + K x.
@@ -184,7 +235,6 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
     m = 0
     while ks * span > 2.0 ** m and m < 30:
         m += 1
-    rsum = np.empty(4, np.float32)
     ref2 = 0.0
     ks64 = np.float64(ks)
     iters = 0
@@ -250,11 +300,11 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                         for b in range(n_out):
                             step = min(max(sa * SA[a, b] + sb * SB[a, b], -dv_max), dv_max)
                             v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
-                _sinh_cells(G, v, K, a0, nr, t, rsum, ks, m)
+                _sinh_cells(G, v, K, a0, nr, t, ks, m)
                 if nr == 4:   # row drops, then the column prefix terms and the column sums of c and K, the
                     # 4 rows in one loop (the column sums read and written once per block), written out: the same
                     # with an inner ``for i in range(4)`` was 5-15 % slower per solve
-                    _row_drop4s(t, rsum, dq, w, a0)
+                    _drops4(t, 0, w, a0, dq, dqc)
                     pa0 = p[a0]
                     pa1 = p[a0 + 1]
                     pa2 = p[a0 + 2]
@@ -294,7 +344,7 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                         cK[b] = ck
                 else:
                     for i in range(nr):
-                        _row_drop(t, i, dq, w, a0 + i)
+                        _drops1(t, i, w, a0 + i, dq, dqc)
                     for i in range(nr):   # the same, row by row
                         a = a0 + i
                         pa = p[a]
@@ -349,7 +399,6 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                 for i in range(nr):
                     a = a0 + i
                     part = np.float32(0.0)
-                    tsum = np.float32(0.0)
                     if j == 0:
                         va = np.float32(Vi[a])
                         for b in range(n_out):
@@ -358,7 +407,6 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                             tb = K[a, b] * rb
                             t[i, b] = tb
                             part += tb * rb
-                            tsum += tb
                     elif j == 1 and ximp:   # x = alpha d_0 is not stored either (see ``ximp``)
                         for b in range(n_out):
                             db = r[a, b]
@@ -370,7 +418,6 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                             d[a, b] = db
                             tb = kb * db
                             t[i, b] = tb
-                            tsum += tb
                     elif j == 2 and ximp:   # x_1 = cx (d_1 - r_1) (= alpha_0 d_0), plus alpha_1 d_1
                         for b in range(n_out):
                             db = d[a, b]
@@ -384,7 +431,6 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                             d[a, b] = db
                             tb = kb * db
                             t[i, b] = tb
-                            tsum += tb
                     elif j == 1:   # d_0 = r_0 (in r) and x = 0 were not stored: x = alpha d_0
                         for b in range(n_out):
                             db = r[a, b]
@@ -397,7 +443,6 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                             d[a, b] = db
                             tb = kb * db
                             t[i, b] = tb
-                            tsum += tb
                     else:
                         for b in range(n_out):
                             db = d[a, b]
@@ -410,14 +455,12 @@ def _solve_one(G, RG, Vi, dq, p, linear, ks, tol, max_newton, max_cg, dv_max, v,
                             d[a, b] = db
                             tb = kb * db
                             t[i, b] = tb
-                            tsum += tb
                     rr += part
-                    rsum[i] = tsum
-                if nr == 4:   # row drops of t = K d (row totals from the loop above) into w
-                    _row_drop4s(t, rsum, dq, w, a0)
+                if nr == 4:   # row drops of t = K d into w
+                    _drops4(t, 0, w, a0, dq, dqc)
                 else:
                     for i in range(nr):
-                        _row_drop(t, i, dq, w, a0 + i)
+                        _drops1(t, i, w, a0 + i, dq, dqc)
                 for i in range(nr):   # column prefix terms, then the CG sums of this block's rows (L1):
                     # z = d + partial L K d
                     a = a0 + i
@@ -541,8 +584,9 @@ def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_thread
     """Output-line currents ``out`` (B, n_out) float64 of the canonical array for input voltages ``V`` (B, n_in).
 
     ``G`` (n_in, n_out) float32 cell conductances (small-signal at 0 V), ``dq`` (n_out,) the input-line segment
-    resistances (dq_0 = driver + first segment) and ``p`` (n_in,) the tail sums of the output-line segment
-    resistances (module docstring), ``kind`` CELL_LINEAR or CELL_SINH (i = g sinh(ks v) / ks). Stops when the
+    resistances (dq_0 = driver + first segment), both with the output lines in lane order (``_drops``: n_out a
+    multiple of ``LANES``, padded with lines of zero cells and zero segments), and ``p`` (n_in,) the tail sums of
+    the output-line segment resistances (module docstring), ``kind`` CELL_LINEAR or CELL_SINH (i = g sinh(ks v) / ks). Stops when the
     K-weighted residual |V - v - L F(v)|_K falls below ``tol`` |V|_K per input (inexact Newton, at most
     ``max_newton`` steps and ``max_cg`` sweeps in all, each step clipped to ``dv_max``; linear cells: CG to
     ``tol``). ``iters`` (B,): sweeps with an application of L K (CG iterations, the last Newton test
@@ -554,9 +598,16 @@ def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_thread
     B = V.shape[0]
     n_in, n_out = G.shape
     nt = max(1, min(B, n_threads))
+    if n_out % LANES:
+        raise ValueError("solve_batch: the number of output lines must be a multiple of LANES (lane order)")
+    dqc = np.empty(n_out, np.float32)             # dq summed within each chunk (lane), up to and with each line
+    for q in range(n_out):
+        dqc[q] = dq[q] + (dqc[q - LANES] if q >= LANES else np.float32(0.0))
     RG = np.empty((n_in, n_out), np.float32)     # row drops of G itself: the first F sweep's (see _solve_one)
-    for a in range(n_in):
-        _row_drop(G, a, dq, RG, a)
+    for a in range(0, n_in - 3, 4):
+        _drops4(G, a, RG, a, dq, dqc)
+    for a in range(n_in - n_in % 4, n_in):
+        _drops1(G, a, RG, a, dq, dqc)
     queue = np.zeros(1, np.int64)               # the next input to solve, shared by the work queues
     for ci in prange(nt):
         v = np.empty((n_in, n_out), np.float32)
@@ -572,7 +623,7 @@ def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_thread
             i = _take(queue)
             if i >= B:
                 break
-            st, it = _solve_one(G, RG, V[i], dq, p, kind == CELL_LINEAR, ks, tol, max_newton, max_cg, dv_max, v, K, r,
+            st, it = _solve_one(G, RG, V[i], dq, dqc, p, kind == CELL_LINEAR, ks, tol, max_newton, max_cg, dv_max, v, K, r,
                                 d, w, x, t, col[0], col[1], col[2], col[3], col[4], col[5], cur)
             status[i] = st
             iters[i] = it
