@@ -59,9 +59,11 @@ the caches (six 256 KiB arrays at 256 x 256: v, K, r, d, w = partial L K d, x = 
 arrays from memory and was 3.5x slower for linear cells, ~10x for sinh cells). sinh / cosh are a
 polynomial (it vectorises; libm exp does not) of z = k v / 2^m followed by m double-angle steps: a cell
 voltage is bounded by the input span (maximum principle of a passive network: every node voltage lies
-between min(0, V) and max(0, V)), so m is fixed per input, |z| <= 1 and the truncation is < 2e-9
+between min(0, V) and max(0, V)), so m is fixed per input, |z| <= 2 and the truncation is < 2e-12
 relative (float32 arithmetic; tests ask for residuals down to 1e-7); Newton steps are also clipped to that box. Each input's result depends only on that input, so
-results are identical on any thread count. Dot products accumulate in float64 (per row in float32).
+results are identical on any thread count. Dot products accumulate in float64 (per row in float32); the output
+currents are the column sums of c that L needs anyway (float32), copied out after each F sweep. The first F sweep
+runs through the same 4-row blocks and column loop as the others (its row drops from ``RG``).
 
 The hot loops index the 2-D work arrays (``v[a, b]``) instead of slicing a row view (``v[a]``) per row: each
 view Numba makes (and each array passed to a call) costs a reference-count update, an atomic add through a
@@ -101,22 +103,31 @@ def _take(typingctx, counter):
 
 @njit(cache=True, fastmath=True)
 def _sinh_cells(G, v, K, a0, nr, t, ks, m):
-    """t[i] = g sinh(ks v) / ks (cell currents), their row totals S[i], and K[a] = g cosh(ks v) (small-signal
-    conductances) of the rows a = a0 + i, i < nr (g = G[a], v = v[a]). Rows are indexed in the 2-D arrays, not sliced, and a block of rows
-    is one call: a row view, and an array passed to a call, cost a reference count update (an atomic add and a
-    call) each (see the module docstring)."""
+    """t[i] = g sinh(ks v) / ks (cell currents) and K[a] = g cosh(ks v) (small-signal conductances) of the rows
+    a = a0 + i, i < nr (g = G[a], v = v[a]): Taylor polynomials of z = ks v / 2^m (|z| <= 2: truncation
+    < 2e-12 relative), then m double-angle steps; with m = 0 (|ks v| <= 2, e.g. +-0.37 V at the default ks) one
+    pass that stores t and K once (each pass of the double-angle steps, and of the g product after them, stored
+    both again: a sinh F sweep took ~1.6x as long with m = 1). Rows are indexed in the 2-D arrays, not sliced,
+    and a block of rows is one call: a row view, and an array passed to a call, cost a reference count update
+    (an atomic add and a call) each (see the module docstring)."""
     n = G.shape[1]
     sc = np.float32(ks * 0.5 ** m)
     ik = np.float32(1.0 / ks)
     for i in range(nr):
         a = a0 + i
+        if m == 0:
+            for b in range(n):
+                z = sc * v[a, b]
+                z2 = z * z
+                g = G[a, b]
+                t[i, b] = g * ik * z * _sinh_series(z2)
+                K[a, b] = g * _cosh_series(z2)
+            continue
         for b in range(n):
             z = sc * v[a, b]
             z2 = z * z
-            t[i, b] = z * (np.float32(1.0) + z2 * (np.float32(1 / 6) + z2 * (np.float32(1 / 120) + z2 * (
-                np.float32(1 / 5040) + z2 * (np.float32(1 / 362880) + z2 * np.float32(1 / 39916800))))))
-            K[a, b] = np.float32(1.0) + z2 * (np.float32(0.5) + z2 * (np.float32(1 / 24) + z2 * (np.float32(1 / 720) + z2 * (
-                np.float32(1 / 40320) + z2 * np.float32(1 / 3628800)))))
+            t[i, b] = z * _sinh_series(z2)
+            K[a, b] = _cosh_series(z2)
         for _ in range(m):
             for b in range(n):
                 sh = t[i, b]
@@ -126,6 +137,23 @@ def _sinh_cells(G, v, K, a0, nr, t, ks, m):
         for b in range(n):
             t[i, b] = G[a, b] * t[i, b] * ik
             K[a, b] = G[a, b] * K[a, b]
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _sinh_series(z2):
+    """sinh(z) / z for z^2 = z2 <= 4: Taylor to z^16 / 17! (the next term is < 2e-12 of the sum)."""
+    return np.float32(1.0) + z2 * (np.float32(1 / 6) + z2 * (np.float32(1 / 120) + z2 * (np.float32(1 / 5040) + z2 * (
+        np.float32(1 / 362880) + z2 * (np.float32(1 / 39916800) + z2 * (np.float32(1 / 6227020800) + z2 * (
+            np.float32(1 / 1307674368000) + z2 * np.float32(1 / 355687428096000))))))))
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _cosh_series(z2):
+    """cosh(z) for z^2 = z2 <= 4: Taylor to z^18 / 18! (the next term is < 2e-13 of the sum)."""
+    return np.float32(1.0) + z2 * (np.float32(1 / 2) + z2 * (np.float32(1 / 24) + z2 * (np.float32(1 / 720) + z2 * (
+        np.float32(1 / 40320) + z2 * (np.float32(1 / 3628800) + z2 * (np.float32(1 / 479001600) + z2 * (
+            np.float32(1 / 87178291200) + z2 * (np.float32(1 / 20922789888000) + z2 * np.float32(
+                1 / 6402373705728000)))))))))
 
 
 LANES = 8  # output lines in lane order: storage q = k LANES + j holds line j C + k (C = n_out / LANES; see _drops)
@@ -233,7 +261,7 @@ def _solve_one(G, RG, Vi, dq, dqc, p, linear, ks, tol, max_newton, max_cg, dv_ma
         hi = max(hi, Vi[a])
     span = hi - lo                                  # |cell voltage| <= span
     m = 0
-    while ks * span > 2.0 ** m and m < 30:
+    while ks * span > 2.0 ** (m + 1) and m < 30:
         m += 1
     ref2 = 0.0
     ks64 = np.float64(ks)
@@ -251,44 +279,37 @@ def _solve_one(G, RG, Vi, dq, dqc, p, linear, ks, tol, max_newton, max_cg, dv_ma
         acc[:] = 0.0
         accp[:] = 0.0
         cK[:] = 0.0
-        cur[:] = 0.0
-        if newton == 0:
-            # v = V: every cell of input line a sits at V_a, so c = G F(V_a) and K = G F'(V_a) scale row a of G
-            # and the row drops of c are F(V_a) times those of G (``RG``, once per array): no row scans
-            for a in range(n_in):
-                va64 = Vi[a]
-                if linear:
-                    fa = np.float32(va64)
-                    fpa = np.float32(1.0)
-                else:   # v = V is not stored: the next two sweeps read V_a (``newton == 1`` below)
-                    fa = np.float32(math.sinh(ks64 * va64) / ks64)
-                    fpa = np.float32(math.cosh(ks64 * va64))
-                ksum = np.float32(0.0)
-                pa = p[a]
-                for b in range(n_out):   # c, K, their column sums, the row drop and the column prefix terms
-                    cb = G[a, b] * fa
-                    kb = G[a, b] * fpa
-                    K[a, b] = kb
-                    cur[b] += cb
-                    cK[b] += kb
-                    ksum += kb
-                    sb = acc[b] + cb
-                    spb = accp[b] + cb * pa
-                    acc[b] = sb
-                    accp[b] = spb
-                    w[a, b] = RG[a, b] * fa + (pa * sb - spb)
-                ref2 += ksum * va64 * va64
+        # the step x + alpha d as sa SA + sb SB: after one CG sweep alpha r_0; after two with x implicit
+        # (below) (cx + alpha) d_1 - cx r_1; else x + alpha d
+        if jlast == 0:
+            SA, sa, SB, sb = r, alpha, r, np.float32(0.0)
+        elif jlast == 1 and ximp:
+            SA, sa, SB, sb = d, cx + alpha, r, -cx
         else:
-            # the step x + alpha d as sa SA + sb SB: after one CG sweep alpha r_0; after two with x implicit
-            # (below) (cx + alpha) d_1 - cx r_1; else x + alpha d
-            if jlast == 0:
-                SA, sa, SB, sb = r, alpha, r, np.float32(0.0)
-            elif jlast == 1 and ximp:
-                SA, sa, SB, sb = d, cx + alpha, r, -cx
+            SA, sa, SB, sb = d, alpha, x, np.float32(1.0)
+        for a0 in range(0, n_in, 4):
+            nr = min(4, n_in - a0)
+            if newton == 0:
+                # v = V: every cell of input line a sits at V_a, so c = G F(V_a) and K = G F'(V_a) scale row a of
+                # G and the row drops of c are F(V_a) times those of G (``RG``, once per array): no row scans
+                for i in range(nr):
+                    a = a0 + i
+                    va64 = Vi[a]
+                    if linear:
+                        fa = np.float32(va64)
+                        fpa = np.float32(1.0)
+                    else:   # v = V is not stored: the next two sweeps read V_a (``newton == 1`` below)
+                        fa = np.float32(math.sinh(ks64 * va64) / ks64)
+                        fpa = np.float32(math.cosh(ks64 * va64))
+                    ksum = np.float32(0.0)
+                    for b in range(n_out):
+                        kb = G[a, b] * fpa
+                        t[i, b] = G[a, b] * fa
+                        K[a, b] = kb
+                        ksum += kb
+                        w[a, b] = RG[a, b] * fa
+                    ref2 += ksum * va64 * va64
             else:
-                SA, sa, SB, sb = d, alpha, x, np.float32(1.0)
-            for a0 in range(0, n_in, 4):
-                nr = min(4, n_in - a0)
                 for i in range(nr):
                     a = a0 + i
                     va = np.float32(Vi[a])
@@ -301,63 +322,59 @@ def _solve_one(G, RG, Vi, dq, dqc, p, linear, ks, tol, max_newton, max_cg, dv_ma
                             step = min(max(sa * SA[a, b] + sb * SB[a, b], -dv_max), dv_max)
                             v[a, b] = min(max(v[a, b] + step, -f32span), f32span)
                 _sinh_cells(G, v, K, a0, nr, t, ks, m)
-                if nr == 4:   # row drops, then the column prefix terms and the column sums of c and K, the
-                    # 4 rows in one loop (the column sums read and written once per block), written out: the same
-                    # with an inner ``for i in range(4)`` was 5-15 % slower per solve
+            if nr == 4:   # row drops, then the column prefix terms and the column sums of c and K, the
+                # 4 rows in one loop (the column sums read and written once per block), written out: the same
+                # with an inner ``for i in range(4)`` was 5-15 % slower per solve
+                if newton > 0:
                     _drops4(t, 0, w, a0, dq, dqc)
-                    pa0 = p[a0]
-                    pa1 = p[a0 + 1]
-                    pa2 = p[a0 + 2]
-                    pa3 = p[a0 + 3]
+                pa0 = p[a0]
+                pa1 = p[a0 + 1]
+                pa2 = p[a0 + 2]
+                pa3 = p[a0 + 3]
+                for b in range(n_out):
+                    c = acc[b]
+                    cp = accp[b]
+                    ck = cK[b]
+                    tb = t[0, b]
+                    c += tb
+                    cp += tb * pa0
+                    w[a0 + 0, b] += pa0 * c - cp
+                    ck += K[a0 + 0, b]
+                    tb = t[1, b]
+                    c += tb
+                    cp += tb * pa1
+                    w[a0 + 1, b] += pa1 * c - cp
+                    ck += K[a0 + 1, b]
+                    tb = t[2, b]
+                    c += tb
+                    cp += tb * pa2
+                    w[a0 + 2, b] += pa2 * c - cp
+                    ck += K[a0 + 2, b]
+                    tb = t[3, b]
+                    c += tb
+                    cp += tb * pa3
+                    w[a0 + 3, b] += pa3 * c - cp
+                    ck += K[a0 + 3, b]
+                    acc[b] = c
+                    accp[b] = cp
+                    cK[b] = ck
+            else:
+                for i in range(nr if newton > 0 else 0):
+                    _drops1(t, i, w, a0 + i, dq, dqc)
+                for i in range(nr):   # the same, row by row
+                    a = a0 + i
+                    pa = p[a]
                     for b in range(n_out):
-                        c = acc[b]
-                        cp = accp[b]
-                        cu = cur[b]
-                        ck = cK[b]
-                        tb = t[0, b]
-                        c += tb
-                        cp += tb * pa0
-                        w[a0 + 0, b] += pa0 * c - cp
-                        cu += tb
-                        ck += K[a0 + 0, b]
-                        tb = t[1, b]
-                        c += tb
-                        cp += tb * pa1
-                        w[a0 + 1, b] += pa1 * c - cp
-                        cu += tb
-                        ck += K[a0 + 1, b]
-                        tb = t[2, b]
-                        c += tb
-                        cp += tb * pa2
-                        w[a0 + 2, b] += pa2 * c - cp
-                        cu += tb
-                        ck += K[a0 + 2, b]
-                        tb = t[3, b]
-                        c += tb
-                        cp += tb * pa3
-                        w[a0 + 3, b] += pa3 * c - cp
-                        cu += tb
-                        ck += K[a0 + 3, b]
+                        tb = t[i, b]
+                        c = acc[b] + tb
+                        cp = accp[b] + tb * pa
                         acc[b] = c
                         accp[b] = cp
-                        cur[b] = cu
-                        cK[b] = ck
-                else:
-                    for i in range(nr):
-                        _drops1(t, i, w, a0 + i, dq, dqc)
-                    for i in range(nr):   # the same, row by row
-                        a = a0 + i
-                        pa = p[a]
-                        for b in range(n_out):
-                            tb = t[i, b]
-                            c = acc[b] + tb
-                            cp = accp[b] + tb * pa
-                            acc[b] = c
-                            accp[b] = cp
-                            w[a, b] += pa * c - cp
-                            cur[b] += tb
-                            cK[b] += K[a, b]
+                        w[a, b] += pa * c - cp
+                        cK[b] += K[a, b]
         accq[:] = accp                              # column-total term of L F(v)
+        for b in range(n_out):                      # the output-line currents at this F(v)
+            cur[b] = acc[b]
         # CG sweeps. Sweep j forms r_j (the first: r_0 = V - v - L F(v), d_0 = r_0 and x = 0 left implicit, not
         # stored -- sweep 1 reads d_0 from r and writes x = alpha d_0 (sinh cells: not even that while ``ximp``),
         # a step after one sweep is alpha r_0; later ones:
