@@ -224,6 +224,27 @@ def test_fast_solver_thread_independent(rng):
         assert all(np.array_equal(out[0], o) for o in out[1:]), cell
 
 
+
+@pytest.mark.parametrize("n_in,n_out", [(4, 8), (7, 24), (9, 30), (5, 1)])
+def test_lane_order_row_drops_equal_the_ladder_formula(rng, n_in, n_out):
+    """The kernel's vector row scans (output lines in lane order, padded to a multiple of 8) against the
+    formula they evaluate, in float64 and physical order: W[a, b] = sum_{k<=b} dq_k sum_{l>=k} T[a, l]."""
+    from aimc.circuit.crossbar import _lane_order
+    from aimc.kernels import crossbar as kc
+    T = rng.uniform(-1, 1, (n_in, n_out))
+    dq = rng.uniform(0.1, 2.0, n_out)
+    ref = np.cumsum(dq * np.cumsum(T[:, ::-1], axis=1)[:, ::-1], axis=1)
+    order = _lane_order(n_out)
+    pad = order < 0
+    assert order.size % kc.LANES == 0 and sorted(order[~pad]) == list(range(n_out))
+    Tl = np.ascontiguousarray(np.where(pad, 0.0, T[:, np.where(pad, 0, order)]), np.float32)
+    dql = np.where(pad, 0.0, dq[np.where(pad, 0, order)]).astype(np.float32)
+    W = np.full(Tl.shape, np.nan, np.float32)
+    kc.row_drops(Tl, dql, kc.chunk_sums(dql), W)
+    got = np.empty((n_in, n_out))
+    got[:, order[~pad]] = W[:, ~pad]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
+
 # ----------------------------------------------------------------------------------------------- tiles
 from aimc import Tile  # noqa: E402
 from aimc import mapping as _map  # noqa: E402

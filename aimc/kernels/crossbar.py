@@ -620,6 +620,25 @@ def _solve_one(G, RG, Vi, dq, dqc, p, linear, ks, tol, max_newton, max_cg, dv_ma
     return NOT_CONVERGED, iters
 
 
+@njit(cache=True)
+def chunk_sums(dq):
+    """dqc: dq (lane order) summed within each chunk up to and with each line, the ``_drops`` scans' input."""
+    dqc = np.empty(dq.size, np.float32)
+    for q in range(dq.size):
+        dqc[q] = dq[q] + (dqc[q - LANES] if q >= LANES else np.float32(0.0))
+    return dqc
+
+
+@njit(cache=True)
+def row_drops(T, dq, dqc, W):
+    """W[a] = the drops along input line a for cell currents T[a] (every row; lane order, ``_drops``)."""
+    n = T.shape[0]
+    for a in range(0, n - 3, 4):
+        _drops4(T, a, W, a, dq, dqc)
+    for a in range(n - n % 4, n):
+        _drops1(T, a, W, a, dq, dqc)
+
+
 @njit(cache=True, parallel=True)
 def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_threads, out, iters, status):
     """Output-line currents ``out`` (B, n_out) float64 of the canonical array for input voltages ``V`` (B, n_in).
@@ -641,14 +660,9 @@ def solve_batch(G, V, dq, p, kind, ks, tol, max_newton, max_cg, dv_max, n_thread
     nt = max(1, min(B, n_threads))
     if n_out % LANES:
         raise ValueError("solve_batch: the number of output lines must be a multiple of LANES (lane order)")
-    dqc = np.empty(n_out, np.float32)             # dq summed within each chunk (lane), up to and with each line
-    for q in range(n_out):
-        dqc[q] = dq[q] + (dqc[q - LANES] if q >= LANES else np.float32(0.0))
+    dqc = chunk_sums(dq)
     RG = np.empty((n_in, n_out), np.float32)     # row drops of G itself: the first F sweep's (see _solve_one)
-    for a in range(0, n_in - 3, 4):
-        _drops4(G, a, RG, a, dq, dqc)
-    for a in range(n_in - n_in % 4, n_in):
-        _drops1(G, a, RG, a, dq, dqc)
+    row_drops(G, dq, dqc, RG)
     queue = np.zeros(1, np.int64)               # the next input to solve, shared by the work queues
     for ci in prange(nt):
         v = np.empty((n_in, n_out), np.float32)
