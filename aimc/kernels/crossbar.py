@@ -632,6 +632,8 @@ def chunk_sums(dq):
 @njit(cache=True)
 def row_drops(T, dq, dqc, W):
     """W[a] = the drops along input line a for cell currents T[a] (every row; lane order, ``_drops``)."""
+    if T.shape[1] % LANES or W.shape != T.shape or dq.size != T.shape[1] or dqc.size != T.shape[1]:
+        raise ValueError("row_drops: T and W (rows, n) with n a multiple of LANES, dq and dqc (n,)")
     n = T.shape[0]
     for a in range(0, n - 3, 4):
         _drops4(T, a, W, a, dq, dqc)
