@@ -78,6 +78,7 @@ class Crossbar:
         self.tol, self.max_iter, self.fallback, self.name = float(tol), int(max_iter), bool(fallback), name
         self._net = None
         self._lu = None
+        self._fast = None
 
     @property
     def linear(self) -> bool:
@@ -182,27 +183,33 @@ class Crossbar:
 
     # ------------------------------------------------------------------ fast (Numba Newton + CG)
     def _ladders(self):
-        g = float(self.G.max()) if self.G.size and self.G.max() > 0 else 1.0
-        r = np.full(self.n_out, self.r_in)
-        r[0] += self.r_drv
-        dq = r * g * _US                                # r_b = Q_b - Q_(b-1), normalised by g_ref
-        rho = np.full(self.n_in, self.r_out)
-        rho[-1] += self.r_sense
-        p = np.cumsum(rho[::-1])[::-1] * g * _US        # P_a = sum_{k>=a} rho_k
-        return g, dq.astype(np.float32), p.astype(np.float32)
+        """The fast solver's arrays, once per Crossbar (G does not change): g_ref, G / g_ref and the input-line
+        segment resistances dq in the kernel's lane order (``_lane_order``: padded with zero cells and
+        segments), the output-line tail sums p, the lane order and its padding mask."""
+        if self._fast is None:
+            g = float(self.G.max()) if self.G.size and self.G.max() > 0 else 1.0
+            r = np.full(self.n_out, self.r_in)
+            r[0] += self.r_drv
+            dq = r * g * _US                                # r_b = Q_b - Q_(b-1), normalised by g_ref
+            rho = np.full(self.n_in, self.r_out)
+            rho[-1] += self.r_sense
+            p = np.cumsum(rho[::-1])[::-1] * g * _US        # P_a = sum_{k>=a} rho_k
+            order = _lane_order(self.n_out)
+            pad = order < 0                                 # zero cells and segments beyond the last output line
+            src = np.where(pad, 0, order)
+            Gn = np.ascontiguousarray(self.G[:, src] / g, np.float32)
+            Gn[:, pad] = 0.0
+            dq = np.where(pad, 0.0, dq[src]).astype(np.float32)
+            self._fast = (g, Gn, dq, p.astype(np.float32), order, pad)
+        return self._fast
 
     def fast(self, V, info: dict | None = None) -> np.ndarray:
         """Output currents (B, n_out) in uA by the Numba solver (``tol``; fallback or error if it fails)."""
         V = self._check_v(V)
-        g, dq, p = self._ladders()
+        g, Gn, dq, p, order, pad = self._ladders()
         B = V.shape[0]
         iters = np.zeros(B, np.int64)
         status = np.zeros(B, np.int64)
-        order = _lane_order(self.n_out)
-        pad = order < 0                                 # zero cells and segments beyond the last output line
-        Gn = np.ascontiguousarray(self.G[:, np.where(pad, 0, order)] / g, np.float32)
-        Gn[:, pad] = 0.0
-        dq = np.where(pad, np.float32(0.0), dq[np.where(pad, 0, order)])
         Vf = np.ascontiguousarray(V, np.float32)
         out = np.empty((B, order.size), np.float64)
         kind = _k.CELL_LINEAR if self.linear else _k.CELL_SINH
